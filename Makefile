@@ -1,0 +1,32 @@
+# Two commands for a fresh machine: `make demo` and `make test`.  Each creates or reuses
+# .venv and installs what it needs (stamps are redone when pyproject.toml changes).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --disable-pip-version-check -qq
+ARGS   ?=
+
+.PHONY: demo test bench clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-core: pyproject.toml | $(PY)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | $(PY)
+	$(PIP) -e '.[test]'
+	touch $@ $(VENV)/.stamp-core
+
+demo: $(VENV)/.stamp-core
+	$(PY) -m jaxretina demo $(ARGS)
+
+test: $(VENV)/.stamp-test
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(VENV)/.stamp-core
+	$(PY) -m benchmarks.driu_attribution $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""jaxretina: explain retinal and vascular imaging networks with JAX."""

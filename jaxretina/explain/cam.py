@@ -1,0 +1,187 @@
+"""Grad-CAM and Grad-CAM++ of every tapped layer from one forward and one backward pass.
+
+For a layer with activation ``A`` of shape (*spatial, K) and ``G = ∂y/∂A`` (``y`` the target
+scalar), both methods form ``map = Σ_k w_k A_k`` and differ only in the channel weights:
+
+* Grad-CAM (Selvaraju et al.): ``w_k = mean_p G_pk``.
+* Grad-CAM++ (Chattopadhay et al., exponential-output closed form):
+  ``a_pk = G_pk² / (2 G_pk² + (Σ_q A_qk) G_pk³)`` (0 where ``G_pk = 0``),
+  ``w_k = Σ_p a_pk · relu(G_pk)``.
+
+``relu=True`` keeps the positive part (the usual CAM); ``relu=False`` keeps the sign (seed 000
+shows positive contributions green and negative red: :func:`jaxretina.viz.signed_map`).
+``resize=True`` brings each map to the input's spatial size with (bi/tri)linear interpolation
+(half-pixel centres, as OpenCV/PyTorch ``align_corners=False``).  ``normalize=True`` rescales
+each map to [0, 1] (min–max; with ``relu=False``: divides by max |map|, giving [−1, 1]).
+Min–max after a linear resize equals pytorch-grad-cam's ReLU → min–max → resize → min–max,
+since linear interpolation commutes with the affine min–max map.
+
+All layers come from one tapped forward pass and one ``jax.grad`` with respect to zero
+perturbations at every layer (:mod:`jaxretina.taps`); the program is jitted once per
+(model, target, layers, options, input shape).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxretina import taps
+from jaxretina.explain._core import check_input, scalar_output
+
+__all__ = ["grad_cam", "grad_cam_plus_plus", "layer_gradients"]
+
+_EPS = 1e-7  # guards the Grad-CAM++ denominator and the normalisations against division by 0
+
+
+def _gradcam_weights(a: jax.Array, g: jax.Array) -> jax.Array:
+    return g.mean(axis=tuple(range(g.ndim - 1)))
+
+
+def _gradcampp_weights(a: jax.Array, g: jax.Array) -> jax.Array:
+    spatial = tuple(range(g.ndim - 1))
+    g2 = g * g
+    g3 = g2 * g
+    denom = 2 * g2 + a.sum(axis=spatial) * g3
+    alpha = jnp.where(g != 0, g2 / (denom + _EPS), 0.0)
+    return (alpha * jax.nn.relu(g)).sum(axis=spatial)
+
+
+_WEIGHTS = {"gradcam": _gradcam_weights, "gradcampp": _gradcampp_weights}
+
+
+@functools.lru_cache(maxsize=256)
+def _available_layers(model: Any, shape: tuple, dtype: Any) -> tuple[str, ...]:
+    return tuple(taps.layer_shapes(model, None, shape, dtype))
+
+
+def _resolve_layers(model, x, layers) -> tuple[str, ...]:
+    available = _available_layers(model, (1, *x.shape), jnp.dtype(x.dtype))
+    return taps.select_layers(available, layers)
+
+
+def _tapped_grads(model, variables, x, target, chosen):
+    """``(activations, gradients)`` of the chosen layers for one example, one backward pass."""
+    fns = taps.tap_functions(model)
+    batch = x[None]
+    deltas = fns.zeros(variables, batch)
+    wanted = {n: deltas[n] for n in chosen}
+    fixed = {n: d for n, d in deltas.items() if n not in wanted}  # constants: backprop stops early
+
+    def score(d):
+        out, acts = fns.tapped(variables, batch, {**fixed, **d})
+        return scalar_output(target(out[0]), who="target"), acts
+
+    grads, acts = jax.grad(score, has_aux=True)(wanted)
+    return {n: acts[n][0] for n in chosen}, {n: grads[n][0] for n in chosen}
+
+
+def _finish_map(cam, spatial, relu, resize, normalize):
+    if relu:
+        cam = jax.nn.relu(cam)
+    if resize and cam.shape != spatial:
+        cam = jax.image.resize(cam, spatial, method="linear", antialias=False)
+    if normalize:
+        if relu:
+            lo = cam.min()
+            cam = (cam - lo) / (cam.max() - lo + _EPS)
+        else:
+            cam = cam / (jnp.abs(cam).max() + _EPS)
+    return cam
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+def _cam_program(kind, model, target, chosen, relu, resize, normalize, variables, x):
+    acts, grads = _tapped_grads(model, variables, x, target, chosen)
+    spatial = x.shape[:-1]
+    maps = {}
+    for name in chosen:
+        a, g = acts[name], grads[name]
+        if a.ndim != x.ndim:
+            raise ValueError(
+                f"layer {name!r} has activation shape {a.shape}; Grad-CAM needs a spatial map "
+                f"with channels last, of the input's rank {x.ndim}"
+            )
+        w = _WEIGHTS[kind](a, g)
+        cam = (a * w).sum(-1)
+        maps[name] = _finish_map(cam, spatial, relu, resize, normalize)
+    return maps
+
+
+def _cam(kind, model, variables, x, target, layers, relu, resize, normalize):
+    x = check_input(x, who=kind)
+    chosen = _resolve_layers(model, x, layers)
+    maps = _cam_program(kind, model, target, chosen, bool(relu), bool(resize), bool(normalize), variables, x)
+    return {name: maps[name] for name in chosen}  # execution order (jit outputs sort dict keys)
+
+
+def grad_cam(
+    model: Any,
+    variables: Any,
+    x: Any,
+    target: Callable,
+    *,
+    layers: str | Sequence[str] = "all",
+    relu: bool = True,
+    resize: bool = True,
+    normalize: bool = False,
+) -> dict[str, jax.Array]:
+    """Grad-CAM of every requested layer, from one forward and one backward pass.
+
+    Args:
+      model, variables: a jaxretina model (any module with tap points) and its variables.
+      x: **one** example (H, W, C) — or (D, H, W, C) for 3D models — float, finite.
+      target: one example's model output -> scalar (:mod:`jaxretina.targets`); build it once
+        (it is a static argument: a new target object compiles anew).
+      layers: ``"all"``, one layer name, or a list (see ``model.layer_names()``).
+      relu, resize, normalize: see the module docstring.
+
+    Returns:
+      ``{layer: map}`` in execution order; maps are (H, W) with ``resize=True``, else the
+      layer's own spatial shape.
+
+    Example::
+
+      >>> model = DRIU(); variables = model.init(jax.random.key(0), x[None])
+      >>> cams = explain.grad_cam(model, variables, x, targets.segmentation_sum())
+      >>> cams["upsample2"].shape == x.shape[:2]
+      >>> batched = jax.vmap(lambda xi: explain.grad_cam(model, variables, xi, target))(xs)
+    """
+    return _cam("gradcam", model, variables, x, target, layers, relu, resize, normalize)
+
+
+def grad_cam_plus_plus(
+    model: Any,
+    variables: Any,
+    x: Any,
+    target: Callable,
+    *,
+    layers: str | Sequence[str] = "all",
+    relu: bool = True,
+    resize: bool = True,
+    normalize: bool = False,
+) -> dict[str, jax.Array]:
+    """Grad-CAM++ of every requested layer (same contract as :func:`grad_cam`)."""
+    return _cam("gradcampp", model, variables, x, target, layers, relu, resize, normalize)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _grads_program(model, target, chosen, variables, x):
+    return _tapped_grads(model, variables, x, target, chosen)
+
+
+def layer_gradients(
+    model: Any, variables: Any, x: Any, target: Callable, *, layers: str | Sequence[str] = "all"
+) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """``(activations, gradients)`` of the target at every requested layer of one example.
+
+    One forward and one backward pass; both dicts map layer names (execution order) to arrays
+    of the layer's shape without the batch axis.  The raw material of every CAM method.
+    """
+    x = check_input(x, who="layer_gradients")
+    chosen = _resolve_layers(model, x, layers)
+    acts, grads = _grads_program(model, target, chosen, variables, x)
+    return {n: acts[n] for n in chosen}, {n: grads[n] for n in chosen}

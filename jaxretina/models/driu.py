@@ -1,0 +1,154 @@
+"""DRIU (Maninis et al., MICCAI 2016): retinal vessel and optic-disc segmentation, in Flax.
+
+A VGG16 trunk with "specialised" 16-channel side convolutions on each stage, upsampled by
+fixed bilinear transposed convolutions, cropped to the input, concatenated and fused by a
+1×1 convolution.  Module names are the Caffe layer names of the official deploy prototxts
+(``conv1_1`` … ``conv5_3``, ``conv1_2_16`` … ``conv5_3_16``, ``upsample2`` … ``upsample16``
+for Caffe's ``upsample2_`` …, ``new_score_weighting`` for ``new-score-weighting``), so the
+Caffe converter maps names one to one and ``layers=["upsample2"]`` means the paper's layer.
+
+Shapes (NHWC): input (N, H, W, 3) float, BGR minus the Caffe mean (see
+:func:`jaxretina.preprocess.driu_caffe_input`); output (N, H, W, 1) **logits** — the vessel
+(or disc) probability is ``jax.nn.sigmoid(out)``, Caffe's ``sigmoid-fuse``.
+
+Tapped layers (Caffe blob semantics: conv blobs are post-ReLU, as Caffe's ReLU is in place):
+every trunk convolution and pooling, every side convolution (linear), every upsampled map
+*after* its crop (``upsample2`` is what the fuse layer sees, at input size), and the fused
+logits ``new_score_weighting``.
+
+Example::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxretina.models import DRIU
+    >>> model = DRIU()                                  # vessel variant
+    >>> x = jnp.zeros((1, 101, 117, 3))
+    >>> variables = model.init(jax.random.key(0), x)
+    >>> model.apply(variables, x).shape
+    (1, 101, 117, 1)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from jaxretina.models.layers import CaffeDeconv, crop_to, max_pool_2x2
+from jaxretina.taps import TapPoints
+from jaxretina.validate import check_image_batch
+
+__all__ = ["DRIU", "VARIANTS", "HED_CROP_OFFSETS"]
+
+# VGG16 stages: (stage, number of 3×3 convolutions, width).
+_STAGES = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+
+# Per variant: number of VGG stages, and the stages that feed a side branch.
+VARIANTS = {
+    "vessel": {"stages": 4, "sides": (1, 2, 3, 4)},
+    "optic_disc": {"stages": 5, "sides": (2, 3, 4, 5)},
+}
+
+# Crop offsets of upsample2 / 4 / 8 / 16: HED's Caffe computes a Crop's offset from the
+# network geometry when the prototxt gives none.  A transposed conv with kernel k, stride s,
+# pad p maps output pixel y to input position (y + p − (k − 1)/2) / s, so aligning its centres
+# with the input pixels needs offset (k − s)/2 − p: 0 for upsample2 (4/2/1), 2 for upsample4
+# (8/4/0), 4 for upsample8 (16/8/0), 8 for upsample16 (32/16/0) — the same values the DRIU
+# author wrote explicitly in the OSVOS deploy prototxt.  BVLC Caffe's own default (offset 0
+# everywhere) shifts the coarse maps by up to 8 pixels.
+HED_CROP_OFFSETS = (0, 2, 4, 8)
+_FACTORS = (2, 4, 8, 16)
+
+# Caffe geometry of the upsampling deconvolutions: factor -> (kernel, stride, pad).
+_DECONV = {2: (4, 2, 1), 4: (8, 4, 0), 8: (16, 8, 0), 16: (32, 16, 0)}
+
+
+class DRIU(nn.Module):
+    """DRIU vessel (``variant="vessel"``) or optic-disc (``variant="optic_disc"``) network.
+
+    Attributes:
+      variant: ``"vessel"`` (VGG stages 1–4, sides on conv1_2 … conv4_3) or ``"optic_disc"``
+        (stages 1–5, sides on conv2_2 … conv5_3).
+      side_channels: K, channels of each side branch (16 in DRIU).
+      crop_offsets: offsets of the crops after upsample2, 4, 8 and 16 (a 4-tuple; the vessel
+        model uses the first three); default :data:`HED_CROP_OFFSETS` (0/2/4/8, see there why).
+      ceil_mode: Caffe's ceil rounding in the max pools (True); False is PyTorch's floor, which
+        fails on odd sizes whose upsampled maps come out smaller than the input.
+      act: the trunk nonlinearity (``nn.relu``); swap it for guided backprop / deconvnet.
+      dtype: computation dtype (parameters stay float32).
+    """
+
+    variant: str = "vessel"
+    side_channels: int = 16
+    crop_offsets: tuple[int, int, int, int] = HED_CROP_OFFSETS
+    ceil_mode: bool = True
+    act: Callable[[jax.Array], jax.Array] = nn.relu
+    dtype: jnp.dtype | None = None
+
+    def _config(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown DRIU variant {self.variant!r}; expected one of {list(VARIANTS)}")
+        return VARIANTS[self.variant]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        del train  # no dropout or batch statistics in DRIU
+        cfg = self._config()
+        check_image_batch(x, channels=3, name="DRIU input")
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        height, width = x.shape[1], x.shape[2]
+        if len(self.crop_offsets) != len(_FACTORS):
+            raise ValueError(
+                f"crop_offsets needs one offset per upsampling factor {_FACTORS}; "
+                f"found {self.crop_offsets!r}"
+            )
+        offsets = dict(zip(_FACTORS, self.crop_offsets))
+        tap = TapPoints(name="taps")
+
+        def conv(name, feats, ksize=3):
+            pad = ksize // 2
+            return nn.Conv(feats, (ksize, ksize), padding=((pad, pad), (pad, pad)),
+                           dtype=self.dtype, name=name)
+
+        stage_out = {}
+        h = x
+        for stage, depth, feats in _STAGES[: cfg["stages"]]:
+            if stage > 1:
+                h = tap(f"pool{stage - 1}", max_pool_2x2(h, ceil_mode=self.ceil_mode))
+            for i in range(1, depth + 1):
+                name = f"conv{stage}_{i}"
+                h = tap(name, self.act(conv(name, feats)(h)))
+            stage_out[stage] = (f"conv{stage}_{depth}", h)
+
+        pieces = []
+        for stage in cfg["sides"]:
+            trunk_name, feat = stage_out[stage]
+            side_name = f"{trunk_name}_16"
+            side = tap(side_name, conv(side_name, self.side_channels)(feat))  # linear, no ReLU
+            if stage == 1:
+                pieces.append(side)  # already at input resolution
+                continue
+            factor = 2 ** (stage - 1)
+            k, s, p = _DECONV[factor]
+            up_name = f"upsample{factor}"
+            up = CaffeDeconv(self.side_channels, k, s, p, name=up_name)(side)
+            pieces.append(tap(up_name, crop_to(up, height, width, offsets[factor], layer=up_name)))
+
+        fused = jnp.concatenate(pieces, axis=-1)
+        return tap("new_score_weighting", conv("new_score_weighting", 1, ksize=1)(fused))
+
+    def layer_names(self) -> tuple[str, ...]:
+        """Explainable layers in execution order (same for every input size)."""
+        cfg = self._config()
+        names = []
+        for stage, depth, _ in _STAGES[: cfg["stages"]]:
+            if stage > 1:
+                names.append(f"pool{stage - 1}")
+            names += [f"conv{stage}_{i}" for i in range(1, depth + 1)]
+        for stage in cfg["sides"]:
+            names.append(f"conv{stage}_{_STAGES[stage - 1][1]}_16")
+            if stage > 1:
+                names.append(f"upsample{2 ** (stage - 1)}")
+        return tuple(names) + ("new_score_weighting",)

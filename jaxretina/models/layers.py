@@ -1,0 +1,118 @@
+"""Building blocks shared by the models: Caffe-style pooling, transposed convolution, crops.
+
+All channels-last (NHWC).  Each block is written so that its gradient is cheap on every
+backend: the 2×2 max pool is a reshape + max (whose gradient is an elementwise select) rather
+than ``reduce_window`` (whose gradient lowers to select-and-scatter, measurably slower on CPU).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+__all__ = ["max_pool_2x2", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "crop_to"]
+
+
+def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
+    """Max pooling, kernel 2, stride 2, pad 0, on (N, H, W, C).
+
+    ``ceil_mode=True`` is Caffe's rounding (output ``ceil(H/2)``): odd edges are padded with
+    ``-inf`` so the last window holds one real row/column.  ``ceil_mode=False`` is PyTorch's
+    default (output ``floor(H/2)``): the odd last row/column is dropped.
+
+    On ties the gradient is shared equally among the maxima (JAX's rule for ``max``), where
+    Caffe and PyTorch give it all to the first; per-window sums, and hence Grad-CAM weights, agree.
+    """
+    n, h, w, c = x.shape
+    if ceil_mode:
+        ph, pw = h % 2, w % 2
+        if ph or pw:
+            x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), constant_values=-jnp.inf)
+    else:
+        x = x[:, : h - h % 2, : w - w % 2, :]
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def bilinear_kernel(size: int) -> np.ndarray:
+    """The (size, size) bilinear interpolation kernel of FCN/HED "surgery".
+
+    ``factor = (size + 1) // 2``; ``center = factor - 1`` for odd sizes, ``factor - 0.5`` for
+    even; ``w(i, j) = (1 - |i - center| / factor) · (1 - |j - center| / factor)``.
+    """
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    og = np.arange(size, dtype=np.float64)
+    filt = 1 - np.abs(og - center) / factor
+    return np.outer(filt, filt)
+
+
+def bilinear_diagonal_init(key, shape, dtype=jnp.float32):
+    """Initialiser for a (kh, kw, C, C) transposed-conv kernel: bilinear on the channel diagonal."""
+    del key
+    kh, kw, cin, cout = shape
+    if kh != kw or cin != cout:
+        raise ValueError(
+            f"bilinear diagonal init needs a square kernel with equal in/out channels; "
+            f"found kernel {kh}x{kw}, {cin} -> {cout} channels"
+        )
+    k = bilinear_kernel(kh)
+    w = np.zeros(shape, np.float64)
+    for c in range(cin):
+        w[:, :, c, c] = k
+    return jnp.asarray(w, dtype)
+
+
+class CaffeDeconv(nn.Module):
+    """Caffe ``Deconvolution`` / PyTorch ``ConvTranspose2d`` (group 1) on NHWC.
+
+    ``y[s·i + a − p] += x[i] · W[a]`` for every input position ``i`` and kernel tap ``a``;
+    output size ``s·(H − 1) + k − 2p``.  Parameter ``kernel`` has shape (k, k, C_in, C_out) with
+    ``kernel[a, b, c, o] == W_caffe[c, o, a, b]`` (a plain transpose of the Caffe/PyTorch blob,
+    no flip), ``bias`` shape (C_out,).  Computed as a stride-1 convolution of the input dilated by
+    ``s`` with the spatially flipped kernel and ``k − 1 − p`` padding.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int
+    padding: int = 0
+    use_bias: bool = True
+    kernel_init: Callable = bilinear_diagonal_init
+    bias_init: Callable = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        if p > k - 1:
+            raise ValueError(f"transposed-conv padding must be <= kernel_size - 1 = {k - 1}; found {p}")
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+        kernel = jnp.asarray(kernel, x.dtype)[::-1, ::-1]
+        pad = k - 1 - p
+        y = jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=(1, 1),
+            padding=((pad, pad), (pad, pad)),
+            lhs_dilation=(s, s),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,))
+            y = y + jnp.asarray(bias, x.dtype)
+        return y
+
+
+def crop_to(x: jax.Array, height: int, width: int, offset: int, *, layer: str) -> jax.Array:
+    """Caffe ``Crop`` (axis 2): the (height, width) window of (N, H', W', C) at (offset, offset)."""
+    if x.shape[1] < offset + height or x.shape[2] < offset + width:
+        raise ValueError(
+            f"{layer}: cannot crop {height}x{width} at offset {offset} from a "
+            f"{x.shape[1]}x{x.shape[2]} map; expected at least "
+            f"{offset + height}x{offset + width} (check the crop offsets and pooling mode)"
+        )
+    return x[:, offset : offset + height, offset : offset + width, :]

@@ -1,0 +1,199 @@
+"""Layer taps: a Flax module turned into pure functions that expose named layers.
+
+A model marks each explainable layer by passing its activation through one shared
+:class:`TapPoints` submodule (named ``"taps"``)::
+
+    x = self.taps("conv1_1", self.act(conv(x)))
+
+Outside of :mod:`jaxretina.taps` that call is the identity.  Inside, it does two things:
+
+* ``self.perturb(name, x)`` adds a zero array ``delta[name]`` to the activation, so that
+  ``d score / d delta[name] == d score / d activation[name]``.  Differentiating one scalar with
+  respect to the whole ``deltas`` dict gives the gradient at **every** layer from one backward
+  pass — the core of all-layer Grad-CAM.
+* ``self.sow("intermediates", name, x)`` records the activation itself.
+
+The functions here hide the Flax collections behind a small contract::
+
+    fns = taps.tap_functions(model)
+    out = fns.forward(variables, x)                       # x: a batch (N, ...)
+    deltas = fns.zeros(variables, x)                      # {layer: zeros like activation}
+    out, acts = fns.tapped(variables, x, deltas)          # acts: {layer: activation}
+    grads = jax.grad(lambda d: score(fns.tapped(variables, x, d)[0]))(deltas)
+
+Layer names are the source framework's names (DRIU: Caffe blob names such as ``conv1_2_16``,
+``upsample2``), in execution order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+__all__ = [
+    "TapPoints",
+    "TapFunctions",
+    "tap_functions",
+    "layer_shapes",
+    "layer_names",
+    "activations",
+    "select_layers",
+]
+
+_TAPS = "taps"  # the name models give their TapPoints submodule
+_PERTURB = "perturbations"
+_INTERMEDIATES = "intermediates"
+
+
+class TapPoints(nn.Module):
+    """Identity at named points; adds a perturbation and records the value when tapped.
+
+    Models create one instance named ``"taps"`` and call it with a layer name and the layer's
+    activation (after the layer's own nonlinearity, as a Caffe in-place ReLU leaves the blob).
+    """
+
+    @nn.compact
+    def __call__(self, name: str, x: jax.Array) -> jax.Array:
+        x = self.perturb(name, x, collection=_PERTURB)
+        self.sow(_INTERMEDIATES, name, x, init_fn=lambda: None, reduce_fn=_keep_last)
+        return x
+
+
+def _keep_last(_previous: Any, value: Any) -> Any:
+    return value
+
+
+class TapFunctions(NamedTuple):
+    """Pure functions of ``(variables, x[, deltas])`` for one model; ``x`` carries a batch axis.
+
+    ``forward(variables, x) -> out``: the plain model output.
+    ``tapped(variables, x, deltas) -> (out, activations)``: ``deltas`` holds one array per tap
+    point (zeros to leave the model unchanged); ``activations`` maps every layer name to its
+    value (including its delta).
+    ``zeros(variables, x) -> deltas``: zero arrays for every tap point, in execution order.
+    """
+
+    forward: Callable[[Any, jax.Array], Any]
+    tapped: Callable[[Any, jax.Array, Mapping[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]
+    zeros: Callable[[Any, jax.Array], dict[str, jax.Array]]
+
+
+def _params_only(variables: Mapping[str, Any]) -> dict[str, Any]:
+    # Never forward stale perturbations or intermediates a caller kept from an earlier apply.
+    return {k: v for k, v in variables.items() if k not in (_PERTURB, _INTERMEDIATES)}
+
+
+def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
+    """Pure functions giving a model's output and its tapped layers.
+
+    Args:
+      model: a Flax linen module that calls a ``TapPoints`` submodule named ``"taps"``
+        (every jaxretina model does).
+      **apply_kwargs: extra keyword arguments for ``model.apply`` (e.g. ``train=False``).
+
+    Example::
+
+      >>> model = jaxretina.models.DRIU()
+      >>> x = jnp.zeros((1, 64, 64, 3))
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> fns = tap_functions(model)
+      >>> out, acts = fns.tapped(variables, x, fns.zeros(variables, x))
+      >>> acts["upsample2"].shape
+      (1, 64, 64, 16)
+    """
+
+    def forward(variables, x):
+        return model.apply(_params_only(variables), x, **apply_kwargs)
+
+    def tapped(variables, x, deltas):
+        full = dict(_params_only(variables))
+        full[_PERTURB] = {_TAPS: dict(deltas)}
+        out, state = model.apply(full, x, mutable=[_INTERMEDIATES], **apply_kwargs)
+        acts = state.get(_INTERMEDIATES, {}).get(_TAPS)
+        if acts is None:
+            raise ValueError(
+                f"{type(model).__name__} has no tap points: expected a TapPoints submodule named "
+                f"'{_TAPS}' that the model calls on each explainable layer; found none."
+            )
+        return out, dict(acts)
+
+    def zeros(variables, x):
+        shapes = _tap_shapes(model, variables, x, apply_kwargs)
+        return {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+
+    return TapFunctions(forward, tapped, zeros)
+
+
+def _tap_shapes(model, variables, x, apply_kwargs) -> dict[str, jax.ShapeDtypeStruct]:
+    order: list[str] = []  # execution order, seen while tracing (pytree outputs sort dict keys)
+
+    def run(v, z):
+        _, state = model.apply(_params_only(v), z, mutable=[_PERTURB], **apply_kwargs)
+        created = state.get(_PERTURB, {}).get(_TAPS, {})
+        order.extend(created)
+        return created
+
+    shapes = jax.eval_shape(run, variables, x)
+    if not shapes:
+        raise ValueError(
+            f"{type(model).__name__} has no tap points: expected a TapPoints submodule named "
+            f"'{_TAPS}' that the model calls on each explainable layer; found none."
+        )
+    return {name: shapes[name] for name in order}
+
+
+def layer_shapes(
+    model: nn.Module, variables: Any, input_shape: Sequence[int], dtype: Any = jnp.float32,
+    **apply_kwargs: Any,
+) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes of every tapped layer for an input of ``input_shape`` (with batch axis).
+
+    Costs no FLOPs (``jax.eval_shape``).  ``variables`` may be ``None``: the shapes are then
+    taken from an abstract ``model.init``.
+    """
+    x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
+    if variables is None:
+        variables = jax.eval_shape(model.init, jax.random.key(0), x, **apply_kwargs)
+    return _tap_shapes(model, variables, x, apply_kwargs)
+
+
+def layer_names(model: nn.Module, input_shape: Sequence[int], **apply_kwargs: Any) -> tuple[str, ...]:
+    """The explainable layer names of ``model`` for ``input_shape``, in execution order."""
+    return tuple(layer_shapes(model, None, input_shape, **apply_kwargs))
+
+
+def select_layers(available: Sequence[str], layers: str | Sequence[str]) -> tuple[str, ...]:
+    """Resolve ``"all"``, one name or a list of names against the available layers.
+
+    Raises ``ValueError`` naming the unknown layers and listing the valid ones.
+    """
+    if isinstance(layers, str):
+        layers = tuple(available) if layers == "all" else (layers,)
+    layers = tuple(layers)
+    unknown = [name for name in layers if name not in available]
+    if unknown:
+        raise ValueError(
+            f"unknown layer name(s) {unknown}; expected 'all' or names among {list(available)}"
+        )
+    if not layers:
+        raise ValueError("no layers requested; expected 'all' or at least one layer name")
+    return layers
+
+
+def activations(
+    model: nn.Module, variables: Any, x: jax.Array, layers: str | Sequence[str] = "all",
+    **apply_kwargs: Any,
+) -> tuple[Any, dict[str, jax.Array]]:
+    """``(output, {layer: activation})`` of one batched forward pass.
+
+    Example::
+
+      >>> out, acts = activations(model, variables, x, ["conv1_2", "upsample2"])
+    """
+    fns = tap_functions(model, **apply_kwargs)
+    out, acts = fns.tapped(variables, x, fns.zeros(variables, x))
+    chosen = select_layers(tuple(acts), layers)
+    return out, {name: acts[name] for name in chosen}
