@@ -1,1 +1,32 @@
-"""jaxretina: explain retinal and vascular imaging networks with JAX."""
+"""jaxretina: explain retinal and vascular imaging networks with JAX.
+
+Models (:mod:`jaxretina.models`) are Flax linen modules with the source framework's layer
+names; explainers (:mod:`jaxretina.explain`) are pure functions of one example that batch with
+``jax.vmap`` and compile once per (model, shape, method).
+
+Example::
+
+    import jax
+    from skimage import data
+    from jaxretina import explain, preprocess, targets
+    from jaxretina.models import DRIU
+
+    x = preprocess.driu_caffe_input(data.retina()[::4, ::4])   # (353, 353, 3)
+    model = DRIU()
+    variables = model.init(jax.random.key(0), x[None])
+    target = targets.segmentation_sum()                        # Σ vessel probability
+    cams = explain.grad_cam(model, variables, x, target)       # every layer, one pass
+    f = explain.model_fn(model, variables, target)
+    ig = explain.integrated_gradients(f, x, baseline=0.0, steps=32, chunk=8)
+"""
+
+from jaxretina import _xla
+
+_xla.apply_defaults()  # before anything creates a JAX backend; see jaxretina/_xla.py
+
+from jaxretina import explain, models, preprocess, targets, taps  # noqa: E402
+from jaxretina.explain import Attribution  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["Attribution", "explain", "models", "preprocess", "targets", "taps", "__version__"]

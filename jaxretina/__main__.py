@@ -1,0 +1,5 @@
+import sys
+
+from jaxretina.cli import main
+
+sys.exit(main())

@@ -1,0 +1,74 @@
+"""Save and load model variables as Orbax checkpoints (a directory).
+
+Loading takes the expected tree (``like``, e.g. ``jax.eval_shape(model.init, ...)``) and
+reports every missing, unexpected and mis-shaped entry in one error.  Orbax stores arrays in
+TensorStore/OCDBT files and metadata as JSON: restoring never executes code from the files.
+
+Example::
+
+    >>> save_variables("ckpt/driu", variables)
+    >>> like = jax.eval_shape(model.init, jax.random.key(0), x[None])
+    >>> variables = load_variables("ckpt/driu", like=like)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import jax
+
+__all__ = ["save_variables", "load_variables"]
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer()
+
+
+def save_variables(path: str | os.PathLike, variables: Any) -> str:
+    """Write ``variables`` (a pytree of arrays) to the new directory ``path``; returns it."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path):
+        raise FileExistsError(f"save_variables: {path} exists; expected a new directory path")
+    ckpt = _checkpointer()
+    ckpt.save(path, jax.tree.map(np.asarray, variables))
+    ckpt.wait_until_finished()
+    return path
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+    return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def load_variables(path: str | os.PathLike, *, like: Any) -> Any:
+    """Restore the checkpoint at ``path`` into the structure, shapes and dtypes of ``like``."""
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"load_variables: expected an Orbax checkpoint directory; found no directory at {path}"
+            " (Caffe and PyTorch weight files need the converters)"
+        )
+    ckpt = _checkpointer()
+    try:
+        stored = ckpt.metadata(path)
+        stored = getattr(stored, "item_metadata", stored)
+    except Exception as err:  # noqa: BLE001 - any unreadable directory gets the same message
+        raise ValueError(f"load_variables: {path} is not a readable Orbax checkpoint ({err})") from err
+    want, have = _flat(like), _flat(stored)
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    misshaped = sorted(
+        f"{k}: expected {tuple(want[k].shape)}, found {tuple(have[k].shape)}"
+        for k in set(want) & set(have)
+        if tuple(want[k].shape) != tuple(have[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        raise ValueError(
+            f"load_variables: checkpoint {path} does not match the model: "
+            f"missing {missing or 'none'}; unexpected {unexpected or 'none'}; "
+            f"mis-shaped {misshaped or 'none'}"
+        )
+    return ckpt.restore(path, like)
