@@ -111,8 +111,20 @@ def _cam_program(kind, model, target, chosen, relu, resize, normalize, variables
     return maps
 
 
+def _check_cam_input(model, x, who):
+    spatial = getattr(model, "spatial_dims", None)  # models declare 2 (images) or 3 (volumes)
+    ranks = (3, 4) if spatial is None else (spatial + 1,)
+    if jnp.ndim(x) not in ranks:
+        layout = {3: "(H, W, C)", 4: "(D, H, W, C)"}
+        raise ValueError(
+            f"{who}: expected one example {' or '.join(layout[r] for r in ranks)} for "
+            f"{type(model).__name__} (a batch is jax.vmap over examples); found shape {jnp.shape(x)}"
+        )
+    return check_input(x, who=who)
+
+
 def _cam(kind, model, variables, x, target, layers, relu, resize, normalize):
-    x = check_input(x, who=kind)
+    x = _check_cam_input(model, x, kind)
     chosen = _resolve_layers(model, x, layers)
     maps = _cam_program(kind, model, target, chosen, bool(relu), bool(resize), bool(normalize), variables, x)
     return {name: maps[name] for name in chosen}  # execution order (jit outputs sort dict keys)
@@ -181,7 +193,7 @@ def layer_gradients(
     One forward and one backward pass; both dicts map layer names (execution order) to arrays
     of the layer's shape without the batch axis.  The raw material of every CAM method.
     """
-    x = check_input(x, who="layer_gradients")
+    x = _check_cam_input(model, x, "layer_gradients")
     chosen = _resolve_layers(model, x, layers)
     acts, grads = _grads_program(model, target, chosen, variables, x)
     return {n: acts[n] for n in chosen}, {n: grads[n] for n in chosen}

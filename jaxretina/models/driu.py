@@ -29,7 +29,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +78,8 @@ class DRIU(nn.Module):
       act: the trunk nonlinearity (``nn.relu``); swap it for guided backprop / deconvnet.
       dtype: computation dtype (parameters stay float32).
     """
+
+    spatial_dims: ClassVar[int] = 2  # one example is (H, W, 3)
 
     variant: str = "vessel"
     side_channels: int = 16

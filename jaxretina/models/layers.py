@@ -38,31 +38,29 @@ def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def _bilinear_1d(size: int) -> np.ndarray:
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    return 1 - np.abs(np.arange(size, dtype=np.float64) - center) / factor
+
+
 def bilinear_kernel(size: int) -> np.ndarray:
     """The (size, size) bilinear interpolation kernel of FCN/HED "surgery".
 
     ``factor = (size + 1) // 2``; ``center = factor - 1`` for odd sizes, ``factor - 0.5`` for
     even; ``w(i, j) = (1 - |i - center| / factor) · (1 - |j - center| / factor)``.
     """
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    og = np.arange(size, dtype=np.float64)
-    filt = 1 - np.abs(og - center) / factor
-    return np.outer(filt, filt)
+    return np.outer(_bilinear_1d(size), _bilinear_1d(size))
 
 
 def bilinear_diagonal_init(key, shape, dtype=jnp.float32):
-    """Initialiser for a (kh, kw, C, C) transposed-conv kernel: bilinear on the channel diagonal."""
+    """Initialiser for a (kh, kw, C_in, C_out) transposed-conv kernel: the bilinear kernel on the
+    channel diagonal (channel c -> c), zero elsewhere — FCN/HED's fixed upsampling."""
     del key
     kh, kw, cin, cout = shape
-    if kh != kw or cin != cout:
-        raise ValueError(
-            f"bilinear diagonal init needs a square kernel with equal in/out channels; "
-            f"found kernel {kh}x{kw}, {cin} -> {cout} channels"
-        )
-    k = bilinear_kernel(kh)
+    k = np.outer(_bilinear_1d(kh), _bilinear_1d(kw))
     w = np.zeros(shape, np.float64)
-    for c in range(cin):
+    for c in range(min(cin, cout)):
         w[:, :, c, c] = k
     return jnp.asarray(w, dtype)
 
