@@ -16,8 +16,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _chunk(text: str) -> int | None:
-    return None if text == "all" else _positive_int(text)
+def _chunk(text: str) -> int | str:
+    return "all" if text == "all" else _positive_int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

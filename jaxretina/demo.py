@@ -68,7 +68,7 @@ def run_demo(
     out: str = "out/demo",
     size: int = 384,
     steps: int = 32,
-    chunk: int | None = 8,
+    chunk: int | str | None = 8,
     weights: str | None = None,
     image: str | None = None,
     variant: str = "vessel",

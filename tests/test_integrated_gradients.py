@@ -52,10 +52,10 @@ def test_delta_matches_definition():
     np.testing.assert_allclose(float(ig.delta), float(ig.values.sum() - (f(X) - f(B))), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 7, 8, 100])
+@pytest.mark.parametrize("chunk", [1, 3, 7, 8, 100, None])
 def test_chunked_equals_unchunked(chunk):
     f = lambda z: jnp.tanh(z * A).sum()  # noqa: E731
-    whole = explain.integrated_gradients(f, X, baseline=0.0, steps=8)
+    whole = explain.integrated_gradients(f, X, baseline=0.0, steps=8, chunk="all")
     part = explain.integrated_gradients(f, X, baseline=0.0, steps=8, chunk=chunk)
     np.testing.assert_allclose(part.values, whole.values, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(part.delta, whole.delta, atol=1e-5)
@@ -106,9 +106,10 @@ def test_saliency_and_gradient_x_input():
 def test_smoothgrad():
     key = jax.random.key(3)
     sal = lambda z: explain.saliency(quadratic, z, abs=False)  # noqa: E731
-    whole = explain.smoothgrad(sal, X, key=key, samples=12, sigma=0.3)
-    chunked = explain.smoothgrad(sal, X, key=key, samples=12, sigma=0.3, chunk=5)
-    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    whole = explain.smoothgrad(sal, X, key=key, samples=12, sigma=0.3, chunk="all")
+    for chunk in (5, None):
+        chunked = explain.smoothgrad(sal, X, key=key, samples=12, sigma=0.3, chunk=chunk)
+        np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
     # The gradient 2A(x + e) is linear in the noise: the mean equals 2A(x + mean e), and the mean
     # noise over 12 samples is far from zero at sigma=0.3 only with tiny probability.
     assert float(jnp.abs(whole - 2 * A * X).max()) < 2 * float(jnp.abs(A).max()) * 0.3

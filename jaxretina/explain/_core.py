@@ -9,10 +9,11 @@ a plain callable (compiled once per distinct callable object, treated as static)
 
 **How steps are chunked.**  :func:`chunked_sum` evaluates ``Σ_i term(consts, xs[i])`` with
 ``chunk`` terms ``vmap``-ed per jitted call and a host loop over the chunks that accumulates on
-the device (no transfer to the host).  Measured on the 2-core CPU (DESIGN.md §4) this matched a
-single ``vmap`` of all steps in speed at a fraction of its memory, where a rolled ``lax.scan``
-(and so ``lax.map(batch_size=...)``) ran 4.7× slower.  Under an outer ``jit`` the loop simply
-unrolls, so the explainers stay jittable as a whole.
+the device (no transfer to the host).  Measured on the 2-core build machine
+(``python -m benchmarks.driu_attribution --chunking``: DRIU 256×256, IG 16 steps, chunks of 8):
+host loop 6.6 s at 1.7 GB; ``lax.map(batch_size=8)`` 31.3 s; ``lax.scan`` over chunks 31.6 s;
+the scan unrolled 7.4 s at 2.7 GB; all 16 steps in one ``vmap`` 8.3 s at 2.7 GB.  Under an
+outer ``jit`` the loop simply unrolls, so the explainers stay jittable as a whole.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from jax.tree_util import Partial
 
 from jaxretina.validate import check_example, check_finite
 
-__all__ = ["model_fn", "split_fn", "chunked_sum", "check_chunk", "as_baseline", "scalar_output"]
+__all__ = [
+    "DEFAULT_CHUNK", "model_fn", "split_fn", "chunked_sum", "check_chunk", "as_baseline", "scalar_output",
+]
 
 
 class _ModelScore(NamedTuple):
@@ -73,12 +76,24 @@ def scalar_output(value: Any, *, who: str) -> jax.Array:
     return value
 
 
-def check_chunk(chunk: int | None, n: int, *, who: str) -> int:
-    """Resolve ``chunk`` (``None`` = all ``n`` at once) to a positive int ``<= n``."""
+# Steps (or samples) per compiled chunk when the caller gives none.  Measured on the 2-core
+# build machine (benchmarks/driu_attribution.py, DRIU 256×256, IG 16 steps): chunks of 8 ran
+# 7.2 s at 1.7 GB peak; chunks of 4 8.4 s at 1.2 GB; all 16 in one vmap 8.3 s at 2.7 GB (and
+# DESIGN.md §4 saw 16 GB for 64 steps in one vmap).  So the default bounds memory for free.
+DEFAULT_CHUNK = 8
+
+
+def check_chunk(chunk: int | str | None, n: int, *, who: str) -> int:
+    """Resolve ``chunk`` to a positive int ``<= n``.
+
+    ``None`` = :data:`DEFAULT_CHUNK`; ``"all"`` = all ``n`` in one ``vmap``.
+    """
     if chunk is None:
+        return min(DEFAULT_CHUNK, n)
+    if chunk == "all":
         return n
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"{who}: chunk must be a positive int or None; found {chunk!r}")
+        raise ValueError(f"{who}: chunk must be a positive int, 'all' or None; found {chunk!r}")
     return min(int(chunk), n)
 
 
