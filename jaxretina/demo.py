@@ -94,9 +94,10 @@ def run_demo(
     # The positive part of the resized signed maps (ReLU after the resize rather than before,
     # as grad_cam(relu=True) does: equal away from sign changes, and no second pass).
     cams = {name: jax.nn.relu(m) for name, m in cams_signed.items()}
+    black = preprocess.driu_caffe_input(np.zeros_like(rgb))  # the IG baseline
     with Stopwatch() as t_ig:
-        ig = explain.integrated_gradients(f, x, baseline=preprocess.driu_caffe_input(np.zeros_like(rgb)),
-                                          steps=steps, rule="gausslegendre", chunk=chunk)
+        ig = explain.integrated_gradients(f, x, baseline=black, steps=steps, rule="gausslegendre",
+                                          chunk=chunk)
         jax.block_until_ready(ig)
 
     files["input"] = viz.save_png(rgb, os.path.join(out, "input.png"))
@@ -116,7 +117,7 @@ def run_demo(
         os.path.join(out, "integrated_gradients.png"))
 
     shapes = taps.layer_shapes(model, variables, (1, *x.shape))
-    diff = float(f(x) - f(preprocess.driu_caffe_input(np.zeros_like(rgb))))
+    diff = float(ig.values.sum() - ig.delta)  # f(x) − f(baseline), by delta's definition
     summary = {
         "model": f"DRIU(variant={variant!r})",
         "weights": weights_note,

@@ -114,10 +114,7 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
         out, state = model.apply(full, x, mutable=[_INTERMEDIATES], **apply_kwargs)
         acts = state.get(_INTERMEDIATES, {}).get(_TAPS)
         if acts is None:
-            raise ValueError(
-                f"{type(model).__name__} has no tap points: expected a TapPoints submodule named "
-                f"'{_TAPS}' that the model calls on each explainable layer; found none."
-            )
+            raise _no_taps(model)
         return out, dict(acts)
 
     def zeros(variables, x):
@@ -125,6 +122,13 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
         return {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
 
     return TapFunctions(forward, tapped, zeros)
+
+
+def _no_taps(model: nn.Module) -> ValueError:
+    return ValueError(
+        f"{type(model).__name__} has no tap points: expected a TapPoints submodule named "
+        f"'{_TAPS}' that the model calls on each explainable layer; found none."
+    )
 
 
 def _tap_shapes(model, variables, x, apply_kwargs) -> dict[str, jax.ShapeDtypeStruct]:
@@ -138,10 +142,7 @@ def _tap_shapes(model, variables, x, apply_kwargs) -> dict[str, jax.ShapeDtypeSt
 
     shapes = jax.eval_shape(run, variables, x)
     if not shapes:
-        raise ValueError(
-            f"{type(model).__name__} has no tap points: expected a TapPoints submodule named "
-            f"'{_TAPS}' that the model calls on each explainable layer; found none."
-        )
+        raise _no_taps(model)
     return {name: shapes[name] for name in order}
 
 
