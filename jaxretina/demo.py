@@ -112,8 +112,8 @@ def run_demo(
         os.path.join(out, "gradcam_layers.png"))
     ig_map = np.asarray(ig.values.sum(-1))
     files["integrated_gradients"] = viz.save_figure(
-        viz.layer_grid({"IG (signed)": ig_map, "|IG|": np.abs(ig_map)}, image=rgb, signed=False,
-                       title=f"Integrated Gradients, {steps} Gauss–Legendre steps — {short_note}"),
+        viz.layer_grid({"IG (signed)": ig_map, "|IG|": np.abs(ig_map)}, image=rgb, signed=True,
+                       title=f"Integrated Gradients (green +, red −), {steps} Gauss–Legendre steps — {short_note}"),
         os.path.join(out, "integrated_gradients.png"))
 
     shapes = taps.layer_shapes(model, variables, (1, *x.shape))
