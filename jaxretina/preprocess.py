@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import jax
 import jax.numpy as jnp
 
-__all__ = ["DRIU_CAFFE_MEAN_BGR", "driu_caffe_input", "driu_caffe_output_to_rgb", "resize_image"]
+__all__ = ["DRIU_CAFFE_MEAN_BGR", "driu_caffe_input", "resize_image"]
 
 # The constants of DRIU's official test script, subtracted from the B, G, R channels in that
 # order *after* the RGB -> BGR flip (they look like an RGB mean applied in BGR order; the
@@ -53,12 +52,6 @@ def driu_caffe_input(rgb: Any, *, dtype: Any = jnp.float32) -> jax.Array:
     image = _check_rgb(rgb, "driu_caffe_input").astype(dtype)
     bgr = image[..., ::-1]
     return bgr - jnp.asarray(DRIU_CAFFE_MEAN_BGR, dtype)
-
-
-def driu_caffe_output_to_rgb(x: Any) -> np.ndarray:
-    """Invert :func:`driu_caffe_input` for display: uint8 RGB (host array)."""
-    x = np.asarray(x, np.float64) + np.asarray(DRIU_CAFFE_MEAN_BGR)
-    return np.clip(np.rint(x[..., ::-1]), 0, 255).astype(np.uint8)
 
 
 def resize_image(image: Any, height: int, width: int) -> jax.Array:

@@ -7,15 +7,14 @@ import pytest
 
 from jaxretina import explain, targets
 from jaxretina.models import DRIU
-from jaxretina.preprocess import driu_caffe_input
+from jaxretina.preprocess import driu_caffe_input, resize_image
 
 
 @pytest.mark.fullsize
 def test_driu_drive_size_all_layer_grad_cam():
     from skimage import data
 
-    rgb = np.asarray(jax.image.resize(jnp.asarray(data.retina(), jnp.float32), (584, 565, 3), "linear"))
-    x = driu_caffe_input(np.clip(rgb, 0, 255).round().astype(np.uint8))
+    x = driu_caffe_input(resize_image(data.retina(), 584, 565))
     model = DRIU()
     variables = model.init(jax.random.key(0), x[None])
     target = targets.segmentation_sum()
