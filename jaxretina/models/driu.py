@@ -39,7 +39,8 @@ from jaxretina.models.layers import CaffeDeconv, crop_to, max_pool_2x2
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
 
-__all__ = ["DRIU", "VARIANTS", "HED_CROP_OFFSETS"]
+__all__ = ["DRIU", "VARIANTS", "HED_CROP_OFFSETS", "CAFFE_UPSAMPLE_PADDING", "IMAGENET_NORMALIZATION",
+           "DEEPDRAW_OPTIONS"]
 
 # VGG16 stages: (stage, number of 3×3 convolutions, width).
 _STAGES = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
@@ -60,8 +61,24 @@ VARIANTS = {
 HED_CROP_OFFSETS = (0, 2, 4, 8)
 _FACTORS = (2, 4, 8, 16)
 
-# Caffe geometry of the upsampling deconvolutions: factor -> (kernel, stride, pad).
-_DECONV = {2: (4, 2, 1), 4: (8, 4, 0), 8: (16, 8, 0), 16: (32, 16, 0)}
+# Caffe geometry of the upsampling deconvolutions: factor -> (kernel, stride); their padding
+# is a model option (Caffe: 1 for upsample2, 0 for the others).
+_DECONV = {2: (4, 2), 4: (8, 4), 8: (16, 8), 16: (32, 16)}
+CAFFE_UPSAMPLE_PADDING = (1, 0, 0, 0)
+
+# torchvision's ImageNet statistics for RGB in [0, 1]: ((mean), (std)).
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+# The deepdraw / bob.ip.binseg PyTorch port (``driu``) as options of the same model: VGG16 from
+# torchvision (floor pooling), transposed convolutions with pad 0 (trained, not bilinear),
+# centre crops, and ImageNet normalisation of RGB in [0, 1] inside the network.  Its output is
+# logits, like this model's.  ``DRIU(**DEEPDRAW_OPTIONS)``.
+DEEPDRAW_OPTIONS = {
+    "ceil_mode": False,
+    "crop_offsets": "center",
+    "upsample_padding": (0, 0, 0, 0),
+    "normalization": IMAGENET_NORMALIZATION,
+}
 
 
 class DRIU(nn.Module):
@@ -72,9 +89,17 @@ class DRIU(nn.Module):
         (stages 1–5, sides on conv2_2 … conv5_3).
       side_channels: K, channels of each side branch (16 in DRIU).
       crop_offsets: offsets of the crops after upsample2, 4, 8 and 16 (a 4-tuple; the vessel
-        model uses the first three); default :data:`HED_CROP_OFFSETS` (0/2/4/8, see there why).
+        model uses the first three); default :data:`HED_CROP_OFFSETS` (0/2/4/8, see there why);
+        or ``"center"`` for centre crops (deepdraw port).
       ceil_mode: Caffe's ceil rounding in the max pools (True); False is PyTorch's floor, which
-        fails on odd sizes whose upsampled maps come out smaller than the input.
+        fails on odd sizes with Caffe's padding (upsampled maps smaller than the input) but
+        works with ``upsample_padding=(0, 0, 0, 0)``.
+      upsample_padding: padding of the upsample2/4/8/16 transposed convolutions
+        (:data:`CAFFE_UPSAMPLE_PADDING` = (1, 0, 0, 0); the deepdraw port uses 0 everywhere).
+      normalization: ``None`` (the input is already preprocessed, Caffe's BGR minus mean) or
+        ``((mean_c), (std_c))`` applied inside the model as ``(x - mean) / std`` per channel
+        (deepdraw: :data:`IMAGENET_NORMALIZATION` on RGB in [0, 1]).  Inside the model, so
+        attributions are with respect to the image the user holds.
       act: the trunk nonlinearity (``nn.relu``); swap it for guided backprop / deconvnet.
       dtype: computation dtype (parameters stay float32).
     """
@@ -83,8 +108,10 @@ class DRIU(nn.Module):
 
     variant: str = "vessel"
     side_channels: int = 16
-    crop_offsets: tuple[int, int, int, int] = HED_CROP_OFFSETS
+    crop_offsets: tuple[int, int, int, int] | str = HED_CROP_OFFSETS
     ceil_mode: bool = True
+    upsample_padding: tuple[int, int, int, int] = CAFFE_UPSAMPLE_PADDING
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     act: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: jnp.dtype | None = None
 
@@ -101,12 +128,13 @@ class DRIU(nn.Module):
         if self.dtype is not None:
             x = x.astype(self.dtype)
         height, width = x.shape[1], x.shape[2]
-        if len(self.crop_offsets) != len(_FACTORS):
-            raise ValueError(
-                f"crop_offsets needs one offset per upsampling factor {_FACTORS}; "
-                f"found {self.crop_offsets!r}"
-            )
-        offsets = dict(zip(_FACTORS, self.crop_offsets))
+        offsets = self._per_factor("crop_offsets", self.crop_offsets, allow_center=True)
+        paddings = self._per_factor("upsample_padding", self.upsample_padding)
+        if self.normalization is not None:
+            mean, std = (jnp.asarray(v, x.dtype) for v in self.normalization)
+            if mean.shape != (3,) or std.shape != (3,):
+                raise ValueError(f"normalization needs ((3 means), (3 stds)); found {self.normalization!r}")
+            x = (x - mean) / std
         tap = TapPoints(name="taps")
 
         def conv(name, feats, ksize=3):
@@ -133,13 +161,24 @@ class DRIU(nn.Module):
                 pieces.append(side)  # already at input resolution
                 continue
             factor = 2 ** (stage - 1)
-            k, s, p = _DECONV[factor]
+            k, s = _DECONV[factor]
             up_name = f"upsample{factor}"
-            up = CaffeDeconv(self.side_channels, k, s, p, name=up_name)(side)
+            up = CaffeDeconv(self.side_channels, k, s, paddings[factor], name=up_name)(side)
             pieces.append(tap(up_name, crop_to(up, height, width, offsets[factor], layer=up_name)))
 
         fused = jnp.concatenate(pieces, axis=-1)
         return tap("new_score_weighting", conv("new_score_weighting", 1, ksize=1)(fused))
+
+    @staticmethod
+    def _per_factor(field_name, value, allow_center=False):
+        if allow_center and value == "center":
+            return dict.fromkeys(_FACTORS, "center")
+        if isinstance(value, str) or len(value) != len(_FACTORS):
+            extra = " or 'center'" if allow_center else ""
+            raise ValueError(
+                f"{field_name} needs one value per upsampling factor {_FACTORS}{extra}; found {value!r}"
+            )
+        return dict(zip(_FACTORS, value))
 
     def layer_names(self) -> tuple[str, ...]:
         """Explainable layers in execution order (same for every input size)."""

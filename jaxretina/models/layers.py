@@ -105,12 +105,26 @@ class CaffeDeconv(nn.Module):
         return y
 
 
-def crop_to(x: jax.Array, height: int, width: int, offset: int, *, layer: str) -> jax.Array:
-    """Caffe ``Crop`` (axis 2): the (height, width) window of (N, H', W', C) at (offset, offset)."""
-    if x.shape[1] < offset + height or x.shape[2] < offset + width:
+def crop_to(x: jax.Array, height: int, width: int, offset: int | str | tuple[int, int], *,
+            layer: str) -> jax.Array:
+    """Caffe ``Crop`` (axis 2): the (height, width) window of (N, H', W', C).
+
+    ``offset``: an int (the same row and column offset, Caffe), a ``(row, col)`` pair, or
+    ``"center"`` (``((H' - height) // 2, (W' - width) // 2)``, the deepdraw / bob.ip.binseg
+    DRIU port's centre crop).
+    """
+    if offset == "center":
+        oh, ow = (x.shape[1] - height) // 2, (x.shape[2] - width) // 2
+    elif isinstance(offset, str):
+        raise ValueError(f"{layer}: crop offset must be an int, a (row, col) pair or 'center'; found {offset!r}")
+    elif isinstance(offset, tuple):
+        oh, ow = offset
+    else:
+        oh = ow = offset
+    if oh < 0 or ow < 0 or x.shape[1] < oh + height or x.shape[2] < ow + width:
         raise ValueError(
-            f"{layer}: cannot crop {height}x{width} at offset {offset} from a "
+            f"{layer}: cannot crop {height}x{width} at offset ({oh}, {ow}) from a "
             f"{x.shape[1]}x{x.shape[2]} map; expected at least "
-            f"{offset + height}x{offset + width} (check the crop offsets and pooling mode)"
+            f"{max(oh, 0) + height}x{max(ow, 0) + width} (check the crop offsets and pooling mode)"
         )
-    return x[:, offset : offset + height, offset : offset + width, :]
+    return x[:, oh : oh + height, ow : ow + width, :]

@@ -1,0 +1,115 @@
+"""Assemble Flax variables from named source arrays, checking every key in one pass.
+
+Each converter turns a foreign file into ``{flax_path: Entry(array, source_key)}`` (already in
+Flax layout: HWIO kernels, ``scale``/``bias``/``mean``/``var``) plus the source keys it did not
+map.  :func:`assemble` compares that against the model's expected variable tree and raises one
+``ValueError`` listing **every** missing, unexpected and mis-shaped key, so a user fixes a
+foreign checkpoint in one round trip.
+
+Flax paths are ``/``-joined: ``"params/conv1_1/kernel"``, ``"batch_stats/features/norm0/mean"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, NamedTuple
+
+import numpy as np
+import jax
+import flax.traverse_util as tu
+
+__all__ = ["Entry", "Report", "assemble", "expected_tree", "conv_kernel", "deconv_kernel"]
+
+
+class Entry(NamedTuple):
+    """A converted array and the source key (or Caffe ``layer/blob``) it came from."""
+
+    array: np.ndarray
+    source: str
+
+
+@dataclass
+class Report:
+    """What a conversion did: the key mapping and anything left out (recorded in JSON)."""
+
+    source_format: str
+    mapped: dict[str, str] = field(default_factory=dict)      # flax path -> source key
+    ignored: list[str] = field(default_factory=list)          # source keys deliberately skipped
+    unexpected: list[str] = field(default_factory=list)       # source keys nobody claimed
+    config: dict[str, Any] = field(default_factory=dict)      # model options read from the file
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "source_format": self.source_format,
+            "mapped": len(self.mapped),
+            "ignored": sorted(self.ignored),
+            "unexpected": sorted(self.unexpected),
+            "config_from_file": self.config,
+            "mapping": dict(sorted(self.mapped.items())),
+        }
+
+
+def conv_kernel(w: np.ndarray) -> np.ndarray:
+    """Caffe / PyTorch convolution weight (O, I, *spatial) -> Flax (*spatial, I, O)."""
+    nd = w.ndim - 2
+    return np.transpose(w, tuple(range(2, 2 + nd)) + (1, 0))
+
+
+def deconv_kernel(w: np.ndarray) -> np.ndarray:
+    """Caffe Deconvolution / PyTorch ConvTranspose weight (I, O, *spatial) -> (*spatial, I, O).
+
+    A plain transpose: :class:`jaxretina.models.layers.CaffeDeconv` flips the kernel itself.
+    """
+    nd = w.ndim - 2
+    return np.transpose(w, tuple(range(2, 2 + nd)) + (0, 1))
+
+
+def expected_tree(model: Any, example: Any, collections=("params", "batch_stats")) -> dict[str, Any]:
+    """The model's variable shapes (``jax.ShapeDtypeStruct``) for the given collections."""
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), example)
+    return {k: v for k, v in shapes.items() if k in collections}
+
+
+def assemble(like: Mapping[str, Any], entries: Mapping[str, Entry], report: Report, *,
+             strict: bool, source: str) -> dict[str, Any]:
+    """Variables with the structure of ``like`` filled from ``entries``.
+
+    Args:
+      like: expected variables (arrays or ``ShapeDtypeStruct``), e.g. from :func:`expected_tree`.
+      entries: ``{"params/conv1_1/kernel": Entry(array, "conv1_1/blob0"), ...}``.
+      report: the conversion report; its ``unexpected`` keys are listed in any error, and make
+        the conversion fail when ``strict``.
+      strict: fail on unexpected source keys (PyTorch ``load_state_dict`` semantics); Caffe
+        loads by name and ignores unknown layers, so its converter passes ``False`` and the keys
+        are only recorded.
+      source: the file, for error messages.
+
+    Returns:
+      a nested dict of ``jax.Array`` on the default device, dtypes of ``like``.
+    """
+    want = tu.flatten_dict(dict(like), sep="/")
+    missing = sorted(set(want) - set(entries))
+    extra = sorted(set(entries) - set(want))
+    misshaped = sorted(
+        f"{path} (from {entries[path].source}): expected {tuple(want[path].shape)}, "
+        f"found {tuple(entries[path].array.shape)}"
+        for path in set(want) & set(entries)
+        if tuple(want[path].shape) != tuple(entries[path].array.shape)
+    )
+    unexpected = sorted(report.unexpected) + [f"{entries[p].source} (-> {p})" for p in extra]
+    if missing or misshaped or (strict and unexpected) or extra:
+        missing_desc = [f"{p} {tuple(want[p].shape)}" for p in missing]
+        raise ValueError(
+            f"{source}: weights do not match the model. "
+            f"missing {len(missing)}: {missing_desc or 'none'}; "
+            f"unexpected {len(unexpected)}: {unexpected or 'none'}; "
+            f"mis-shaped {len(misshaped)}: {misshaped or 'none'}"
+        )
+    flat = {}
+    for path, spec in want.items():
+        arr = entries[path].array
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{source}: {entries[path].source} (-> {path}) holds NaN or infinite values")
+        flat[path] = jax.device_put(np.asarray(arr, dtype=spec.dtype))
+        report.mapped[path] = entries[path].source
+    return tu.unflatten_dict(flat, sep="/")
