@@ -18,7 +18,7 @@ import numpy as np
 import jax
 import flax.traverse_util as tu
 
-__all__ = ["Entry", "Report", "assemble", "expected_tree", "conv_kernel", "deconv_kernel"]
+__all__ = ["Entry", "Report", "assemble", "expected_tree", "conv_kernel", "deconv_kernel", "torch_entries"]
 
 
 class Entry(NamedTuple):
@@ -71,7 +71,7 @@ def expected_tree(model: Any, example: Any, collections=("params", "batch_stats"
 
 
 def assemble(like: Mapping[str, Any], entries: Mapping[str, Entry], report: Report, *,
-             strict: bool, source: str) -> dict[str, Any]:
+             strict: bool, source: str, hints: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Variables with the structure of ``like`` filled from ``entries``.
 
     Args:
@@ -83,6 +83,7 @@ def assemble(like: Mapping[str, Any], entries: Mapping[str, Entry], report: Repo
         loads by name and ignores unknown layers, so its converter passes ``False`` and the keys
         are only recorded.
       source: the file, for error messages.
+      hints: ``{flax path: source key it should come from}``, shown for missing entries.
 
     Returns:
       a nested dict of ``jax.Array`` on the default device, dtypes of ``like``.
@@ -98,7 +99,9 @@ def assemble(like: Mapping[str, Any], entries: Mapping[str, Entry], report: Repo
     )
     unexpected = sorted(report.unexpected) + [f"{entries[p].source} (-> {p})" for p in extra]
     if missing or misshaped or (strict and unexpected) or extra:
-        missing_desc = [f"{p} {tuple(want[p].shape)}" for p in missing]
+        hints = hints or {}
+        missing_desc = [f"{hints[p]} (-> {p} {tuple(want[p].shape)})" if p in hints else
+                        f"{p} {tuple(want[p].shape)}" for p in missing]
         raise ValueError(
             f"{source}: weights do not match the model. "
             f"missing {len(missing)}: {missing_desc or 'none'}; "
@@ -113,3 +116,41 @@ def assemble(like: Mapping[str, Any], entries: Mapping[str, Entry], report: Repo
         flat[path] = jax.device_put(np.asarray(arr, dtype=spec.dtype))
         report.mapped[path] = entries[path].source
     return tu.unflatten_dict(flat, sep="/")
+
+
+# Flax leaf -> PyTorch parameter / buffer name.
+_TORCH_LEAF = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
+               ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+
+
+def torch_entries(like: Mapping[str, Any], state: Mapping[str, np.ndarray], report: Report, *,
+                  ignore_suffixes: tuple[str, ...] = ("num_batches_tracked",)) -> tuple[dict, dict]:
+    """Entries for a model whose Flax module paths are the PyTorch module paths.
+
+    ``params/a/b/kernel`` ← ``a.b.weight`` (convolutions (O, I, *k) → (*k, I, O); linear
+    (O, I) → (I, O)); ``scale`` ← ``weight``; ``bias`` ← ``bias``; ``batch_stats/…/mean`` /
+    ``var`` ← ``running_mean`` / ``running_var``.  Source keys ending in ``ignore_suffixes``
+    are recorded as ignored; any other unclaimed key is recorded as unexpected.
+
+    Returns ``(entries, hints)`` for :func:`assemble`.
+    """
+    entries, hints = {}, {}
+    for path, spec in tu.flatten_dict(dict(like), sep="/").items():
+        collection, *modules, leaf = path.split("/")
+        name = _TORCH_LEAF.get((collection, leaf))
+        if name is None:
+            continue  # assemble reports it as missing
+        key = ".".join(modules + [name])
+        hints[path] = key
+        if key not in state:
+            continue
+        arr = np.asarray(state[key])
+        if leaf == "kernel" and arr.ndim == len(spec.shape):
+            arr = conv_kernel(arr) if arr.ndim >= 3 else arr.T
+        entries[path] = Entry(arr, key)
+    claimed = {e.source for e in entries.values()}
+    for key in state:
+        if key in claimed:
+            continue
+        (report.ignored if key.endswith(ignore_suffixes) else report.unexpected).append(key)
+    return entries, hints

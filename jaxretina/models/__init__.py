@@ -1,5 +1,6 @@
 """The networks jaxretina explains, as Flax linen modules (channels-last)."""
 
-from jaxretina.models.driu import DRIU, HED_CROP_OFFSETS
+from jaxretina.models.densenet import DenseNet, DenseNet121
+from jaxretina.models.driu import DEEPDRAW_OPTIONS, DRIU, HED_CROP_OFFSETS, IMAGENET_NORMALIZATION
 
-__all__ = ["DRIU", "HED_CROP_OFFSETS"]
+__all__ = ["DRIU", "DenseNet", "DenseNet121", "DEEPDRAW_OPTIONS", "HED_CROP_OFFSETS", "IMAGENET_NORMALIZATION"]

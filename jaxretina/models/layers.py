@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-__all__ = ["max_pool_2x2", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "crop_to"]
+__all__ = ["max_pool_2x2", "max_pool_3x3_s2", "avg_pool_2x2", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "crop_to"]
 
 
 def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
@@ -36,6 +36,32 @@ def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
         x = x[:, : h - h % 2, : w - w % 2, :]
     n, h, w, c = x.shape
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """Max pooling, kernel 3, stride 2, pad 1 (``-inf``), floor rounding, on (N, H, W, C):
+    torchvision DenseNet's ``pool0``; output ``(H - 1) // 2 + 1``.
+
+    The maximum of nine strided views: its gradient is elementwise selects (no
+    select-and-scatter).  Ties share the gradient (JAX's rule) where PyTorch gives it to the
+    first maximum; after a ReLU, ties are zeros whose ReLU derivative is zero anyway.
+    """
+    n, h, w, c = x.shape
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    xp = jnp.pad(x, ((0, 0), (1, 2 * ho - h), (1, 2 * wo - w), (0, 0)), constant_values=-jnp.inf)
+    out = None
+    for a in range(3):
+        for b in range(3):
+            v = xp[:, a : a + 2 * ho - 1 : 2, b : b + 2 * wo - 1 : 2, :]
+            out = v if out is None else jnp.maximum(out, v)
+    return out
+
+
+def avg_pool_2x2(x: jax.Array) -> jax.Array:
+    """Average pooling, kernel 2, stride 2, floor rounding (an odd last row/column is dropped)."""
+    n, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2, :]
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
 def _bilinear_1d(size: int) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""DenseNet weights from PyTorch state dicts: torchvision (current and legacy keys) and MONAI.
+
+Key schemes (after :func:`converters.torch.unwrap` removed wrappers and ``module.``):
+
+* torchvision: ``features.denseblock1.denselayer1.norm1.weight`` …, ``classifier.weight``;
+* torchvision before 0.3 (``norm.1``, ``relu.1``, ``conv.2`` …): renamed with torchvision's own
+  pattern ``^(.*denselayer\\d+\\.(?:norm|relu|conv))\\.((?:[12])\\.(?:weight|bias|running_mean|running_var))$``
+  → ``group1 + group2`` (``norm.1.weight`` → ``norm1.weight``);
+* MONAI ``DenseNet121``: ``…denselayerL.layers.norm1.weight`` and ``class_layers.out.*``.
+
+``num_classes`` is read from the classifier weight unless given.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import numpy as np
+import jax.numpy as jnp
+
+from converters.mapping import Report, assemble, expected_tree, torch_entries
+from jaxretina.models.densenet import DenseNet, DenseNet121
+
+__all__ = ["from_state_dict", "normalize_keys", "is_densenet"]
+
+_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_EXAMPLE = jnp.zeros((1, 64, 64, 3), jnp.float32)
+
+
+def is_densenet(state: Mapping[str, Any]) -> bool:
+    return any(".denseblock" in k or k.startswith("denseblock") for k in state)
+
+
+def normalize_keys(state: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+    """Rename legacy torchvision and MONAI keys to torchvision's; returns ``(state, scheme)``."""
+    scheme = "torchvision"
+    out = {}
+    for key, value in state.items():
+        new = key
+        m = _LEGACY.match(new)
+        if m:
+            new, scheme = m.group(1) + m.group(2), "torchvision (legacy norm.1-style keys)"
+        if ".layers." in new and ".denselayer" in new:
+            new, scheme = new.replace(".layers.", ".", 1), "MONAI"
+        if new.startswith("class_layers.out."):
+            new, scheme = "classifier." + new[len("class_layers.out."):], "MONAI"
+        out[new] = value
+    return out, scheme
+
+
+def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs: Any) -> tuple[DenseNet, dict, Report]:
+    """``(model, variables, report)``; ``model_kwargs`` go to :class:`DenseNet121`."""
+    state, scheme = normalize_keys(state)
+    if "num_classes" not in model_kwargs and "classifier.weight" in state:
+        model_kwargs["num_classes"] = int(np.shape(state["classifier.weight"])[0])
+    model = DenseNet121(**model_kwargs)
+    report = Report(source_format=f"PyTorch DenseNet state dict, {scheme} keys",
+                    config={"num_classes": model.num_classes, **{k: v for k, v in model_kwargs.items() if k != "num_classes"}})
+    like = expected_tree(model, _EXAMPLE)
+    entries, hints = torch_entries(like, state, report)
+    variables = assemble(like, entries, report, strict=True, source=source, hints=hints)
+    return model, variables, report

@@ -1,0 +1,87 @@
+"""Read ``.safetensors`` files (no code, no pickle) into numpy arrays, without dependencies.
+
+Layout (https://huggingface.co/docs/safetensors): an unsigned little-endian 64-bit header
+length N, N bytes of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, …,
+"__metadata__": {…}}``, then the data buffer; offsets are relative to the buffer.  Every entry
+is checked (known dtype, offsets inside the buffer, byte count = prod(shape) · itemsize) and
+the arrays are zero-copy views of a read-only memory map of the file.
+
+Example::
+
+    >>> state = read_safetensors("model.safetensors")
+    >>> sorted(state)[:2]
+    ['Conv.bias', 'Conv.weight']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+__all__ = ["read_safetensors", "is_safetensors"]
+
+
+def _dtypes() -> dict[str, np.dtype]:
+    import ml_dtypes  # a JAX dependency
+
+    return {
+        "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+        "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
+        "I16": np.dtype("<i2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+        "U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "U64": np.dtype("<u8"),
+        "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn), "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    }
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """Whether the file starts like a safetensors file (a plausible header length, then ``{``)."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 2 <= n <= os.path.getsize(path) - 8
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{name: array}`` from a ``.safetensors`` file; raises ``ValueError`` on any inconsistency."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: {size} bytes is too short for a safetensors file")
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            raise ValueError(f"{path}: safetensors header claims {n} bytes but the file has {size - 8} after "
+                             "the length field (truncated, or not a safetensors file)")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: safetensors header is not valid JSON ({err})") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: safetensors header should be a JSON object")
+    start = 8 + n
+    buffer = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(size - start,)) if size > start \
+        else np.zeros(0, np.uint8)
+    dtypes = _dtypes()
+    out = {}
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = dtypes[spec["dtype"]]
+            shape = tuple(int(d) for d in spec["shape"])
+            begin, end = (int(v) for v in spec["data_offsets"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: entry {name!r} is malformed ({spec!r:.120}); expected dtype, shape, "
+                             f"data_offsets with dtype among {sorted(dtypes)}") from err
+        nbytes = math.prod(shape) * dtype.itemsize
+        if not 0 <= begin <= end <= buffer.size or end - begin != nbytes:
+            raise ValueError(f"{path}: entry {name!r} spans bytes [{begin}, {end}) of a {buffer.size}-byte buffer; "
+                             f"shape {shape} {spec['dtype']} needs {nbytes} bytes (truncated or corrupt file)")
+        out[name] = buffer[begin:end].view(dtype).reshape(shape)
+    return out

@@ -1,0 +1,188 @@
+"""DenseNet (Huang et al., CVPR 2017) with torchvision's structure and names, in Flax.
+
+``DenseNet121(num_classes=5)`` is the diabetic-retinopathy grader of seed 002.  Module paths
+mirror torchvision's ``densenet121`` so state-dict keys map one to one
+(``features.denseblock2.denselayer3.conv1.weight`` → ``params/features/denseblock2/
+denselayer3/conv1/kernel``; BatchNorm ``running_mean``/``running_var`` live in the
+``batch_stats`` collection).
+
+Structure: ``conv0`` 7×7/2 (no bias) → ``norm0`` → ReLU → max pool 3/2 pad 1 → four dense
+blocks (6, 12, 24, 16 layers; each layer BN → ReLU → 1×1 conv to 4·32 → BN → ReLU → 3×3 conv to
+32, its input the concatenation of the block input and all earlier layers' outputs) with a
+transition (BN → ReLU → 1×1 conv halving the channels → 2×2 average pool) between blocks →
+``norm5`` → ReLU → global average pool → ``classifier``.  Eval mode uses the running BatchNorm
+statistics (ε = 1e-5); ``train=True`` uses batch statistics and updates ``batch_stats``.
+
+Shapes (NHWC): input (N, H, W, 3) float (ImageNet-normalised RGB, as torchvision expects);
+output (N, num_classes) **logits**.  At 224×224 ``denseblock4`` is (N, 7, 7, 1024).
+
+Tapped layers (names = torchvision module paths without ``features.``, each the output of
+that module): ``conv0``, ``norm0``, ``pool0``, every ``denseblockB.denselayerL.conv1`` /
+``.conv2``, every ``denseblockB`` (the concatenated block output), ``transitionB.conv``,
+``transitionB`` (after its pool), ``norm5`` and ``classifier``.
+
+Example::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxretina.models import DenseNet121
+    >>> model = DenseNet121(num_classes=5)
+    >>> x = jnp.zeros((1, 224, 224, 3))
+    >>> variables = model.init(jax.random.key(0), x)
+    >>> model.apply(variables, x).shape
+    (1, 5)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from jaxretina.models.layers import avg_pool_2x2, max_pool_3x3_s2
+from jaxretina.taps import TapPoints
+from jaxretina.validate import check_image_batch
+
+__all__ = ["DenseNet", "DenseNet121"]
+
+
+def _bn(name: str, train: bool, dtype) -> nn.BatchNorm:
+    # torchvision BatchNorm2d: eps 1e-5, momentum 0.1 (Flax counts the other way: 0.9).
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name)
+
+
+def _conv(feats: int, k: int, name: str, dtype, stride: int = 1) -> nn.Conv:
+    pad = k // 2
+    return nn.Conv(feats, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                   use_bias=False, dtype=dtype, name=name)
+
+
+class _DenseLayer(nn.Module):
+    growth_rate: int
+    bn_size: int
+    tap: nn.Module
+    prefix: str
+    act: Callable
+    dtype: jnp.dtype | None
+
+    @nn.compact
+    def __call__(self, x, train):
+        h = self.act(_bn("norm1", train, self.dtype)(x))
+        h = self.tap(f"{self.prefix}.conv1", _conv(self.bn_size * self.growth_rate, 1, "conv1", self.dtype)(h))
+        h = self.act(_bn("norm2", train, self.dtype)(h))
+        return self.tap(f"{self.prefix}.conv2", _conv(self.growth_rate, 3, "conv2", self.dtype)(h))
+
+
+class _DenseBlock(nn.Module):
+    num_layers: int
+    growth_rate: int
+    bn_size: int
+    tap: nn.Module
+    prefix: str
+    act: Callable
+    dtype: jnp.dtype | None
+
+    @nn.compact
+    def __call__(self, x, train):
+        features = [x]
+        for i in range(1, self.num_layers + 1):
+            name = f"denselayer{i}"
+            layer = _DenseLayer(self.growth_rate, self.bn_size, self.tap, f"{self.prefix}.{name}", self.act,
+                                self.dtype, name=name)
+            features.append(layer(jnp.concatenate(features, axis=-1), train))
+        return jnp.concatenate(features, axis=-1)
+
+
+class _Transition(nn.Module):
+    features: int
+    tap: nn.Module
+    prefix: str
+    act: Callable
+    dtype: jnp.dtype | None
+
+    @nn.compact
+    def __call__(self, x, train):
+        h = self.act(_bn("norm", train, self.dtype)(x))
+        h = self.tap(f"{self.prefix}.conv", _conv(self.features, 1, "conv", self.dtype)(h))
+        return avg_pool_2x2(h)
+
+
+class _Features(nn.Module):
+    growth_rate: int
+    block_config: tuple[int, ...]
+    num_init_features: int
+    bn_size: int
+    tap: nn.Module
+    act: Callable
+    dtype: jnp.dtype | None
+
+    @nn.compact
+    def __call__(self, x, train):
+        tap = self.tap
+        h = tap("conv0", _conv(self.num_init_features, 7, "conv0", self.dtype, stride=2)(x))
+        h = tap("norm0", _bn("norm0", train, self.dtype)(h))
+        h = tap("pool0", max_pool_3x3_s2(self.act(h)))
+        channels = self.num_init_features
+        for b, num_layers in enumerate(self.block_config, start=1):
+            name = f"denseblock{b}"
+            h = _DenseBlock(num_layers, self.growth_rate, self.bn_size, tap, name, self.act, self.dtype,
+                            name=name)(h, train)
+            h = tap(name, h)
+            channels += num_layers * self.growth_rate
+            if b != len(self.block_config):
+                name = f"transition{b}"
+                channels //= 2
+                h = tap(name, _Transition(channels, tap, name, self.act, self.dtype, name=name)(h, train))
+        return tap("norm5", _bn("norm5", train, self.dtype)(h))
+
+
+class DenseNet(nn.Module):
+    """torchvision's DenseNet-BC; :func:`DenseNet121` fixes the DenseNet-121 configuration.
+
+    Attributes:
+      num_classes: outputs of ``classifier`` (1000 for ImageNet, 5 for DR grades).
+      growth_rate, block_config, num_init_features, bn_size: torchvision's arguments.
+      act: the nonlinearity (``nn.relu``); swap it for guided backprop / deconvnet.
+      dtype: computation dtype (parameters stay float32).
+    """
+
+    spatial_dims: ClassVar[int] = 2
+
+    num_classes: int = 1000
+    growth_rate: int = 32
+    block_config: tuple[int, ...] = (6, 12, 24, 16)
+    num_init_features: int = 64
+    bn_size: int = 4
+    act: Callable[[jax.Array], jax.Array] = nn.relu
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        check_image_batch(x, channels=3, name="DenseNet input")
+        if x.shape[1] < 29 or x.shape[2] < 29:
+            raise ValueError(f"DenseNet input: images need at least 29x29 pixels (five 2x downsamplings); "
+                             f"found {x.shape[1]}x{x.shape[2]}")
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        tap = TapPoints(name="taps")
+        h = _Features(self.growth_rate, tuple(self.block_config), self.num_init_features, self.bn_size, tap,
+                      self.act, self.dtype, name="features")(x, train)
+        h = jnp.mean(self.act(h), axis=(1, 2))
+        return tap("classifier", nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(h))
+
+    def layer_names(self) -> tuple[str, ...]:
+        """Explainable layers in execution order."""
+        names = ["conv0", "norm0", "pool0"]
+        for b, num_layers in enumerate(self.block_config, start=1):
+            for i in range(1, num_layers + 1):
+                names += [f"denseblock{b}.denselayer{i}.conv1", f"denseblock{b}.denselayer{i}.conv2"]
+            names.append(f"denseblock{b}")
+            if b != len(self.block_config):
+                names += [f"transition{b}.conv", f"transition{b}"]
+        return tuple(names) + ("norm5", "classifier")
+
+
+class DenseNet121(DenseNet):
+    """DenseNet-121 (torchvision ``densenet121``): growth 32, blocks (6, 12, 24, 16), 64 initial
+    features, bottleneck 4 — the defaults of :class:`DenseNet`; set ``num_classes``."""
