@@ -18,6 +18,8 @@ import numpy as np
 import jax
 import flax.traverse_util as tu
 
+from jaxretina.checkpoint import expected_variables as expected_tree
+
 __all__ = ["Entry", "Report", "assemble", "expected_tree", "conv_kernel", "deconv_kernel", "torch_entries"]
 
 
@@ -62,12 +64,6 @@ def deconv_kernel(w: np.ndarray) -> np.ndarray:
     """
     nd = w.ndim - 2
     return np.transpose(w, tuple(range(2, 2 + nd)) + (0, 1))
-
-
-def expected_tree(model: Any, example: Any, collections=("params", "batch_stats")) -> dict[str, Any]:
-    """The model's variable shapes (``jax.ShapeDtypeStruct``) for the given collections."""
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), example)
-    return {k: v for k, v in shapes.items() if k in collections}
 
 
 def assemble(like: Mapping[str, Any], entries: Mapping[str, Entry], report: Report, *,

@@ -19,13 +19,20 @@ from typing import Any
 import numpy as np
 import jax
 
-__all__ = ["save_variables", "load_variables"]
+__all__ = ["save_variables", "load_variables", "expected_variables"]
 
 
 def _checkpointer():
     import orbax.checkpoint as ocp
 
     return ocp.StandardCheckpointer()
+
+
+def expected_variables(model: Any, example: Any, collections=("params", "batch_stats")) -> dict[str, Any]:
+    """The model's variable shapes (``jax.ShapeDtypeStruct``, no compute) for ``collections``;
+    ``example`` is any valid input batch (parameter shapes do not depend on its size)."""
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), example)
+    return {k: v for k, v in shapes.items() if k in collections}
 
 
 def save_variables(path: str | os.PathLike, variables: Any) -> str:

@@ -1,6 +1,8 @@
 """The ``jaxretina`` command.
 
-    jaxretina demo [--out DIR] [--size N] [--steps N] [--chunk N] [--weights DIR] [--image PATH]
+    jaxretina demo [--out DIR] [--size N] [--steps N] [--chunk N] [--weights PATH] [--image PATH]
+    jaxretina convert SRC --model {driu,densenet121} --out DIR [--variant V] [--num-classes N]
+                      [--backend {auto,torch,jaxretina}] [--no-parity]
 """
 
 from __future__ import annotations
@@ -31,9 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--chunk", type=_chunk, default=8,
                       help="IG steps per compiled chunk, or 'all' (default: 8)")
     demo.add_argument("--weights", default=None,
-                      help="Orbax checkpoint directory of DRIU variables (default: deterministic init)")
+                      help="DRIU weights: .caffemodel, .pth/.pt, .safetensors or a converted "
+                           "checkpoint directory (default: deterministic init)")
     demo.add_argument("--image", default=None, help="RGB fundus image (default: skimage's retina.jpg)")
-    demo.add_argument("--variant", default="vessel", choices=["vessel", "optic_disc"])
+    demo.add_argument("--variant", default=None, choices=["vessel", "optic_disc"],
+                      help="DRIU variant (default: from --weights, else vessel)")
+    conv = sub.add_parser("convert", help="convert Caffe / PyTorch weights to an Orbax checkpoint + JSON record")
+    conv.add_argument("src", help="a .caffemodel, .pth/.pt or .safetensors file")
+    conv.add_argument("--model", required=True, choices=["driu", "densenet121"])
+    conv.add_argument("--out", required=True, help="new output directory")
+    conv.add_argument("--variant", default=None, choices=["vessel", "optic_disc"],
+                      help="DRIU variant (default: from the file)")
+    conv.add_argument("--num-classes", type=_positive_int, default=None,
+                      help="DenseNet classes (default: from the file)")
+    conv.add_argument("--backend", default="auto", choices=["auto", "torch", "jaxretina"],
+                      help="PyTorch file reader (default: torch's weights_only loader when installed)")
+    conv.add_argument("--no-parity", action="store_true", help="skip the reference comparison")
     return parser
 
 
@@ -54,6 +69,23 @@ def main(argv: list[str] | None = None) -> int:
         print("wrote:")
         for path in summary["files"].values():
             print(f"  {path}")
+    elif args.command == "convert":
+        from converters.convert import convert
+
+        kwargs = {}
+        if args.variant is not None:
+            kwargs["variant"] = args.variant
+        if args.num_classes is not None:
+            kwargs["num_classes"] = args.num_classes
+        record = convert(args.src, args.model, args.out, backend=args.backend, parity=not args.no_parity, **kwargs)
+        mapping, check = record["mapping"], record["parity"]
+        print(f"{args.src} ({mapping['source_format']}, sha256 {record['source']['sha256'][:12]}…) -> {args.out}")
+        print(f"  {mapping['mapped']} arrays mapped; ignored {len(mapping['ignored'])}; "
+              f"unexpected {mapping['unexpected'] or 'none'}; options {record['config']}")
+        if check["available"]:
+            print(f"  parity vs {check['reference']}: max abs {check['max_abs']:.3g}, max rel {check['max_rel']:.3g}")
+        else:
+            print(f"  parity: {check['reason']}")
     return 0
 
 

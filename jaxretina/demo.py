@@ -54,13 +54,15 @@ def _fit_size(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(preprocess.resize_image(image, nh, nw))
 
 
-def _load_variables(model, x, weights):
+def _model_and_variables(weights, variant):
     if weights is None:
-        return model.init(jax.random.key(0), x[None]), "deterministic initialisation (jax.random.key(0)), not trained"
-    from jaxretina.checkpoint import load_variables
+        model = DRIU(variant=variant or "vessel")
+        variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32))
+        return model, variables, "deterministic initialisation (jax.random.key(0)), not trained"
+    from jaxretina.loading import load
 
-    like = jax.eval_shape(model.init, jax.random.key(0), x[None])
-    return load_variables(weights, like=like), f"weights from {os.path.abspath(weights)}"
+    model, variables = load("driu", weights, **({"variant": variant} if variant else {}))
+    return model, variables, f"weights from {os.path.abspath(weights)}"
 
 
 def run_demo(
@@ -71,15 +73,17 @@ def run_demo(
     chunk: int | str | None = 8,
     weights: str | None = None,
     image: str | None = None,
-    variant: str = "vessel",
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """Run the demo; returns the summary it writes to ``out/summary.json``."""
     os.makedirs(out, exist_ok=True)
     rgb_full, source = load_image(image)
     rgb = _fit_size(rgb_full, size)
-    x = preprocess.driu_caffe_input(rgb)
-    model = DRIU(variant=variant)
-    variables, weights_note = _load_variables(model, x, weights)
+    model, variables, weights_note = _model_and_variables(weights, variant)
+    # Caffe DRIU takes BGR minus the Caffe mean; a model that normalises inside (the deepdraw
+    # port) takes RGB in [0, 1].
+    prepare = preprocess.driu_caffe_input if model.normalization is None else (lambda im: jnp.asarray(im, jnp.float32) / 255.0)
+    x = prepare(rgb)
     short_note = "trained weights" if weights else "untrained: deterministic init"
     target = targets.segmentation_sum()  # Σ vessel probability, seed 000's target
     f = explain.model_fn(model, variables, target)
@@ -94,7 +98,7 @@ def run_demo(
     # The positive part of the resized signed maps (ReLU after the resize rather than before,
     # as grad_cam(relu=True) does: equal away from sign changes, and no second pass).
     cams = {name: jax.nn.relu(m) for name, m in cams_signed.items()}
-    black = preprocess.driu_caffe_input(np.zeros_like(rgb))  # the IG baseline
+    black = prepare(np.zeros_like(rgb))  # the IG baseline
     with Stopwatch() as t_ig:
         ig = explain.integrated_gradients(f, x, baseline=black, steps=steps, rule="gausslegendre",
                                           chunk=chunk)
@@ -119,7 +123,7 @@ def run_demo(
     shapes = taps.layer_shapes(model, variables, (1, *x.shape))
     diff = float(ig.values.sum() - ig.delta)  # f(x) − f(baseline), by delta's definition
     summary = {
-        "model": f"DRIU(variant={variant!r})",
+        "model": f"DRIU(variant={model.variant!r})",
         "weights": weights_note,
         "image": source,
         "input_shape": list(x.shape),

@@ -1,0 +1,133 @@
+"""``jaxretina.load``: one entry point from a weight file to ``(module, variables)``.
+
+Supported models (``name``): ``"driu"`` (vessel or optic-disc, Caffe or deepdraw
+configuration, decided by the file) and ``"densenet121"``.  Supported files (``path``),
+recognised by content, not extension:
+
+* a ``.caffemodel`` (Caffe ``NetParameter``; no Caffe needed);
+* a PyTorch ``.pth``/``.pt`` (zip or legacy format; read without executing pickled code);
+* a ``.safetensors`` file;
+* an Orbax checkpoint directory, as written by ``jaxretina convert`` (its ``jaxretina.json``
+  record restores the model options) or by :func:`jaxretina.checkpoint.save_variables`.
+
+Foreign formats are handled by the ``converters`` package, imported only when needed.
+
+Example::
+
+    >>> model, variables = jaxretina.load("driu", "DRIU_DRIVE.caffemodel")
+    >>> model, variables = jaxretina.load("densenet121", "grader.pth", num_classes=5)
+    >>> logits = model.apply(variables, x)          # x: (N, 224, 224, 3)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax.numpy as jnp
+
+__all__ = ["load", "load_with_report", "MODELS", "RECORD_NAME", "model_config"]
+
+MODELS = ("driu", "densenet121")
+RECORD_NAME = "jaxretina.json"  # the conversion record inside a converted checkpoint directory
+
+
+def _check_name(name: str) -> str:
+    key = name.lower().replace("-", "_")
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {list(MODELS)}")
+    return key
+
+
+def _tuples(value: Any) -> Any:
+    # JSON turns tuples into lists; model options are tuples (hashable, as Flax fields must be).
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def model_config(model: Any) -> dict[str, Any]:
+    """The JSON-serialisable options of a jaxretina model (for records and reloading)."""
+    from dataclasses import fields
+
+    out = {}
+    for f in fields(model):
+        if f.name in ("parent", "name", "act", "dtype"):
+            continue
+        out[f.name] = getattr(model, f.name)
+    return out
+
+
+def _build(key: str, config: dict[str, Any]):
+    from jaxretina.models import DRIU, DenseNet121
+
+    return {"driu": DRIU, "densenet121": DenseNet121}[key](**config)
+
+
+def _example(key: str):
+    return jnp.zeros((1, 64, 64, 3), jnp.float32)
+
+
+def _load_orbax(key: str, path: str, model_kwargs: dict[str, Any]):
+    from converters.mapping import Report
+    from jaxretina.checkpoint import expected_variables, load_variables
+
+    config: dict[str, Any] = {}
+    record_path = os.path.join(path, RECORD_NAME)
+    if os.path.exists(record_path):
+        with open(record_path) as fh:
+            record = json.load(fh)
+        if record.get("model") and record["model"] != key:
+            raise ValueError(f"{path}: holds a {record['model']!r} model; asked to load it as {key!r}")
+        config = {k: _tuples(v) for k, v in record.get("config", {}).items()}
+    config.update(model_kwargs)
+    model = _build(key, config)
+    like = expected_variables(model, _example(key))
+    variables = load_variables(path, like=like)
+    return model, variables, Report(source_format="Orbax checkpoint", config=config)
+
+
+def load_with_report(name: str, path: str | os.PathLike, *, backend: str = "auto", **model_kwargs: Any):
+    """Like :func:`load`, plus the conversion :class:`converters.mapping.Report`."""
+    key = _check_name(name)
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return _load_orbax(key, path, model_kwargs)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load: no file or checkpoint directory at {path}")
+    from converters.formats import read_weights
+
+    kind, content = read_weights(path, backend=backend)
+    if key == "driu":
+        from converters import driu
+
+        if kind == "caffemodel":
+            return driu.from_caffe(content, path, **model_kwargs)
+        if driu.is_deepdraw(content):
+            return driu.from_deepdraw(content, path, **model_kwargs)
+        raise ValueError(f"{path}: a {kind} state dict without DRIU keys (expected the deepdraw scheme: "
+                         f"head.concatfuse.conv.weight, ...; found e.g. {sorted(content)[:5]})")
+    if kind == "caffemodel":
+        raise ValueError(f"{path}: a .caffemodel; {key} weights come from PyTorch (.pth/.pt/.safetensors)")
+    from converters import densenet
+
+    return densenet.from_state_dict(content, path, **model_kwargs)
+
+
+def load(name: str, path: str | os.PathLike, *, backend: str = "auto", **model_kwargs: Any):
+    """``(module, variables)`` for model ``name`` with the weights at ``path``.
+
+    Args:
+      name: one of :data:`MODELS`.
+      path: a ``.caffemodel``, ``.pth``/``.pt``, ``.safetensors`` file or an Orbax directory.
+      backend: PyTorch reader, ``"auto"`` | ``"torch"`` | ``"jaxretina"`` (see
+        :func:`converters.torch.read_torch`).
+      **model_kwargs: model options; they override what the file says (e.g. ``variant``,
+        ``crop_offsets``, ``num_classes``).
+
+    Raises ``ValueError`` listing every missing, unexpected and mis-shaped key when the file
+    does not fit the model, and when a file is truncated or not a weight file.
+    """
+    model, variables, _ = load_with_report(name, path, backend=backend, **model_kwargs)
+    return model, variables
