@@ -25,7 +25,6 @@ from jaxretina.models.densenet import DenseNet, DenseNet121
 __all__ = ["from_state_dict", "normalize_keys", "is_densenet"]
 
 _LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
-_EXAMPLE = jnp.zeros((1, 64, 64, 3), jnp.float32)
 
 
 def is_densenet(state: Mapping[str, Any]) -> bool:
@@ -57,7 +56,7 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs
     model = DenseNet121(**model_kwargs)
     report = Report(source_format=f"PyTorch DenseNet state dict, {scheme} keys",
                     config={"num_classes": model.num_classes, **{k: v for k, v in model_kwargs.items() if k != "num_classes"}})
-    like = expected_tree(model, _EXAMPLE)
+    like = expected_tree(model)
     entries, hints = torch_entries(like, state, report)
     variables = assemble(like, entries, report, strict=True, source=source, hints=hints)
     return model, variables, report

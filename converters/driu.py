@@ -30,7 +30,6 @@ from jaxretina.models.driu import _DECONV, _FACTORS, _STAGES, DEEPDRAW_OPTIONS, 
 
 __all__ = ["from_caffe", "from_deepdraw", "is_deepdraw"]
 
-_EXAMPLE = jnp.zeros((1, 64, 64, 3), jnp.float32)  # parameter shapes do not depend on the size
 
 
 def _trunk_convs(variant: str) -> list[str]:
@@ -80,14 +79,18 @@ def from_caffe(net: CaffeNet, source: str, **model_kwargs: Any) -> tuple[DRIU, d
     model = DRIU(**config)
     report = Report(source_format=f"caffemodel ({net.format})", config={k: v for k, v in config.items()})
     entries: dict[str, Entry] = {}
+    hints: dict[str, str] = {}
     claimed = set()
 
     def take(caffe_name: str, flax_name: str, transform) -> None:
+        hints[f"params/{flax_name}/kernel"] = f"layer {caffe_name!r} blob0"
+        hints[f"params/{flax_name}/bias"] = f"layer {caffe_name!r} blob1"
         layer = layers.get(caffe_name)
         if layer is None or not layer.blobs:
             return  # reported as missing by assemble
         claimed.add(caffe_name)
-        entries[f"params/{flax_name}/kernel"] = Entry(transform(layer.blobs[0]), f"{caffe_name}/blob0")
+        entries[f"params/{flax_name}/kernel"] = Entry(transform(layer.blobs[0]), f"{caffe_name}/blob0",
+                                                      layer.blobs[0].shape)
         if len(layer.blobs) > 1:
             entries[f"params/{flax_name}/bias"] = Entry(np.asarray(layer.blobs[1]).reshape(-1), f"{caffe_name}/blob1")
         if len(layer.blobs) > 2:
@@ -101,8 +104,8 @@ def from_caffe(net: CaffeNet, source: str, **model_kwargs: Any) -> tuple[DRIU, d
             take(f"upsample{f}_", f"upsample{f}", deconv_kernel)
     take("new-score-weighting", "new_score_weighting", conv_kernel)
     report.unexpected += [l.name for l in net.layers if l.blobs and l.name not in claimed]
-    like = expected_tree(model, _EXAMPLE)
-    variables = assemble(like, entries, report, strict=False, source=source)
+    like = expected_tree(model)
+    variables = assemble(like, entries, report, strict=False, source=source, hints=hints)
     return model, variables, report
 
 
@@ -133,13 +136,15 @@ def from_deepdraw(state: Mapping[str, np.ndarray], source: str, **model_kwargs: 
     model = DRIU(**config)
     report = Report(source_format="deepdraw DRIU state dict", ignored=ignored, config=dict(config))
     entries: dict[str, Entry] = {}
+    hints: dict[str, str] = {}
 
     def add(prefix: str, flax_name: str, transform) -> None:
         for suffix, leaf in (("weight", "kernel"), ("bias", "bias")):
             key = f"{prefix}.{suffix}"
+            hints[f"params/{flax_name}/{leaf}"] = key
             if key in state:
                 arr = np.asarray(state[key])
-                entries[f"params/{flax_name}/{leaf}"] = Entry(transform(arr) if leaf == "kernel" else arr, key)
+                entries[f"params/{flax_name}/{leaf}"] = Entry(transform(arr) if leaf == "kernel" else arr, key, arr.shape)
 
     for stage, depth, _ in _STAGES[: VARIANTS[variant]["stages"]]:
         for i in range(1, depth + 1):
@@ -162,6 +167,6 @@ def from_deepdraw(state: Mapping[str, np.ndarray], source: str, **model_kwargs: 
             report.ignored.append(key)
         else:
             report.unexpected.append(key)
-    like = expected_tree(model, _EXAMPLE)
-    variables = assemble(like, entries, report, strict=True, source=source)
+    like = expected_tree(model)
+    variables = assemble(like, entries, report, strict=True, source=source, hints=hints)
     return model, variables, report

@@ -28,6 +28,7 @@ class Entry(NamedTuple):
 
     array: np.ndarray
     source: str
+    source_shape: tuple[int, ...] | None = None  # before the layout change, for error messages
 
 
 @dataclass
@@ -90,6 +91,7 @@ def assemble(like: Mapping[str, Any], entries: Mapping[str, Entry], report: Repo
     misshaped = sorted(
         f"{path} (from {entries[path].source}): expected {tuple(want[path].shape)}, "
         f"found {tuple(entries[path].array.shape)}"
+        + (f" (source shape {entries[path].source_shape})" if entries[path].source_shape else "")
         for path in set(want) & set(entries)
         if tuple(want[path].shape) != tuple(entries[path].array.shape)
     )
@@ -143,7 +145,7 @@ def torch_entries(like: Mapping[str, Any], state: Mapping[str, np.ndarray], repo
         arr = np.asarray(state[key])
         if leaf == "kernel" and arr.ndim == len(spec.shape):
             arr = conv_kernel(arr) if arr.ndim >= 3 else arr.T
-        entries[path] = Entry(arr, key)
+        entries[path] = Entry(arr, key, tuple(np.shape(state[key])))
     claimed = {e.source for e in entries.values()}
     for key in state:
         if key in claimed:

@@ -28,9 +28,14 @@ def _checkpointer():
     return ocp.StandardCheckpointer()
 
 
-def expected_variables(model: Any, example: Any, collections=("params", "batch_stats")) -> dict[str, Any]:
-    """The model's variable shapes (``jax.ShapeDtypeStruct``, no compute) for ``collections``;
-    ``example`` is any valid input batch (parameter shapes do not depend on its size)."""
+def expected_variables(model: Any, example: Any = None, collections=("params", "batch_stats")) -> dict[str, Any]:
+    """The model's variable shapes (``jax.ShapeDtypeStruct``, no compute) for ``collections``.
+
+    ``example``: a valid input batch; by default the model's own ``shape_probe()`` (every
+    jaxretina model has one) supplies a module and input with the same variable shapes.
+    """
+    if example is None:
+        model, example = model.shape_probe()
     shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), example)
     return {k: v for k, v in shapes.items() if k in collections}
 

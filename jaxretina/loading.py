@@ -25,8 +25,6 @@ import json
 import os
 from typing import Any
 
-import jax.numpy as jnp
-
 __all__ = ["load", "load_with_report", "MODELS", "RECORD_NAME", "model_config"]
 
 MODELS = ("driu", "densenet121")
@@ -65,10 +63,6 @@ def _build(key: str, config: dict[str, Any]):
     return {"driu": DRIU, "densenet121": DenseNet121}[key](**config)
 
 
-def _example(key: str):
-    return jnp.zeros((1, 64, 64, 3), jnp.float32)
-
-
 def _load_orbax(key: str, path: str, model_kwargs: dict[str, Any]):
     from converters.mapping import Report
     from jaxretina.checkpoint import expected_variables, load_variables
@@ -83,7 +77,7 @@ def _load_orbax(key: str, path: str, model_kwargs: dict[str, Any]):
         config = {k: _tuples(v) for k, v in record.get("config", {}).items()}
     config.update(model_kwargs)
     model = _build(key, config)
-    like = expected_variables(model, _example(key))
+    like = expected_variables(model)
     variables = load_variables(path, like=like)
     return model, variables, Report(source_format="Orbax checkpoint", config=config)
 

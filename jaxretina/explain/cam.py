@@ -54,13 +54,20 @@ _WEIGHTS = {"gradcam": _gradcam_weights, "gradcampp": _gradcampp_weights}
 
 
 @functools.lru_cache(maxsize=256)
-def _available_layers(model: Any, shape: tuple, dtype: Any) -> tuple[str, ...]:
-    return tuple(taps.layer_shapes(model, None, shape, dtype))
+def _available_layers(model: Any, shape: tuple, dtype: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every tapped layer, the spatial ones: activation rank == input rank)."""
+    shapes = taps.layer_shapes(model, None, shape, dtype)
+    spatial = tuple(n for n, s in shapes.items() if len(s.shape) == len(shape))
+    return tuple(shapes), spatial
 
 
 def _resolve_layers(model, x, layers) -> tuple[str, ...]:
-    available = _available_layers(model, (1, *x.shape), jnp.dtype(x.dtype))
-    return taps.select_layers(available, layers)
+    # "all" means every layer with a spatial map (a classifier's logits have none); a
+    # non-spatial layer asked for by name gets the error in _cam_program.
+    everything, spatial = _available_layers(model, (1, *x.shape), jnp.dtype(x.dtype))
+    if isinstance(layers, str) and layers == "all":
+        return taps.select_layers(spatial, layers)
+    return taps.select_layers(everything, layers)
 
 
 def _tapped_grads(model, variables, x, target, chosen):

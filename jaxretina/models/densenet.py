@@ -171,6 +171,10 @@ class DenseNet(nn.Module):
         h = jnp.mean(self.act(h), axis=(1, 2))
         return tap("classifier", nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(h))
 
+    def shape_probe(self) -> tuple["DenseNet", jax.Array]:
+        """A module and input whose ``init`` has this model's variable shapes."""
+        return self, jnp.zeros((1, 64, 64, 3), jnp.float32)
+
     def layer_names(self) -> tuple[str, ...]:
         """Explainable layers in execution order."""
         names = ["conv0", "norm0", "pool0"]

@@ -180,6 +180,12 @@ class DRIU(nn.Module):
             )
         return dict(zip(_FACTORS, value))
 
+    def shape_probe(self) -> tuple["DRIU", jax.Array]:
+        """A module and input whose ``init`` has this model's variable shapes.  Crop offsets and
+        pooling rounding change no parameter but can reject a given input size, so the probe
+        uses the always-valid centre crop and ceil rounding."""
+        return self.clone(crop_offsets="center", ceil_mode=True), jnp.zeros((1, 64, 64, 3), jnp.float32)
+
     def layer_names(self) -> tuple[str, ...]:
         """Explainable layers in execution order (same for every input size)."""
         cfg = self._config()
