@@ -53,7 +53,11 @@ class Report:
 
 
 def conv_kernel(w: np.ndarray) -> np.ndarray:
-    """Caffe / PyTorch convolution weight (O, I, *spatial) -> Flax (*spatial, I, O)."""
+    """Caffe / PyTorch convolution weight (O, I, *spatial) -> Flax (*spatial, I, O).
+
+    Arrays of rank < 3 are returned as they are (the shape check then reports them)."""
+    if w.ndim < 3:
+        return w
     nd = w.ndim - 2
     return np.transpose(w, tuple(range(2, 2 + nd)) + (1, 0))
 
@@ -62,7 +66,10 @@ def deconv_kernel(w: np.ndarray) -> np.ndarray:
     """Caffe Deconvolution / PyTorch ConvTranspose weight (I, O, *spatial) -> (*spatial, I, O).
 
     A plain transpose: :class:`jaxretina.models.layers.CaffeDeconv` flips the kernel itself.
+    Arrays of rank < 3 are returned as they are.
     """
+    if w.ndim < 3:
+        return w
     nd = w.ndim - 2
     return np.transpose(w, tuple(range(2, 2 + nd)) + (0, 1))
 
