@@ -49,16 +49,18 @@ def _densenet_parity(model, variables, state: dict[str, np.ndarray], seed: int =
     from converters.densenet import normalize_keys
 
     state, _ = normalize_keys(state)
-    ref = torchvision.models.densenet121(num_classes=model.num_classes).eval()
+    ref = torchvision.models.DenseNet(
+        growth_rate=model.growth_rate, block_config=tuple(model.block_config), num_init_features=model.num_init_features,
+        bn_size=model.bn_size, num_classes=model.num_classes).eval()
     ref.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) if v.dtype.kind == "f" else
                          torch.from_numpy(np.array(v)) for k, v in state.items()})
     x = np.random.default_rng(seed).standard_normal((1, 3, 224, 224)).astype(np.float32)
     with torch.no_grad():
         want = ref(torch.from_numpy(x)).double().numpy()
     with jax.default_matmul_precision("highest"):
-        got = np.asarray(model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1))), np.float64)
+        got = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(x.transpose(0, 2, 3, 1))), np.float64)
     diff = np.abs(got - want)
-    return {"available": True, "reference": f"torchvision {torchvision.__version__} densenet121, torch "
+    return {"available": True, "reference": f"torchvision {torchvision.__version__} DenseNet, torch "
             f"{torch.__version__}", "input": "standard normal (1, 3, 224, 224), numpy seed 0",
             "max_abs": float(diff.max()), "max_rel": float(diff.max() / max(np.abs(want).max(), 1e-30))}
 
@@ -96,6 +98,7 @@ def convert(src: str | os.PathLike, model: str, out: str | os.PathLike, *, backe
         "parity": check,
         "seconds": {"read_and_map": round(t_load, 3), "save": round(t_save, 3)},
     }
+    text = json.dumps(record, indent=1)
     with open(os.path.join(out, RECORD_NAME), "w") as fh:
-        json.dump(record, fh, indent=1)
-    return record
+        fh.write(text)
+    return json.loads(text)  # exactly what the file holds (tuples as lists)

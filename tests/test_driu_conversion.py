@@ -27,7 +27,7 @@ def odd_input():
 
 def _run(model, variables, x_nchw):
     with jax.default_matmul_precision("highest"):
-        out = model.apply(variables, jnp.asarray(x_nchw.transpose(0, 2, 3, 1)))
+        out = jax.jit(model.apply)(variables, jnp.asarray(x_nchw.transpose(0, 2, 3, 1)))
     return np.asarray(out, np.float64).transpose(0, 3, 1, 2)
 
 

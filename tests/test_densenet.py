@@ -1,0 +1,182 @@
+"""DenseNet against torchvision on the same random weights and BatchNorm statistics: logits,
+intermediate layers, Grad-CAM, and every checkpoint key scheme users bring."""
+
+import re
+
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+import flax.traverse_util as tu
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+import jaxretina  # noqa: E402
+from jaxretina import explain, targets  # noqa: E402
+from jaxretina.models import DenseNet, DenseNet121  # noqa: E402
+
+SMALL = dict(growth_rate=8, block_config=(2, 3), num_init_features=16, bn_size=2)
+
+
+def _randomize(model, seed):
+    """Random weights and random BatchNorm statistics (eval mode uses them)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.3, generator=g)
+                mod.running_var.uniform_(0.5, 2.0, generator=g)
+                mod.weight.uniform_(0.5, 1.5, generator=g)
+                mod.bias.normal_(0, 0.2, generator=g)
+            elif isinstance(mod, torch.nn.Linear):
+                mod.bias.normal_(0, 0.2, generator=g)
+    return model.eval()
+
+
+def _state(model):
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+def _save(tmp_path, name, obj, legacy=False):
+    path = tmp_path / name
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+def _nhwc(x):
+    return jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+
+
+def _logits(model, variables, x):
+    with jax.default_matmul_precision("highest"):
+        return np.asarray(jax.jit(model.apply)(variables, _nhwc(x)), np.float64)
+
+
+def _rel(got, want):
+    return np.abs(got - want).max() / np.abs(want).max()
+
+
+@pytest.fixture(scope="module")
+def small():
+    ref = _randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=1)
+    return ref, tu.flatten_dict({})
+
+
+@pytest.mark.fullsize
+def test_densenet121_matches_torchvision(tmp_path):
+    ref = _randomize(torchvision.models.densenet121(num_classes=5), seed=0)
+    path = _save(tmp_path, "grader.pth", ref.state_dict())
+    model, variables = jaxretina.load("densenet121", path)
+    assert model.num_classes == 5
+    n_params = sum(v.size for v in jax.tree.leaves(variables["params"]))
+    assert n_params == sum(p.numel() for p in ref.parameters()) == 6_958_981
+    g = torch.Generator().manual_seed(2)
+    for hw in ((224, 224), (193, 211)):
+        x = torch.randn(2, 3, *hw, generator=g)
+        with torch.no_grad():
+            want = ref(x).double().numpy()
+        assert _rel(_logits(model, variables, x), want) < 1e-4, hw
+
+    # The same weights through a legacy-key (norm.1-style) checkpoint in the pre-1.6 format,
+    # and through a DataParallel {"state_dict": {"module.…"}} file: identical variables.
+    legacy_keys = {re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v
+                   for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert any(".norm.1." in k for k in legacy_keys)
+    for obj, legacy in ((legacy_keys, True), ({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()},
+                                               "epoch": 30}, False)):
+        p = _save(tmp_path, "other.pth", obj, legacy=legacy)
+        _, other = jaxretina.load("densenet121", p)
+        jax.tree.map(np.testing.assert_array_equal, other, variables)
+        p.unlink()
+
+
+def test_small_densenet_layers_and_train_mode_match_torchvision(tmp_path):
+    ref = _randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=1)
+    path = _save(tmp_path, "small.pth", ref.state_dict())
+    model, variables = jaxretina.load("densenet121", path, **SMALL)
+    x = torch.randn(2, 3, 45, 51, generator=torch.Generator().manual_seed(3))
+
+    captured = {}
+    names = ["conv0", "norm0", "pool0", "denseblock1", "transition1", "denseblock2", "norm5",
+             "denseblock2.denselayer3.conv2", "transition1.conv"]
+    modules = dict(ref.features.named_modules())
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: captured.__setitem__(n, o.detach().clone()))
+             for n in names]
+    with torch.no_grad():
+        want = ref(x).double().numpy()
+    for h in hooks:
+        h.remove()
+    with jax.default_matmul_precision("highest"):
+        out, acts = jaxretina.taps.activations(model, variables, _nhwc(x), names)
+    assert _rel(np.asarray(out, np.float64), want) < 1e-5
+    for n in names:
+        got = np.asarray(acts[n], np.float64).transpose(0, 3, 1, 2)
+        assert got.shape == tuple(captured[n].shape), n
+        assert _rel(got, captured[n].double().numpy()) < 1e-5, n
+
+    # Training mode normalises with the batch statistics, in both frameworks.
+    ref.train()
+    with torch.no_grad():
+        want_train = ref(x).double().numpy()
+    with jax.default_matmul_precision("highest"):
+        got_train, _ = jax.jit(lambda v, z: model.apply(v, z, train=True, mutable=["batch_stats"]))(variables, _nhwc(x))
+    assert _rel(np.asarray(got_train, np.float64), want_train) < 1e-4
+
+
+def test_layer_names_are_the_tap_order_and_grad_cam_matches_torch_autograd():
+    model = DenseNet(num_classes=3, **SMALL)
+    ref = _randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=4)
+    from converters.densenet import from_state_dict
+
+    model, variables, _ = from_state_dict(_state(ref), "in-memory", **SMALL)
+    assert tuple(jaxretina.taps.layer_shapes(model, None, (1, 45, 51, 3), jnp.float32)) == model.layer_names()
+    x = torch.randn(1, 3, 45, 51, generator=torch.Generator().manual_seed(5))
+
+    # Reference Grad-CAM at denseblock2 for class 1 with torch autograd.
+    store = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        store["a"] = output
+
+    hook = ref.features.denseblock2.register_forward_hook(keep)
+    ref(x)[0, 1].backward()
+    hook.remove()
+    a, g = store["a"][0].detach().double(), store["a"].grad[0].double()
+    want = torch.relu((g.mean(dim=(1, 2))[:, None, None] * a).sum(0)).numpy()
+
+    with jax.default_matmul_precision("highest"):
+        cams = explain.grad_cam(model, variables, _nhwc(x)[0], targets.class_logit(1), resize=False)
+    assert "classifier" not in cams and cams["denseblock2"].shape == want.shape
+    assert len(cams) == len(model.layer_names()) - 1  # "all" = every spatial layer
+    np.testing.assert_allclose(np.asarray(cams["denseblock2"]), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_monai_key_scheme(tmp_path):
+    ref = _randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=6)
+    monai = {}
+    for k, v in ref.state_dict().items():
+        k = re.sub(r"(denselayer\d+)\.", r"\1.layers.", k)
+        monai[k.replace("classifier.", "class_layers.out.")] = v
+    path = _save(tmp_path, "monai.pth", monai)
+    _, _, report = jaxretina.loading.load_with_report("densenet121", path, **SMALL)
+    assert "MONAI" in report.source_format
+    _, direct, _ = jaxretina.loading.load_with_report("densenet121", _save(tmp_path, "tv.pth", ref.state_dict()), **SMALL)
+    _, variables = jaxretina.load("densenet121", path, **SMALL)
+    jax.tree.map(np.testing.assert_array_equal, variables, direct)
+
+
+def test_errors(tmp_path):
+    model = DenseNet121(num_classes=2)
+    with pytest.raises(ValueError, match="at least 29x29"):
+        model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    with pytest.raises(ValueError, match="3"):
+        model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 1)))
+    ref = torchvision.models.DenseNet(num_classes=3, **SMALL)
+    path = _save(tmp_path, "small.pth", ref.state_dict())
+    with pytest.raises(ValueError, match=r"mis-shaped 2: .*classifier"):
+        jaxretina.load("densenet121", path, num_classes=4, **SMALL)
+    with pytest.raises(ValueError, match=r"missing .*denseblock2.denselayer3.*unexpected 0"):
+        state = {k: v for k, v in ref.state_dict().items() if "denselayer3" not in k}
+        jaxretina.load("densenet121", _save(tmp_path, "cut.pth", state), **SMALL)
