@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import jax
 
+from jaxretina.taps import _params_only
+
 __all__ = ["save_variables", "load_variables", "expected_variables"]
 
 
@@ -46,7 +48,9 @@ def save_variables(path: str | os.PathLike, variables: Any) -> str:
     if os.path.exists(path):
         raise FileExistsError(f"save_variables: {path} exists; expected a new directory path")
     ckpt = _checkpointer()
-    ckpt.save(path, jax.tree.map(np.asarray, variables))
+    # Tap-point collections (zero perturbations, recorded activations) that model.init returns
+    # are per input size and carry no weights: never stored.
+    ckpt.save(path, jax.tree.map(np.asarray, _params_only(variables)))
     ckpt.wait_until_finished()
     return path
 
@@ -69,6 +73,7 @@ def load_variables(path: str | os.PathLike, *, like: Any) -> Any:
         stored = getattr(stored, "item_metadata", stored)
     except Exception as err:  # noqa: BLE001 - any unreadable directory gets the same message
         raise ValueError(f"load_variables: {path} is not a readable Orbax checkpoint ({err})") from err
+    like = _params_only(like)
     want, have = _flat(like), _flat(stored)
     missing = sorted(set(want) - set(have))
     unexpected = sorted(set(have) - set(want))

@@ -58,8 +58,40 @@ def test_side_sizes_for_drive_match_caffe():
 
 
 def test_floor_pooling_fails_on_stare_height_with_clear_error():
-    with pytest.raises(ValueError, match="upsample2: cannot crop 605x700 at offset 0 from a 604x700 map"):
+    with pytest.raises(ValueError, match=r"upsample2: cannot crop 605x700 at offset \(0, 0\) from a 604x700 map"):
         taps.layer_shapes(DRIU(ceil_mode=False), None, (1, 605, 700, 3))
+    # The deepdraw configuration (pad-0 deconvolutions, centre crops) works with floor pooling:
+    # a pad-0 transposed conv of factor s and kernel 2s gives s·floor(H/s) + s >= H + 1 rows.
+    from jaxretina.models import DEEPDRAW_OPTIONS
+
+    shapes = taps.layer_shapes(DRIU(**DEEPDRAW_OPTIONS), None, (1, 605, 700, 3))
+    assert shapes["pool1"].shape[1:3] == (302, 350)
+    assert all(shapes[n].shape[1:3] == (605, 700) for n in ("upsample2", "upsample4", "upsample8"))
+
+
+def test_option_errors():
+    x = jnp.zeros((1, 32, 32, 3))
+    with pytest.raises(ValueError, match="crop_offsets needs one value per upsampling factor .* or 'center'"):
+        DRIU(crop_offsets="middle").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="upsample_padding needs one value per upsampling factor"):
+        DRIU(upsample_padding=(1, 0)).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match=r"normalization needs \(\(3 means\), \(3 stds\)\)"):
+        DRIU(normalization=((0.5,), (0.2,))).init(jax.random.key(0), x)
+
+
+def test_centre_crop_and_normalization_semantics():
+    from jaxretina.models.layers import crop_to
+
+    x = jnp.arange(2 * 9 * 8 * 1, dtype=jnp.float32).reshape(2, 9, 8, 1)
+    np.testing.assert_array_equal(crop_to(x, 4, 5, "center", layer="t"), x[:, 2:6, 1:6])
+    np.testing.assert_array_equal(crop_to(x, 4, 5, (3, 1), layer="t"), x[:, 3:7, 1:6])
+    # normalization inside the model == normalising the input outside of it
+    mean, std = (0.2, 0.4, 0.6), (0.5, 0.25, 2.0)
+    rgb = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (1, 21, 19, 3)), jnp.float32)
+    inside = DRIU(normalization=(mean, std))
+    variables = inside.init(jax.random.key(0), rgb)
+    outside = (rgb - jnp.asarray(mean)) / jnp.asarray(std)
+    np.testing.assert_allclose(inside.apply(variables, rgb), DRIU().apply(variables, outside), rtol=1e-5, atol=1e-5)
 
 
 def test_max_pool_modes():

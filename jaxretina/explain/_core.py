@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
+from jaxretina import taps
 from jaxretina.validate import check_example, check_finite
 
 __all__ = [
@@ -44,12 +45,15 @@ class _ModelScore(NamedTuple):
 def model_fn(model: Any, variables: Any, target: Callable) -> Partial:
     """``x -> target(model(x))`` for one example, with ``variables`` passed as traced data.
 
+    Tap-point collections that ``model.init`` returns (sized for its example input) are
+    dropped, so variables initialised at any size explain inputs of every size.
+
     Example::
 
       >>> f = explain.model_fn(model, variables, targets.segmentation_sum())
       >>> ig = explain.integrated_gradients(f, x, baseline=0.0, steps=32)
     """
-    return Partial(_ModelScore(model, target), variables)
+    return Partial(_ModelScore(model, target), taps._params_only(variables))
 
 
 def split_fn(f: Callable) -> tuple[Callable, tuple]:

@@ -1,0 +1,143 @@
+"""Conversion speed and memory: a VGG-sized .caffemodel and a DenseNet121 state dict.
+
+    python -m benchmarks.conversion [--repeats 3] [--out benchmarks/results/conversion.json]
+
+(needs the test extra: protobuf writes the .caffemodel, torch the .pth).  Every case runs in
+its own subprocess, after its imports, so peak memory (ru_maxrss growth over the imports) is
+its own; times are the best of ``--repeats`` runs with a warm page cache.  The yardstick is
+reading the file's bytes: the target is conversion within 2× of it.
+
+Cases:
+* ``read bytes``: ``open(path, "rb").read()``;
+* ``caffe: wire decoder``: :func:`converters.caffe.read_caffemodel` (blobs as numpy views);
+* ``caffe: protobuf runtime``: ``NetParameter.ParseFromString`` with a schema subset, then each
+  blob's data to numpy — the alternative the decoder was chosen over;
+* ``load(...)``: the whole :func:`jaxretina.load` (read, decode, map, check, transfer to the
+  default device), for DRIU from the .caffemodel and DenseNet121 from the .pth with both
+  PyTorch readers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _case(kind: str, path: str, repeats: int) -> dict:
+    """Runs inside the subprocess."""
+    import jaxretina  # noqa: F401 - imports (and JAX backend start) before the baseline
+    import jax
+
+    jax.devices()
+    if kind == "caffe_protobuf":
+        from tests.reference.caffe_proto import messages
+
+        net_cls = messages(True)["NetParameter"]
+    if kind.startswith("load"):
+        import converters.formats  # noqa: F401
+    base = _rss_mb()
+
+    def run():
+        if kind == "read":
+            with open(path, "rb") as fh:
+                return fh.read()
+        if kind == "caffe_wire":
+            from converters.caffe import read_caffemodel
+
+            return read_caffemodel(path)
+        if kind == "caffe_protobuf":
+            with open(path, "rb") as fh:
+                net = net_cls.FromString(fh.read())
+            return [np.asarray(b.data, np.float32).reshape(tuple(b.shape.dim)) for l in net.layer for b in l.blobs]
+        if kind == "load_driu":
+            return jax.block_until_ready(jaxretina.load("driu", path)[1])
+        if kind == "load_densenet_torch":
+            return jax.block_until_ready(jaxretina.load("densenet121", path, backend="torch")[1])
+        if kind == "load_densenet_jaxretina":
+            return jax.block_until_ready(jaxretina.load("densenet121", path, backend="jaxretina")[1])
+        raise ValueError(kind)
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - t0)
+        del result
+    return {"seconds": min(times), "peak_mb_over_imports": _rss_mb() - base}
+
+
+def _in_subprocess(kind: str, path: str, repeats: int) -> dict:
+    code = ("import json, sys; from benchmarks.conversion import _case; "
+            f"print(json.dumps(_case({kind!r}, {path!r}, {repeats})))")
+    env = {**os.environ, "PYTHONPATH": _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=_ROOT)
+    if out.returncode:
+        raise RuntimeError(f"{kind} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _write_files(folder: str) -> tuple[str, str]:
+    import torch
+    import torchvision
+
+    sys.path.insert(0, _ROOT)
+    from tests.reference.caffe_writer import driu_net_bytes
+    from tests.reference.driu_torch import random_driu_weights
+
+    weights = random_driu_weights("optic_disc", seed=0)
+    # fc6 of VGG16 (4096 × 4096) as an extra layer: brings the file to VGG size (~130 MB) and
+    # exercises Caffe's "ignore unknown layers" path.
+    fc6 = np.random.default_rng(1).normal(0, 0.01, (4096, 4096)).astype(np.float32)
+    caffe = os.path.join(folder, "driu_vgg_sized.caffemodel")
+    with open(caffe, "wb") as fh:
+        fh.write(driu_net_bytes(weights, extra_layers=[("fc6", "InnerProduct", [fc6])]))
+    pth = os.path.join(folder, "densenet121.pth")
+    torch.save({"state_dict": torchvision.models.densenet121(num_classes=5).state_dict()}, pth)
+    return caffe, pth
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "conversion.json"))
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        caffe, pth = _write_files(folder)
+        plan = [(caffe, "read", "read bytes"), (caffe, "caffe_wire", "caffe: wire decoder"),
+                (caffe, "caffe_protobuf", "caffe: protobuf runtime"), (caffe, "load_driu", "load('driu', .caffemodel)"),
+                (pth, "read", "read bytes"), (pth, "load_densenet_jaxretina", "load('densenet121', backend='jaxretina')"),
+                (pth, "load_densenet_torch", "load('densenet121', backend='torch')")]
+        for path, kind, label in plan:
+            res = _in_subprocess(kind, path, args.repeats)
+            rows.append({"file": os.path.basename(path), "mb": os.path.getsize(path) / 1e6, "case": label, **res})
+    print(f"{'file':28s} {'MB':>6s}  {'case':42s} {'s':>7s} {'× read':>7s} {'peak MB':>8s}")
+    for r in rows:
+        read = next(x["seconds"] for x in rows if x["file"] == r["file"] and x["case"] == "read bytes")
+        r["ratio_to_read"] = r["seconds"] / read
+        print(f"{r['file']:28s} {r['mb']:6.1f}  {r['case']:42s} {r['seconds']:7.3f} {r['ratio_to_read']:7.2f} "
+              f"{r['peak_mb_over_imports']:8.0f}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(rows, fh, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
