@@ -3,6 +3,7 @@ checkpoints that would run code are refused before anything in them runs."""
 
 import collections
 import os
+import struct
 import zipfile
 
 import numpy as np
@@ -115,6 +116,16 @@ def test_missing_storage_and_foreign_zip(tmp_path):
                 dst.writestr(item, src.read(item))
     with pytest.raises(ValueError, match="storage 0 referenced by the pickle is missing"):
         read_torch(damaged, backend="jaxretina")
+    # One flipped byte inside a tensor's storage: the CRC-32 of the zip entry catches it.
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith("/data/0"))
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len  # the local header's own lengths
+    data[start + 5] ^= 0xFF
+    (tmp_path / "flipped.pth").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="CRC-32"):
+        read_torch(tmp_path / "flipped.pth", backend="jaxretina")
     other = tmp_path / "other.zip"
     with zipfile.ZipFile(other, "w") as zf:
         zf.writestr("readme.txt", "hello")
@@ -144,3 +155,16 @@ def test_safetensors_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes((10).to_bytes(8, "little") + b"{not json}")
     with pytest.raises(ValueError, match="not valid JSON"):
         read_safetensors(tmp_path / "bad.safetensors")
+
+
+def test_auto_backend_and_damaged_files_give_value_errors(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    torch.save({"w": torch.arange(6.0)}, path)
+    np.testing.assert_array_equal(read_torch(path)["w"], np.arange(6.0, dtype=np.float32))
+    data = path.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    for backend in ("auto", "torch", "jaxretina"):
+        with pytest.raises(ValueError):
+            read_torch(tmp_path / "cut.pth", backend=backend)
+    with pytest.raises(ValueError, match="backend must be"):
+        read_torch(path, backend="pickle")
