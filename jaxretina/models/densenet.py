@@ -58,64 +58,60 @@ def _conv(feats: int, k: int, name: str, dtype, stride: int = 1) -> nn.Conv:
                    use_bias=False, dtype=dtype, name=name)
 
 
-class _DenseLayer(nn.Module):
-    growth_rate: int
-    bn_size: int
+class _Part(nn.Module):
+    """Shared fields of the submodules: the model's tap points, the tap-name prefix (the
+    torchvision module path without ``features.``), the nonlinearity and the dtype."""
+
     tap: nn.Module
     prefix: str
     act: Callable
     dtype: jnp.dtype | None
+
+    def bn_act_conv(self, x, train, bn: str, conv: str, feats: int, k: int):
+        """torchvision's pre-activation unit: BatchNorm → act → conv (tapped)."""
+        h = self.act(_bn(bn, train, self.dtype)(x))
+        return self.tap(f"{self.prefix}.{conv}", _conv(feats, k, conv, self.dtype)(h))
+
+
+class _DenseLayer(_Part):
+    growth_rate: int = 32
+    bn_size: int = 4
 
     @nn.compact
     def __call__(self, x, train):
-        h = self.act(_bn("norm1", train, self.dtype)(x))
-        h = self.tap(f"{self.prefix}.conv1", _conv(self.bn_size * self.growth_rate, 1, "conv1", self.dtype)(h))
-        h = self.act(_bn("norm2", train, self.dtype)(h))
-        return self.tap(f"{self.prefix}.conv2", _conv(self.growth_rate, 3, "conv2", self.dtype)(h))
+        h = self.bn_act_conv(x, train, "norm1", "conv1", self.bn_size * self.growth_rate, 1)
+        return self.bn_act_conv(h, train, "norm2", "conv2", self.growth_rate, 3)
 
 
-class _DenseBlock(nn.Module):
-    num_layers: int
-    growth_rate: int
-    bn_size: int
-    tap: nn.Module
-    prefix: str
-    act: Callable
-    dtype: jnp.dtype | None
+class _DenseBlock(_Part):
+    num_layers: int = 6
+    growth_rate: int = 32
+    bn_size: int = 4
 
     @nn.compact
     def __call__(self, x, train):
         features = [x]
         for i in range(1, self.num_layers + 1):
             name = f"denselayer{i}"
-            layer = _DenseLayer(self.growth_rate, self.bn_size, self.tap, f"{self.prefix}.{name}", self.act,
-                                self.dtype, name=name)
+            layer = _DenseLayer(tap=self.tap, prefix=f"{self.prefix}.{name}", act=self.act, dtype=self.dtype,
+                                growth_rate=self.growth_rate, bn_size=self.bn_size, name=name)
             features.append(layer(jnp.concatenate(features, axis=-1), train))
         return jnp.concatenate(features, axis=-1)
 
 
-class _Transition(nn.Module):
-    features: int
-    tap: nn.Module
-    prefix: str
-    act: Callable
-    dtype: jnp.dtype | None
+class _Transition(_Part):
+    features: int = 128
 
     @nn.compact
     def __call__(self, x, train):
-        h = self.act(_bn("norm", train, self.dtype)(x))
-        h = self.tap(f"{self.prefix}.conv", _conv(self.features, 1, "conv", self.dtype)(h))
-        return avg_pool_2x2(h)
+        return avg_pool_2x2(self.bn_act_conv(x, train, "norm", "conv", self.features, 1))
 
 
-class _Features(nn.Module):
-    growth_rate: int
-    block_config: tuple[int, ...]
-    num_init_features: int
-    bn_size: int
-    tap: nn.Module
-    act: Callable
-    dtype: jnp.dtype | None
+class _Features(_Part):
+    growth_rate: int = 32
+    block_config: tuple[int, ...] = (6, 12, 24, 16)
+    num_init_features: int = 64
+    bn_size: int = 4
 
     @nn.compact
     def __call__(self, x, train):
@@ -124,16 +120,17 @@ class _Features(nn.Module):
         h = tap("norm0", _bn("norm0", train, self.dtype)(h))
         h = tap("pool0", max_pool_3x3_s2(self.act(h)))
         channels = self.num_init_features
+        shared = dict(tap=tap, act=self.act, dtype=self.dtype)
         for b, num_layers in enumerate(self.block_config, start=1):
             name = f"denseblock{b}"
-            h = _DenseBlock(num_layers, self.growth_rate, self.bn_size, tap, name, self.act, self.dtype,
-                            name=name)(h, train)
+            h = _DenseBlock(prefix=name, num_layers=num_layers, growth_rate=self.growth_rate, bn_size=self.bn_size,
+                            name=name, **shared)(h, train)
             h = tap(name, h)
             channels += num_layers * self.growth_rate
             if b != len(self.block_config):
                 name = f"transition{b}"
                 channels //= 2
-                h = tap(name, _Transition(channels, tap, name, self.act, self.dtype, name=name)(h, train))
+                h = tap(name, _Transition(prefix=name, features=channels, name=name, **shared)(h, train))
         return tap("norm5", _bn("norm5", train, self.dtype)(h))
 
 
@@ -166,8 +163,9 @@ class DenseNet(nn.Module):
         if self.dtype is not None:
             x = x.astype(self.dtype)
         tap = TapPoints(name="taps")
-        h = _Features(self.growth_rate, tuple(self.block_config), self.num_init_features, self.bn_size, tap,
-                      self.act, self.dtype, name="features")(x, train)
+        h = _Features(tap=tap, prefix="", act=self.act, dtype=self.dtype, growth_rate=self.growth_rate,
+                      block_config=tuple(self.block_config), num_init_features=self.num_init_features,
+                      bn_size=self.bn_size, name="features")(x, train)
         h = jnp.mean(self.act(h), axis=(1, 2))
         return tap("classifier", nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(h))
 
