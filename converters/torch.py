@@ -204,6 +204,8 @@ def _read_legacy(path: str, data: bytes) -> Any:
     unp = _RestrictedUnpickler(stream, lambda key, dtype, pid: _Pending(key, dtype, pid[5] if len(pid) > 5 else None), path)
     try:
         magic = unp.load()
+    except UnsafeCheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001 - any garbage gets one clear message
         raise ValueError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a legacy "
                          f"torch.save stream: {err})") from err
@@ -214,12 +216,15 @@ def _read_legacy(path: str, data: bytes) -> Any:
     obj = unp.load()
     keys = unp.load()
     storages = {}
+    dtypes = _pending_dtypes(obj)
     for key in keys:
         head = stream.read(8)
         if len(head) < 8:
             raise ValueError(f"{path}: truncated before storage {key}")
         (count,) = struct.unpack("<q", head)
-        dtype = _pending_dtypes(obj).get(str(key))
+        if count < 0:
+            raise ValueError(f"{path}: storage {key} has a negative size {count} (corrupt file)")
+        dtype = dtypes.get(str(key))
         if dtype is None:
             raise ValueError(f"{path}: storage {key} is listed but never used by a tensor")
         raw = stream.read(count * dtype.itemsize)
@@ -296,11 +301,20 @@ def read_torch(path: str | os.PathLike, *, backend: str = "auto") -> Any:
 
 
 def _read_builtin(path: str) -> Any:
-    if zipfile.is_zipfile(path):
-        return _read_zip(path)
-    with open(path, "rb") as fh:
-        data = fh.read()
-    return _read_legacy(path, data)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"read_torch: no file at {path}")
+    try:
+        if zipfile.is_zipfile(path):
+            return _read_zip(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return _read_legacy(path, data)
+    except (UnsafeCheckpointError, ValueError):
+        raise
+    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, struct.error,
+            zipfile.BadZipFile, zlib.error, NotImplementedError, OverflowError, RecursionError, MemoryError,
+            RuntimeError, OSError) as err:  # a damaged pickle or archive (zipfile, mmap and pickle errors)
+        raise ValueError(f"{path}: corrupt PyTorch checkpoint ({type(err).__name__}: {err})") from err
 
 
 def _read_with_torch(path: str) -> Any:

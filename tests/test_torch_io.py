@@ -168,3 +168,25 @@ def test_auto_backend_and_damaged_files_give_value_errors(tmp_path):
             read_torch(tmp_path / "cut.pth", backend=backend)
     with pytest.raises(ValueError, match="backend must be"):
         read_torch(path, backend="pickle")
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_damaged_checkpoints_raise_only_clear_errors(tmp_path, legacy):
+    path = tmp_path / "small.pth"
+    torch.save({"state_dict": {"a.weight": torch.randn(3, 2), "a.bias": torch.randn(3)}, "epoch": 1}, path,
+               _use_new_zipfile_serialization=not legacy)
+    data = path.read_bytes()
+    rng = np.random.default_rng(0)
+    damaged = tmp_path / "damaged.pth"
+    cases = [data[:cut] for cut in rng.integers(1, len(data), 40)]
+    for _ in range(60):
+        flipped = bytearray(data)
+        for pos in rng.integers(0, len(data), 2):
+            flipped[pos] ^= int(rng.integers(1, 256))
+        cases.append(bytes(flipped))
+    for blob in cases:
+        damaged.write_bytes(blob)
+        try:
+            read_torch(damaged, backend="jaxretina")
+        except (ValueError, UnsafeCheckpointError):
+            pass
