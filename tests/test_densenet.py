@@ -153,18 +153,20 @@ def test_layer_names_are_the_tap_order_and_grad_cam_matches_torch_autograd():
     np.testing.assert_allclose(np.asarray(cams["denseblock2"]), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
-def test_monai_key_scheme(tmp_path):
-    ref = _randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=6)
-    monai = {}
-    for k, v in ref.state_dict().items():
-        k = re.sub(r"(denselayer\d+)\.", r"\1.layers.", k)
-        monai[k.replace("classifier.", "class_layers.out.")] = v
-    path = _save(tmp_path, "monai.pth", monai)
-    _, _, report = jaxretina.loading.load_with_report("densenet121", path, **SMALL)
-    assert "MONAI" in report.source_format
-    _, direct, _ = jaxretina.loading.load_with_report("densenet121", _save(tmp_path, "tv.pth", ref.state_dict()), **SMALL)
-    _, variables = jaxretina.load("densenet121", path, **SMALL)
-    jax.tree.map(np.testing.assert_array_equal, variables, direct)
+def test_monai_densenet_matches_monai(tmp_path):
+    monai_nets = pytest.importorskip("monai.networks.nets")
+    ref = monai_nets.DenseNet(spatial_dims=2, in_channels=3, out_channels=3, init_features=SMALL["num_init_features"],
+                              growth_rate=SMALL["growth_rate"], block_config=SMALL["block_config"],
+                              bn_size=SMALL["bn_size"])
+    ref = _randomize(ref, seed=6)
+    assert any(".layers." in k for k in ref.state_dict()) and "class_layers.out.weight" in ref.state_dict()
+    path = _save(tmp_path, "monai.pth", ref.state_dict())
+    model, variables, report = jaxretina.loading.load_with_report("densenet121", path, **SMALL)
+    assert "MONAI" in report.source_format and model.num_classes == 3
+    x = torch.randn(2, 3, 45, 51, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        want = ref(x).double().numpy()
+    assert _rel(_logits(model, variables, x), want) < 1e-5
 
 
 def test_errors(tmp_path):

@@ -101,3 +101,13 @@ def test_demo_runs_on_a_caffemodel(tmp_path, caffemodel):
 
     summary = run_demo(out=str(tmp_path / "demo"), size=32, steps=2, chunk=None, weights=str(caffemodel))
     assert summary["weights"].startswith("weights from") and np.isfinite(summary["integrated_gradients"]["delta"])
+
+
+def test_demo_runs_on_a_deepdraw_checkpoint(tmp_path):
+    from jaxretina.demo import run_demo
+    from tests.test_driu_conversion import _deepdraw_state
+
+    path = tmp_path / "driu_deepdraw.pth"
+    torch.save({"model": _deepdraw_state(random_driu_weights("vessel", seed=12))}, path)
+    summary = run_demo(out=str(tmp_path / "demo"), size=40, steps=2, chunk=None, weights=str(path))
+    assert np.isfinite(summary["integrated_gradients"]["delta"])

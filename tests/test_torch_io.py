@@ -2,7 +2,7 @@
 checkpoints that would run code are refused before anything in them runs."""
 
 import collections
-import os
+import shutil
 import struct
 import zipfile
 
@@ -70,13 +70,13 @@ def test_unwrap_errors():
 
 
 class _Payload:
-    """Pickles as os.mkdir(marker): loading it with plain pickle creates the directory."""
+    """Pickles as shutil.copyfile(__file__, marker): loading it with plain pickle creates a file."""
 
     def __init__(self, marker):
         self.marker = str(marker)
 
     def __reduce__(self):
-        return (os.mkdir, (self.marker,))
+        return (shutil.copyfile, (__file__, self.marker))
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
@@ -87,7 +87,7 @@ def test_code_in_pickle_is_refused_before_it_runs(tmp_path, legacy, backend):
     torch.save({"extra": _Payload(marker), "state_dict": {"w": torch.zeros(2)}}, path,
                _use_new_zipfile_serialization=not legacy)
     assert not marker.exists()
-    with pytest.raises(UnsafeCheckpointError, match="mkdir"):
+    with pytest.raises(UnsafeCheckpointError, match="copyfile"):
         read_torch(path, backend=backend)
     assert not marker.exists()
     # The payload is live: an unrestricted unpickler would have created the file.
