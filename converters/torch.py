@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import io
+import math
 import mmap
 import os
 import pickle
@@ -76,8 +77,8 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored):
     if needed > storage.size:
         raise ValueError(f"tensor of size {size} stride {stride} at offset {offset} overruns its "
                          f"storage of {storage.size} elements (corrupt checkpoint)")
-    contiguous = tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
-    count = int(np.prod(size))
+    contiguous = tuple(math.prod(size[i + 1:]) for i in range(len(size)))
+    count = math.prod(size)
     if stride == contiguous or count <= 1:  # the usual case: a read-only view, no copy
         return storage[offset : offset + count].reshape(size)
     item = storage.itemsize
