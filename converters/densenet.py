@@ -22,12 +22,13 @@ import jax.numpy as jnp
 from converters.mapping import Report, assemble, expected_tree, torch_entries
 from jaxretina.models.densenet import DenseNet, DenseNet121
 
-__all__ = ["from_state_dict", "normalize_keys", "is_densenet"]
+__all__ = ["from_weights", "from_state_dict", "normalize_keys", "is_densenet"]
 
 _LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 def is_densenet(state: Mapping[str, Any]) -> bool:
+    """Whether a state dict has DenseNet dense-block keys (any of the schemes)."""
     return any(".denseblock" in k or k.startswith("denseblock") for k in state)
 
 
@@ -60,3 +61,13 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs
     entries, hints = torch_entries(like, state, report)
     variables = assemble(like, entries, report, strict=True, source=source, hints=hints)
     return model, variables, report
+
+
+def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> tuple[DenseNet, dict, Report]:
+    """Dispatch for :func:`jaxretina.load`: a PyTorch or safetensors state dict."""
+    if kind == "caffemodel":
+        raise ValueError(f"{source}: a .caffemodel; densenet121 weights come from PyTorch (.pth/.pt/.safetensors)")
+    if not is_densenet(content):
+        raise ValueError(f"{source}: a {kind} state dict without DenseNet keys (expected features.denseblockN...; "
+                         f"found e.g. {sorted(content)[:5]})")
+    return from_state_dict(content, source, **model_kwargs)

@@ -28,7 +28,7 @@ from converters.caffe import CaffeNet
 from converters.mapping import Entry, Report, assemble, conv_kernel, deconv_kernel, expected_tree
 from jaxretina.models.driu import _DECONV, _FACTORS, _STAGES, DEEPDRAW_OPTIONS, DRIU, VARIANTS
 
-__all__ = ["from_caffe", "from_deepdraw", "is_deepdraw"]
+__all__ = ["from_weights", "from_caffe", "from_deepdraw", "is_deepdraw"]
 
 
 
@@ -170,3 +170,13 @@ def from_deepdraw(state: Mapping[str, np.ndarray], source: str, **model_kwargs: 
     like = expected_tree(model)
     variables = assemble(like, entries, report, strict=True, source=source, hints=hints)
     return model, variables, report
+
+
+def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> tuple[DRIU, dict, Report]:
+    """Dispatch for :func:`jaxretina.load`: a decoded ``.caffemodel`` or a deepdraw state dict."""
+    if kind == "caffemodel":
+        return from_caffe(content, source, **model_kwargs)
+    if is_deepdraw(content):
+        return from_deepdraw(content, source, **model_kwargs)
+    raise ValueError(f"{source}: a {kind} state dict without DRIU keys (expected the deepdraw scheme: "
+                     f"head.concatfuse.conv.weight, ...; found e.g. {sorted(content)[:5]})")

@@ -21,13 +21,21 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from typing import Any
 
 __all__ = ["load", "load_with_report", "MODELS", "RECORD_NAME", "model_config"]
 
-MODELS = ("driu", "densenet121")
+# name -> (class in jaxretina.models, converter module).  A converter module exposes
+# ``from_weights(kind, content, source, **model_kwargs) -> (model, variables, report)`` for the
+# ``(kind, content)`` of converters.formats.read_weights.  Adding a model = one line + one module.
+_REGISTRY = {
+    "driu": ("DRIU", "converters.driu"),
+    "densenet121": ("DenseNet121", "converters.densenet"),
+}
+MODELS = tuple(_REGISTRY)
 RECORD_NAME = "jaxretina.json"  # the conversion record inside a converted checkpoint directory
 
 
@@ -58,9 +66,9 @@ def model_config(model: Any) -> dict[str, Any]:
 
 
 def _build(key: str, config: dict[str, Any]):
-    from jaxretina.models import DRIU, DenseNet121
+    from jaxretina import models
 
-    return {"driu": DRIU, "densenet121": DenseNet121}[key](**config)
+    return getattr(models, _REGISTRY[key][0])(**config)
 
 
 def _load_orbax(key: str, path: str, model_kwargs: dict[str, Any]):
@@ -93,20 +101,8 @@ def load_with_report(name: str, path: str | os.PathLike, *, backend: str = "auto
     from converters.formats import read_weights
 
     kind, content = read_weights(path, backend=backend)
-    if key == "driu":
-        from converters import driu
-
-        if kind == "caffemodel":
-            return driu.from_caffe(content, path, **model_kwargs)
-        if driu.is_deepdraw(content):
-            return driu.from_deepdraw(content, path, **model_kwargs)
-        raise ValueError(f"{path}: a {kind} state dict without DRIU keys (expected the deepdraw scheme: "
-                         f"head.concatfuse.conv.weight, ...; found e.g. {sorted(content)[:5]})")
-    if kind == "caffemodel":
-        raise ValueError(f"{path}: a .caffemodel; {key} weights come from PyTorch (.pth/.pt/.safetensors)")
-    from converters import densenet
-
-    return densenet.from_state_dict(content, path, **model_kwargs)
+    converter = importlib.import_module(_REGISTRY[key][1])
+    return converter.from_weights(kind, content, path, **model_kwargs)
 
 
 def load(name: str, path: str | os.PathLike, *, backend: str = "auto", **model_kwargs: Any):

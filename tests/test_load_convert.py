@@ -90,6 +90,9 @@ def test_wrong_files_and_names(tmp_path, caffemodel):
     torch.save(ref.state_dict(), tmp_path / "dn.pth")
     with pytest.raises(ValueError, match="without DRIU keys"):
         jaxretina.load("driu", tmp_path / "dn.pth")
+    torch.save({"head.concatfuse.conv.weight": torch.zeros(1, 64, 1, 1)}, tmp_path / "driu.pth")
+    with pytest.raises(ValueError, match="without DenseNet keys"):
+        jaxretina.load("densenet121", tmp_path / "driu.pth")
     data = caffemodel.read_bytes()
     (tmp_path / "cut.caffemodel").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated"):
