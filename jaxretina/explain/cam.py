@@ -34,7 +34,7 @@ from jaxretina.explain._core import check_input, scalar_output
 
 __all__ = ["grad_cam", "grad_cam_plus_plus", "layer_gradients"]
 
-_EPS = 1e-7  # guards the Grad-CAM++ denominator and the normalisations against division by 0
+_EPS = 1e-7  # guards the Grad-CAM++ denominator against division by 0
 
 
 def _gradcam_weights(a: jax.Array, g: jax.Array) -> jax.Array:
@@ -64,7 +64,9 @@ def _available_layers(model: Any, shape: tuple, dtype: Any) -> tuple[tuple[str, 
 def _resolve_layers(model, x, layers) -> tuple[str, ...]:
     # "all" means every layer with a spatial map (a classifier's logits have none); a
     # non-spatial layer asked for by name gets the error in _cam_program.
-    everything, spatial = _available_layers(model, (1, *x.shape), jnp.dtype(x.dtype))
+    # Names and ranks only: probe in float32 whatever x's dtype (a float64 input would meet the
+    # float32 parameters that a fresh init makes).
+    everything, spatial = _available_layers(model, (1, *x.shape), jnp.dtype(jnp.float32))
     if isinstance(layers, str) and layers == "all":
         return taps.select_layers(spatial, layers)
     return taps.select_layers(everything, layers)
@@ -92,11 +94,16 @@ def _finish_map(cam, spatial, relu, resize, normalize):
     if resize and cam.shape != spatial:
         cam = jax.image.resize(cam, spatial, method="linear", antialias=False)
     if normalize:
+        # Exact min-max (no absolute epsilon: a CAM's scale follows the target's units, and
+        # ε = 1e-7 against a range of 4e-4 already shifts values by 2.5e-4); a constant map
+        # becomes 0.
         if relu:
             lo = cam.min()
-            cam = (cam - lo) / (cam.max() - lo + _EPS)
+            span = cam.max() - lo
+            cam = jnp.where(span > 0, (cam - lo) / jnp.where(span > 0, span, 1), 0)
         else:
-            cam = cam / (jnp.abs(cam).max() + _EPS)
+            top = jnp.abs(cam).max()
+            cam = jnp.where(top > 0, cam / jnp.where(top > 0, top, 1), 0)
     return cam
 
 

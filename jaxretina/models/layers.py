@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-__all__ = ["max_pool_2x2", "max_pool_3x3_s2", "avg_pool_2x2", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "crop_to"]
+__all__ = ["max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "crop_to"]
 
 
 def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
@@ -24,8 +24,8 @@ def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
     ``-inf`` so the last window holds one real row/column.  ``ceil_mode=False`` is PyTorch's
     default (output ``floor(H/2)``): the odd last row/column is dropped.
 
-    On ties the gradient is shared equally among the maxima (JAX's rule for ``max``), where
-    Caffe and PyTorch give it all to the first; per-window sums, and hence Grad-CAM weights, agree.
+    The gradient goes to the first maximum of each window in row-major order (see
+    :func:`first_max`), as in Caffe and PyTorch.
     """
     n, h, w, c = x.shape
     if ceil_mode:
@@ -35,26 +35,42 @@ def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
     else:
         x = x[:, : h - h % 2, : w - w % 2, :]
     n, h, w, c = x.shape
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    x = x.reshape(n, h // 2, 2, w // 2, 2, c)
+    return first_max([x[:, :, i, :, j, :] for i in range(2) for j in range(2)])
+
+
+def first_max(views: list[jax.Array]) -> jax.Array:
+    """Elementwise maximum of same-shaped ``views`` whose gradient goes to the **first** maximal
+    view only — the max-pool "switch" of Caffe, PyTorch and deconvnet.
+
+    JAX's own ``max`` shares the gradient equally among tied maxima.  Plain and guided
+    gradients cannot tell (ties in a pool after a ReLU are zeros, whose ReLU derivative is 0),
+    but deconvnet passes gradient through ReLU'd zeros, so the tie rule shows in its maps.
+    Elementwise compares and selects only: the gradient stays cheap (no select-and-scatter).
+    """
+    best = jax.lax.stop_gradient(views[0])
+    index = jnp.zeros(best.shape, jnp.int8)
+    for a, v in enumerate(views[1:], start=1):
+        better = jax.lax.stop_gradient(v) > best  # strict: a tie keeps the earlier view
+        best = jnp.where(better, jax.lax.stop_gradient(v), best)
+        index = jnp.where(better, jnp.int8(a), index)
+    out = jnp.where(index == 0, views[0], 0)
+    for a, v in enumerate(views[1:], start=1):
+        out = out + jnp.where(index == a, v, 0)
+    return out
 
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """Max pooling, kernel 3, stride 2, pad 1 (``-inf``), floor rounding, on (N, H, W, C):
     torchvision DenseNet's ``pool0``; output ``(H - 1) // 2 + 1``.
 
-    The maximum of nine strided views: its gradient is elementwise selects (no
-    select-and-scatter).  Ties share the gradient (JAX's rule) where PyTorch gives it to the
-    first maximum; after a ReLU, ties are zeros whose ReLU derivative is zero anyway.
+    The maximum of nine strided views, gradient to the first maximum in row-major window order
+    (:func:`first_max`, PyTorch's rule): elementwise selects, no select-and-scatter.
     """
     n, h, w, c = x.shape
     ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     xp = jnp.pad(x, ((0, 0), (1, 2 * ho - h), (1, 2 * wo - w), (0, 0)), constant_values=-jnp.inf)
-    out = None
-    for a in range(3):
-        for b in range(3):
-            v = xp[:, a : a + 2 * ho - 1 : 2, b : b + 2 * wo - 1 : 2, :]
-            out = v if out is None else jnp.maximum(out, v)
-    return out
+    return first_max([xp[:, a : a + 2 * ho - 1 : 2, b : b + 2 * wo - 1 : 2, :] for a in range(3) for b in range(3)])
 
 
 def avg_pool_2x2(x: jax.Array) -> jax.Array:

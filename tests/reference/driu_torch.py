@@ -90,3 +90,92 @@ def driu_reference(weights, x: np.ndarray, *, variant="vessel", ceil_mode=True,
         pieces.append(up[:, :, oh:oh + height, ow:ow + width])
     wt, b = weights["new-score-weighting"]
     return F.conv2d(torch.cat(pieces, 1), t(wt), t(b)).numpy()
+
+
+class _Crop(torch.nn.Module):
+    """Crop to the input's size at a fixed offset, or centred: a module so hooks can see it."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = offset
+        self.size = None  # set by DRIUModule.forward
+
+    def forward(self, x):
+        h, w = self.size
+        if self.offset == "center":
+            oh, ow = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+        else:
+            oh = ow = self.offset
+        return x[:, :, oh:oh + h, ow:ow + w]
+
+
+class DRIUModule(torch.nn.Module):
+    """DRIU (Caffe semantics by default) as ``torch.nn`` modules, for Captum and pytorch-grad-cam.
+
+    Submodules carry the Caffe names, and every ReLU is its own ``nn.ReLU`` (so Captum's guided
+    backprop reaches it): ``conv1_1`` then ``relu1_1`` …; ``poolN``; ``convX_Y_16`` (linear);
+    ``upsampleN`` = Sequential(ConvTranspose2d, crop); ``new_score_weighting``.  The module whose
+    output equals jaxretina's tap of the same name: ``relu{s}_{i}`` for ``conv{s}_{i}`` (taps are
+    post-ReLU), the module of the same name for every other layer (:meth:`tap_module`).
+    """
+
+    def __init__(self, weights, *, variant="vessel", ceil_mode=True, paddings=(1, 0, 0, 0), crop=(0, 2, 4, 8)):
+        super().__init__()
+        self.variant = variant
+        stages = 5 if variant == "optic_disc" else 4
+        t = lambda a: torch.nn.Parameter(torch.from_numpy(np.array(a)))
+        self.trunk = []
+        for stage, depth, _ in VGG[:stages]:
+            if stage > 1:
+                setattr(self, f"pool{stage - 1}", torch.nn.MaxPool2d(2, 2, ceil_mode=ceil_mode))
+            for i in range(1, depth + 1):
+                w, b = weights[f"conv{stage}_{i}"]
+                conv = torch.nn.Conv2d(w.shape[1], w.shape[0], 3, padding=1)
+                conv.weight, conv.bias = t(w), t(b)
+                setattr(self, f"conv{stage}_{i}", conv)
+                setattr(self, f"relu{stage}_{i}", torch.nn.ReLU())
+        for stage in SIDES[variant]:
+            depth = VGG[stage - 1][1]
+            w, b = weights[f"conv{stage}_{depth}_16"]
+            side = torch.nn.Conv2d(w.shape[1], 16, 3, padding=1)
+            side.weight, side.bias = t(w), t(b)
+            setattr(self, f"conv{stage}_{depth}_16", side)
+            if stage > 1:
+                f = 2 ** (stage - 1)
+                k, s = DECONV[f]
+                idx = {2: 0, 4: 1, 8: 2, 16: 3}[f]
+                w, b = weights[f"upsample{f}_"]
+                up = torch.nn.ConvTranspose2d(16, 16, k, stride=s, padding=paddings[idx])
+                up.weight, up.bias = t(w), t(b)
+                setattr(self, f"upsample{f}", torch.nn.Sequential(up, _Crop(crop if crop == "center" else crop[idx])))
+        w, b = weights["new-score-weighting"]
+        self.new_score_weighting = torch.nn.Conv2d(64, 1, 1)
+        self.new_score_weighting.weight, self.new_score_weighting.bias = t(w), t(b)
+
+    def tap_module(self, name: str) -> torch.nn.Module:
+        if name.startswith("conv") and not name.endswith("_16"):
+            return getattr(self, "relu" + name[4:])
+        return getattr(self, name)
+
+    def forward(self, x):
+        height, width = x.shape[2], x.shape[3]
+        stages = 5 if self.variant == "optic_disc" else 4
+        outs = {}
+        h = x
+        for stage, depth, _ in VGG[:stages]:
+            if stage > 1:
+                h = getattr(self, f"pool{stage - 1}")(h)
+            for i in range(1, depth + 1):
+                h = getattr(self, f"relu{stage}_{i}")(getattr(self, f"conv{stage}_{i}")(h))
+            outs[stage] = h
+        pieces = []
+        for stage in SIDES[self.variant]:
+            depth = VGG[stage - 1][1]
+            side = getattr(self, f"conv{stage}_{depth}_16")(outs[stage])
+            if stage == 1:
+                pieces.append(side)
+                continue
+            up = getattr(self, f"upsample{2 ** (stage - 1)}")
+            up[1].size = (height, width)
+            pieces.append(up(side))
+        return self.new_score_weighting(torch.cat(pieces, 1))
