@@ -32,39 +32,9 @@ import time
 
 import numpy as np
 
+from benchmarks._memory import PeakSampler, rss_mb
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _rss_mb() -> float:
-    """Current resident memory (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return 0.0
-
-
-class _PeakSampler:
-    """Samples resident memory every millisecond in a thread; ``peak`` over the block."""
-
-    def __enter__(self):
-        import threading
-
-        self.peak, self._stop = _rss_mb(), False
-
-        def loop():
-            while not self._stop:
-                self.peak = max(self.peak, _rss_mb())
-                time.sleep(0.001)
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._thread.join()
-        self.peak = max(self.peak, _rss_mb())
 
 
 def _evict(path: str) -> None:
@@ -89,7 +59,7 @@ def _case(kind: str, path: str, repeats: int, cold: bool = False) -> dict:
         net_cls = messages(True)["NetParameter"]
     if kind.startswith("load"):
         import converters.formats  # noqa: F401
-    base = _rss_mb()
+    base = rss_mb()
 
     def run():
         if kind == "read":
@@ -115,7 +85,7 @@ def _case(kind: str, path: str, repeats: int, cold: bool = False) -> dict:
     for _ in range(repeats):
         if cold:
             _evict(path)
-        with _PeakSampler() as mem:
+        with PeakSampler() as mem:
             t0 = time.perf_counter()
             result = run()
             times.append(time.perf_counter() - t0)

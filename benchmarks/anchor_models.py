@@ -1,0 +1,115 @@
+"""The same random networks and inputs for jaxretina and the PyTorch anchors, rebuilt
+deterministically in every benchmark process.
+
+* ``driu``: the vessel DRIU at full width with He-scaled random weights (tests/reference), as
+  Flax variables (through a ``.caffemodel`` and the Caffe converter) and as
+  ``DRIUModule`` (``torch.nn`` with Caffe names); input 256×256, N(0, 50²) like a
+  mean-subtracted fundus; target Σ vessel probability.
+* ``densenet121``: torchvision ``densenet121(num_classes=5)``, random weights and random
+  BatchNorm statistics, every ReLU an ``nn.ReLU`` module and none in place (so Captum's rules and
+  pytorch-grad-cam's hooks see every activation unmodified), converted with
+  ``converters.densenet``; input 224×224 N(0, 1); target the logit of class 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NamedTuple
+
+import numpy as np
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+SIZES = {"driu": (256, 256), "densenet121": (224, 224)}
+CLASS = 1
+
+
+class Pair(NamedTuple):
+    jax_model: Any
+    variables: Any
+    target: Any            # jaxretina target (one example's output -> scalar)
+    torch_model: Any       # nn.Module, eval mode, float32
+    torch_forward: Any     # batch -> (N,) scalar per example (Captum's forward_func)
+    cam_target: Any        # pytorch-grad-cam target (one example's output -> scalar)
+    x: np.ndarray          # (H, W, 3) float32
+    layers: dict           # jaxretina layer name -> torch module (every spatial layer)
+
+
+def _driu() -> Pair:
+    import torch
+
+    from converters.caffe import read_caffemodel
+    from converters.driu import from_caffe
+    from jaxretina import targets
+    from tests.reference.caffe_writer import driu_net_bytes
+    from tests.reference.driu_torch import DRIUModule, random_driu_weights
+
+    weights = random_driu_weights("vessel", seed=0)
+    model, variables, _ = from_caffe(read_caffemodel(driu_net_bytes(weights)), "benchmark")
+    ref = DRIUModule(weights).eval()
+    x = np.random.default_rng(0).normal(0, 50, SIZES["driu"] + (3,)).astype(np.float32)
+
+    def forward(inp):
+        return torch.sigmoid(ref(inp)).sum(dim=(1, 2, 3))
+
+    layers = {name: ref.tap_module(name) for name in model.layer_names()}
+    return Pair(model, variables, targets.segmentation_sum(), ref, forward,
+                lambda out: torch.sigmoid(out).sum(), x, layers)
+
+
+class _DenseNetModules:
+    """Factory for torchvision DenseNet with its last functional ReLU as a module, no in-place."""
+
+    @staticmethod
+    def build(tv):
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.features, self.relu, self.classifier = tv.features, torch.nn.ReLU(), tv.classifier
+                for m in self.modules():
+                    if isinstance(m, torch.nn.ReLU):
+                        m.inplace = False
+
+            def forward(self, x):
+                h = torch.nn.functional.adaptive_avg_pool2d(self.relu(self.features(x)), 1)
+                return self.classifier(torch.flatten(h, 1))
+
+        return Wrapped().eval()
+
+
+def _densenet121() -> Pair:
+    import torch
+    import torchvision
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from converters.densenet import from_state_dict
+    from jaxretina import targets
+
+    torch.manual_seed(0)
+    tv = torchvision.models.densenet121(num_classes=5)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in tv.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.normal_(0, 0.1, generator=g)
+    model, variables, _ = from_state_dict({k: v.numpy() for k, v in tv.state_dict().items()}, "benchmark")
+    ref = _DenseNetModules.build(tv)
+    x = np.random.default_rng(0).normal(0, 1, SIZES["densenet121"] + (3,)).astype(np.float32)
+    modules = dict(ref.named_modules())
+    spatial = [n for n in model.layer_names() if n != "classifier"]
+    layers = {n: modules[f"features.{n}"] for n in spatial}
+    return Pair(model, variables, targets.class_logit(CLASS), ref, lambda inp: ref(inp)[:, CLASS],
+                ClassifierOutputTarget(CLASS), x, layers)
+
+
+def build(name: str) -> Pair:
+    """The model pair ``name`` (``"driu"`` or ``"densenet121"``)."""
+    return {"driu": _driu, "densenet121": _densenet121}[name]()

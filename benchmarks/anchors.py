@@ -1,0 +1,274 @@
+"""jaxretina against the anchors users run today — Captum and pytorch-grad-cam — side by side.
+
+    .venv/bin/python -m benchmarks               # the full matrix (needs the test extra)
+    .venv/bin/python -m benchmarks --quick       # steps 16, Gauss-Legendre only
+    make bench
+
+Same weights and inputs on both sides (:mod:`benchmarks.anchor_models`).  Every case runs in
+its own process (peak resident memory is its own, sampled every millisecond over what the
+imports left); the contenders alternate case by case.  A case reports its first call (for
+jaxretina: trace + compile + run, compile time apart) and the best of ``--repeats`` further
+calls.  Results are saved and compared across processes: max absolute and relative difference
+of the anchor's result and jaxretina's.
+
+* Integrated Gradients: Captum ``IntegratedGradients.attribute`` (``internal_batch_size`` 1, 8
+  and ``steps``; the best is the anchor's figure) against ``explain.integrated_gradients``
+  (chunk 4, 16, ``"all"`` and the default), same rule (Captum ``gausslegendre`` ↔
+  ``gausslegendre``; Captum ``riemann_trapezoid`` ↔ ``captum_trapezoid``), baseline 0.
+  Achieved FLOP/s of both from XLA's cost analysis of one IG step (forward + input gradient).
+* Grad-CAM on every layer: pytorch-grad-cam ``GradCAM`` called once per layer (as its users
+  do), against one ``explain.grad_cam(layers="all", relu=True, resize=True, normalize=True)``.
+* The machine's matmul rate (4096² float32, JAX and PyTorch) as the FLOP/s yardstick.
+
+Writes ``benchmarks/results/anchors.json`` with the device kinds, so accelerator figures can be
+added with the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks._memory import PeakSampler, rss_mb
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _timed(call, repeats):
+    """(first seconds, best seconds, peak MB over baseline, result) of ``call``."""
+    base = rss_mb()
+    with PeakSampler() as mem:
+        t0 = time.perf_counter()
+        result = call()
+        first = time.perf_counter() - t0
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            result = call()
+            best = min(best, time.perf_counter() - t0)
+    return first, best, mem.peak - base, result
+
+
+def _worker(spec: dict) -> dict:
+    """One case, in this process."""
+    import jax
+
+    import jaxretina  # noqa: F401 - XLA defaults before the backend starts
+    from benchmarks.anchor_models import CLASS, build
+
+    if spec["case"] == "matmul":
+        return _matmul()
+    pair = build(spec["model"])
+    jax.devices()
+    out: dict = {"device": jax.devices()[0].device_kind}
+    if spec["contender"] == "jaxretina":
+        out.update(_ours(spec, pair))
+    elif spec["contender"] == "captum":
+        out.update(_captum(spec, pair, CLASS))
+    else:
+        out.update(_pytorch_grad_cam(spec, pair))
+    return out
+
+
+def _ours(spec, pair):
+    import jax
+    import jax.numpy as jnp
+
+    from jaxretina import explain
+    from jaxretina.timing import Stopwatch
+
+    x = jnp.asarray(pair.x)
+    if spec["case"] == "ig":
+        f = explain.model_fn(pair.jax_model, pair.variables, pair.target)
+        chunk = spec["chunk"]
+
+        def call():
+            return jax.block_until_ready(explain.integrated_gradients(
+                f, x, baseline=0.0, steps=spec["steps"], rule=spec["rule"], chunk=chunk).values)
+
+        step = jax.jit(jax.grad(f)).lower(x).compile().cost_analysis()
+        step = step[0] if isinstance(step, (list, tuple)) else step
+        flops = float(step.get("flops", 0.0)) * spec["steps"]
+    else:
+        def call():
+            cams = explain.grad_cam(pair.jax_model, pair.variables, x, pair.target, layers="all",
+                                    relu=True, resize=True, normalize=True)
+            return jax.block_until_ready(jnp.stack(list(cams.values())))
+
+        flops = 0.0
+    with Stopwatch() as sw:
+        call()
+    first, best, peak, result = _timed(call, spec["repeats"])
+    np.save(spec["result"], np.asarray(result))
+    return {"first_s": sw.wall, "compile_s": sw.compile, "best_s": best, "peak_mb": peak,
+            "flops": flops}
+
+
+def _nchw(x):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
+
+
+def _captum(spec, pair, cls):
+    import torch
+    from captum.attr import IntegratedGradients
+
+    x = _nchw(pair.x).requires_grad_(True)
+    ig = IntegratedGradients(pair.torch_forward)
+    method = {"gausslegendre": "gausslegendre", "captum_trapezoid": "riemann_trapezoid"}[spec["rule"]]
+
+    def call():
+        attr = ig.attribute(x, baselines=torch.zeros_like(x), n_steps=spec["steps"], method=method,
+                            internal_batch_size=spec["ibs"])
+        return attr.detach()[0].numpy().transpose(1, 2, 0)
+
+    first, best, peak, result = _timed(call, spec["repeats"])
+    np.save(spec["result"], result)
+    return {"first_s": first, "compile_s": 0.0, "best_s": best, "peak_mb": peak}
+
+
+def _pytorch_grad_cam(spec, pair):
+    from pytorch_grad_cam import GradCAM
+
+    x = _nchw(pair.x)
+
+    def call():
+        maps = []
+        for module in pair.layers.values():  # one call per layer, as its users do
+            with GradCAM(model=pair.torch_model, target_layers=[module]) as cam:
+                maps.append(cam(input_tensor=x, targets=[pair.cam_target])[0])
+        return np.stack(maps)
+
+    first, best, peak, result = _timed(call, spec["repeats"])
+    np.save(spec["result"], result)
+    return {"first_s": first, "compile_s": 0.0, "best_s": best, "peak_mb": peak, "layers": len(pair.layers)}
+
+
+def _matmul(n: int = 4096) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    a = np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
+    ja = jnp.asarray(a)
+    mm = jax.jit(lambda u: u @ u)
+    jax.block_until_ready(mm(ja))
+    ta = torch.from_numpy(a)
+    rates = {}
+    for name, call in (("jax", lambda: jax.block_until_ready(mm(ja))), ("torch", lambda: ta @ ta)):
+        best = min(_time_once(call) for _ in range(3))
+        rates[name] = 2 * n**3 / best
+    return {"matmul_flops_per_s": rates}
+
+
+def _time_once(call):
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0
+
+
+def _run(spec: dict) -> dict:
+    code = f"import json; from benchmarks.anchors import _worker; print(json.dumps(_worker({spec!r})))"
+    env = {**os.environ, "PYTHONPATH": _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=_ROOT)
+    if out.returncode:
+        raise RuntimeError(f"case {spec} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _plan(quick: bool, models: list[str], folder: str, repeats: int) -> list[list[dict]]:
+    """Groups of specs; within a group the anchor and jaxretina cases alternate."""
+    groups = []
+    steps_list = (16,) if quick else (16, 64)
+    rules = ("gausslegendre",) if quick else ("gausslegendre", "captum_trapezoid")
+    n = 0
+
+    def spec(**kw):
+        nonlocal n
+        n += 1
+        return {"repeats": repeats, "result": os.path.join(folder, f"r{n}.npy"), **kw}
+
+    for model in models:
+        for steps in steps_list:
+            for rule in rules:
+                anchors = [spec(case="ig", model=model, contender="captum", rule=rule, steps=steps, ibs=b)
+                           for b in sorted({1, 8, steps})]
+                ours = [spec(case="ig", model=model, contender="jaxretina", rule=rule, steps=steps, chunk=c)
+                        for c in ([8] if quick else [4, 8, 16, "all"])]
+                groups.append([s for pair in zip(anchors + [None] * len(ours), ours + [None] * len(anchors))
+                               for s in pair if s is not None])
+        groups.append([spec(case="gradcam", model=model, contender="pytorch-grad-cam"),
+                       spec(case="gradcam", model=model, contender="jaxretina")])
+    return groups
+
+
+def _diff(a_path: str, b_path: str) -> tuple[float, float]:
+    a, b = np.load(a_path).astype(np.float64), np.load(b_path).astype(np.float64)
+    d = np.abs(a - b).max()
+    return float(d), float(d / max(np.abs(a).max(), 1e-30))
+
+
+def _label(s: dict) -> str:
+    if s["case"] == "gradcam":
+        return f"{s['model']} Grad-CAM every layer, {s['contender']}"
+    knob = f"ibs {s['ibs']}" if s["contender"] == "captum" else f"chunk {s['chunk']}"
+    return f"{s['model']} IG {s['steps']} {s['rule']}, {s['contender']} {knob}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="steps 16, Gauss-Legendre, jaxretina chunk 8")
+    parser.add_argument("--models", nargs="+", default=["driu", "densenet121"], choices=["driu", "densenet121"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "anchors.json"))
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        machine = _run({"case": "matmul"})
+        for group in _plan(args.quick, args.models, folder, args.repeats):
+            results = [(s, _run(s)) for s in group]
+            anchors = [(s, r) for s, r in results if s["contender"] != "jaxretina"]
+            best_anchor = min(anchors, key=lambda sr: sr[1]["best_s"])
+            for s, r in results:
+                row = {k: v for k, v in s.items() if k != "result"} | r | {"label": _label(s)}
+                if s["contender"] == "jaxretina":
+                    row["anchor_best_s"] = best_anchor[1]["best_s"]
+                    row["speedup"] = best_anchor[1]["best_s"] / r["best_s"]
+                    row["max_abs_diff"], row["max_rel_diff"] = _diff(best_anchor[0]["result"], s["result"])
+                if r.get("flops") or s["case"] == "ig":
+                    flops = next((x[1]["flops"] for x in results if x[1].get("flops")), 0.0)
+                    row["gflops_per_s"] = flops / r["best_s"] / 1e9 if flops else None
+                rows.append(row)
+                _print_row(row)
+    record = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), **machine},
+              "device": rows[0].get("device") if rows else None, "rows": rows}
+    jm = machine["matmul_flops_per_s"]
+    print(f"matmul 4096² float32: JAX {jm['jax'] / 1e9:.0f} GFLOP/s, PyTorch {jm['torch'] / 1e9:.0f} GFLOP/s")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(record, fh, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _print_row(r: dict) -> None:
+    extra = ""
+    if "speedup" in r:
+        extra = (f"  {r['speedup']:5.2f}× vs best anchor {r['anchor_best_s']:.2f} s; "
+                 f"diff max abs {r['max_abs_diff']:.2e} rel {r['max_rel_diff']:.2e}")
+    flops = f" {r['gflops_per_s']:6.1f} GFLOP/s" if r.get("gflops_per_s") else ""
+    print(f"{r['label']:62s} first {r['first_s']:7.2f} s (compile {r['compile_s']:5.2f}) best {r['best_s']:7.2f} s"
+          f" peak {r['peak_mb'] / 1024:5.2f} GB{flops}{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
