@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -qq
 ARGS   ?=
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test bench bench-driu clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ demo: $(VENV)/.stamp-core
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest -q $(ARGS)
 
-bench: $(VENV)/.stamp-core
+# jaxretina against Captum / pytorch-grad-cam (needs the test extra's anchors)
+bench: $(VENV)/.stamp-test
+	$(PY) -m benchmarks $(ARGS)
+
+# DRIU sizes, chunkings and XLA options, jaxretina only
+bench-driu: $(VENV)/.stamp-core
 	$(PY) -m benchmarks.driu_attribution $(ARGS)
 
 clean-venv:

@@ -60,28 +60,6 @@ def _driu() -> Pair:
                 lambda out: torch.sigmoid(out).sum(), x, layers)
 
 
-class _DenseNetModules:
-    """Factory for torchvision DenseNet with its last functional ReLU as a module, no in-place."""
-
-    @staticmethod
-    def build(tv):
-        import torch
-
-        class Wrapped(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.features, self.relu, self.classifier = tv.features, torch.nn.ReLU(), tv.classifier
-                for m in self.modules():
-                    if isinstance(m, torch.nn.ReLU):
-                        m.inplace = False
-
-            def forward(self, x):
-                h = torch.nn.functional.adaptive_avg_pool2d(self.relu(self.features(x)), 1)
-                return self.classifier(torch.flatten(h, 1))
-
-        return Wrapped().eval()
-
-
 def _densenet121() -> Pair:
     import torch
     import torchvision
@@ -89,19 +67,12 @@ def _densenet121() -> Pair:
 
     from converters.densenet import from_state_dict
     from jaxretina import targets
+    from tests.reference.densenet_torch import DenseNetModules, randomize
 
     torch.manual_seed(0)
-    tv = torchvision.models.densenet121(num_classes=5)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in tv.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0, 0.1, generator=g)
+    tv = randomize(torchvision.models.densenet121(num_classes=5), seed=1, mean_std=0.2, bias_std=0.1)
     model, variables, _ = from_state_dict({k: v.numpy() for k, v in tv.state_dict().items()}, "benchmark")
-    ref = _DenseNetModules.build(tv)
+    ref = DenseNetModules(tv)
     x = np.random.default_rng(0).normal(0, 1, SIZES["densenet121"] + (3,)).astype(np.float32)
     modules = dict(ref.named_modules())
     spatial = [n for n in model.layer_names() if n != "classifier"]

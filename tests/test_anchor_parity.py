@@ -29,25 +29,11 @@ from converters.densenet import from_state_dict  # noqa: E402
 from converters.driu import from_caffe  # noqa: E402
 from jaxretina import explain, targets  # noqa: E402
 from tests.reference.caffe_writer import driu_net_bytes  # noqa: E402
+from tests.reference.densenet_torch import DenseNetModules, randomize  # noqa: E402
 from tests.reference.driu_torch import DRIUModule, random_driu_weights  # noqa: E402
 
 SMALL = dict(growth_rate=8, block_config=(2, 3), num_init_features=16, bn_size=2)
 CLASS = 1
-
-
-class _DenseNetModules(torch.nn.Module):
-    """torchvision DenseNet with its last (functional) ReLU as a module and no in-place ReLUs."""
-
-    def __init__(self, tv):
-        super().__init__()
-        self.features, self.relu, self.classifier = tv.features, torch.nn.ReLU(), tv.classifier
-        for m in self.modules():
-            if isinstance(m, torch.nn.ReLU):
-                m.inplace = False
-
-    def forward(self, x):
-        h = torch.nn.functional.adaptive_avg_pool2d(self.relu(self.features(x)), 1)
-        return self.classifier(torch.flatten(h, 1))
 
 
 class _SumProbability(torch.nn.Module):
@@ -63,16 +49,9 @@ class _SumProbability(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def dense():
-    tv = torchvision.models.DenseNet(num_classes=3, **SMALL)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in tv.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
+    tv = randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=0)
     model, variables, _ = from_state_dict({k: v.numpy() for k, v in tv.state_dict().items()}, "test", **SMALL)
-    ref = _DenseNetModules(tv).eval()
+    ref = DenseNetModules(tv)
     x = np.random.default_rng(1).normal(size=(45, 51, 3)).astype(np.float32)
     return model, variables, ref, x, targets.class_logit(CLASS)
 

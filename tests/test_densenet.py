@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import jax
 import jax.numpy as jnp
-import flax.traverse_util as tu
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -15,23 +14,9 @@ torchvision = pytest.importorskip("torchvision")
 import jaxretina  # noqa: E402
 from jaxretina import explain, targets  # noqa: E402
 from jaxretina.models import DenseNet, DenseNet121  # noqa: E402
+from tests.reference.densenet_torch import randomize  # noqa: E402
 
 SMALL = dict(growth_rate=8, block_config=(2, 3), num_init_features=16, bn_size=2)
-
-
-def _randomize(model, seed):
-    """Random weights and random BatchNorm statistics (eval mode uses them)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.normal_(0, 0.3, generator=g)
-                mod.running_var.uniform_(0.5, 2.0, generator=g)
-                mod.weight.uniform_(0.5, 1.5, generator=g)
-                mod.bias.normal_(0, 0.2, generator=g)
-            elif isinstance(mod, torch.nn.Linear):
-                mod.bias.normal_(0, 0.2, generator=g)
-    return model.eval()
 
 
 def _state(model):
@@ -57,15 +42,9 @@ def _rel(got, want):
     return np.abs(got - want).max() / np.abs(want).max()
 
 
-@pytest.fixture(scope="module")
-def small():
-    ref = _randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=1)
-    return ref, tu.flatten_dict({})
-
-
 @pytest.mark.fullsize
 def test_densenet121_matches_torchvision(tmp_path):
-    ref = _randomize(torchvision.models.densenet121(num_classes=5), seed=0)
+    ref = randomize(torchvision.models.densenet121(num_classes=5), seed=0)
     path = _save(tmp_path, "grader.pth", ref.state_dict())
     model, variables = jaxretina.load("densenet121", path)
     assert model.num_classes == 5
@@ -92,7 +71,7 @@ def test_densenet121_matches_torchvision(tmp_path):
 
 
 def test_small_densenet_layers_and_train_mode_match_torchvision(tmp_path):
-    ref = _randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=1)
+    ref = randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=1)
     path = _save(tmp_path, "small.pth", ref.state_dict())
     model, variables = jaxretina.load("densenet121", path, **SMALL)
     x = torch.randn(2, 3, 45, 51, generator=torch.Generator().manual_seed(3))
@@ -126,7 +105,7 @@ def test_small_densenet_layers_and_train_mode_match_torchvision(tmp_path):
 
 def test_layer_names_are_the_tap_order_and_grad_cam_matches_torch_autograd():
     model = DenseNet(num_classes=3, **SMALL)
-    ref = _randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=4)
+    ref = randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=4)
     from converters.densenet import from_state_dict
 
     model, variables, _ = from_state_dict(_state(ref), "in-memory", **SMALL)
@@ -158,7 +137,7 @@ def test_monai_densenet_matches_monai(tmp_path):
     ref = monai_nets.DenseNet(spatial_dims=2, in_channels=3, out_channels=3, init_features=SMALL["num_init_features"],
                               growth_rate=SMALL["growth_rate"], block_config=SMALL["block_config"],
                               bn_size=SMALL["bn_size"])
-    ref = _randomize(ref, seed=6)
+    ref = randomize(ref, seed=6)
     assert any(".layers." in k for k in ref.state_dict()) and "class_layers.out.weight" in ref.state_dict()
     path = _save(tmp_path, "monai.pth", ref.state_dict())
     model, variables, report = jaxretina.loading.load_with_report("densenet121", path, **SMALL)
