@@ -18,6 +18,8 @@ of the anchor's result and jaxretina's.
   Achieved FLOP/s of both from XLA's cost analysis of one IG step (forward + input gradient).
 * Grad-CAM on every layer: pytorch-grad-cam ``GradCAM`` called once per layer (as its users
   do), against one ``explain.grad_cam(layers="all", relu=True, resize=True, normalize=True)``.
+* Time to a completeness error of 1 %: Captum's defaults (50 Gauss-Legendre steps, one batch)
+  against ``integrated_gradients(steps="auto", tol=0.01)``, with the steps it used.
 * The machine's matmul rate (4096² float32, JAX and PyTorch) as the FLOP/s yardstick.
 
 Writes ``benchmarks/results/anchors.json`` with the device kinds, so accelerator figures can be
@@ -86,7 +88,17 @@ def _ours(spec, pair):
     from jaxretina.timing import Stopwatch
 
     x = jnp.asarray(pair.x)
-    if spec["case"] == "ig":
+    extra = {}
+    if spec["case"] == "ig_tol":
+        f = explain.model_fn(pair.jax_model, pair.variables, pair.target)
+
+        def call():
+            ig = explain.integrated_gradients(f, x, baseline=0.0, steps="auto", tol=spec["tol"])
+            extra.update(steps_used=ig.steps, rel_delta=abs(float(ig.delta)) / abs(float(ig.values.sum() - ig.delta)))
+            return jax.block_until_ready(ig.values)
+
+        flops = 0.0
+    elif spec["case"] == "ig":
         f = explain.model_fn(pair.jax_model, pair.variables, pair.target)
         chunk = spec["chunk"]
 
@@ -109,7 +121,7 @@ def _ours(spec, pair):
     first, best, peak, result = _timed(call, spec["repeats"])
     np.save(spec["result"], np.asarray(result))
     return {"first_s": sw.wall, "compile_s": sw.compile, "best_s": best, "peak_mb": peak,
-            "flops": flops}
+            "flops": flops, **extra}
 
 
 def _nchw(x):
@@ -124,6 +136,18 @@ def _captum(spec, pair, cls):
 
     x = _nchw(pair.x).requires_grad_(True)
     ig = IntegratedGradients(pair.torch_forward)
+    if spec["case"] == "ig_tol":  # Captum's defaults: 50 Gauss-Legendre steps, one batch
+        extra = {}
+
+        def call_default():
+            attr, delta = ig.attribute(x, baselines=torch.zeros_like(x), return_convergence_delta=True)
+            span = abs(float(attr.sum()) - float(delta))
+            extra.update(steps_used=50, rel_delta=abs(float(delta)) / span)
+            return attr.detach()[0].numpy().transpose(1, 2, 0)
+
+        first, best, peak, result = _timed(call_default, spec["repeats"])
+        np.save(spec["result"], result)
+        return {"first_s": first, "compile_s": 0.0, "best_s": best, "peak_mb": peak, **extra}
     method = {"gausslegendre": "gausslegendre", "captum_trapezoid": "riemann_trapezoid"}[spec["rule"]]
 
     def call():
@@ -206,6 +230,8 @@ def _plan(quick: bool, models: list[str], folder: str, repeats: int) -> list[lis
                         for c in ([8] if quick else [4, 8, 16, "all"])]
                 groups.append([s for pair in zip(anchors + [None] * len(ours), ours + [None] * len(anchors))
                                for s in pair if s is not None])
+        groups.append([spec(case="ig_tol", model=model, contender="captum", tol=0.01),
+                       spec(case="ig_tol", model=model, contender="jaxretina", tol=0.01)])
         groups.append([spec(case="gradcam", model=model, contender="pytorch-grad-cam"),
                        spec(case="gradcam", model=model, contender="jaxretina")])
     return groups
@@ -220,6 +246,9 @@ def _diff(a_path: str, b_path: str) -> tuple[float, float]:
 def _label(s: dict) -> str:
     if s["case"] == "gradcam":
         return f"{s['model']} Grad-CAM every layer, {s['contender']}"
+    if s["case"] == "ig_tol":
+        how = "default 50 GL steps" if s["contender"] == "captum" else f"steps='auto' tol={s['tol']}"
+        return f"{s['model']} IG to 1% completeness, {s['contender']} {how}"
     knob = f"ibs {s['ibs']}" if s["contender"] == "captum" else f"chunk {s['chunk']}"
     return f"{s['model']} IG {s['steps']} {s['rule']}, {s['contender']} {knob}"
 
@@ -266,6 +295,8 @@ def _print_row(r: dict) -> None:
         extra = (f"  {r['speedup']:5.2f}× vs best anchor {r['anchor_best_s']:.2f} s; "
                  f"diff max abs {r['max_abs_diff']:.2e} rel {r['max_rel_diff']:.2e}")
     flops = f" {r['gflops_per_s']:6.1f} GFLOP/s" if r.get("gflops_per_s") else ""
+    if "steps_used" in r:
+        flops += f" steps {r['steps_used']} |delta| {100 * r['rel_delta']:.3f}%"
     print(f"{r['label']:62s} first {r['first_s']:7.2f} s (compile {r['compile_s']:5.2f}) best {r['best_s']:7.2f} s"
           f" peak {r['peak_mb'] / 1024:5.2f} GB{flops}{extra}", flush=True)
 

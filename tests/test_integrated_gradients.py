@@ -138,3 +138,42 @@ def test_errors():
         explain.integrated_gradients(linear, jnp.ones((3,), jnp.int32), baseline=0)
     with pytest.raises(ValueError, match="a baseline is required"):
         explain.integrated_gradients(linear, X, baseline=None)
+
+
+def _steep(z):
+    # Smooth but strongly curved along the path: needs many nodes for a small delta.
+    return jnp.tanh(3.0 * (A * z).sum()) + (jnp.sin(4.0 * z) * A).sum()
+
+
+def test_auto_steps_reaches_tolerance_with_the_fewest_doublings():
+    for tol in (1e-2, 1e-4):
+        ig = explain.integrated_gradients(_steep, X, baseline=B, steps="auto", tol=tol)
+        span = abs(float(_steep(X) - _steep(B)))
+        assert abs(float(ig.delta)) <= tol * span
+        # the same as asking for that many steps, and half as many would not have been enough
+        fixed = explain.integrated_gradients(_steep, X, baseline=B, steps=ig.steps)
+        np.testing.assert_allclose(ig.values, fixed.values, rtol=1e-5, atol=1e-6)
+        if ig.steps > 8:
+            half = explain.integrated_gradients(_steep, X, baseline=B, steps=ig.steps // 2)
+            assert abs(float(half.delta)) > tol * span
+    # a cubic is integrated exactly by 8 Gauss-Legendre nodes: the first round stops
+    cubic = explain.integrated_gradients(lambda z: (A * z**3).sum(), X, baseline=B, steps="auto", tol=1e-5)
+    assert cubic.steps == 8
+
+
+def test_auto_steps_compiles_one_chunk_program_and_respects_max_steps():
+    traces = []
+
+    def f(z):
+        traces.append(z.shape)
+        return jnp.tanh(5.0 * z).sum() + jnp.sin(9.0 * z).sum()
+
+    ig = explain.integrated_gradients(f, X, baseline=B, steps="auto", tol=1e-9, max_steps=64)
+    assert ig.steps == 64  # the tolerance is out of reach: stops at max_steps, says so
+    # one trace for the chunk program and one for the endpoints, whatever the number of rounds
+    assert len(traces) <= 3
+    with pytest.raises(ValueError, match="steps must be a positive int or 'auto'"):
+        explain.integrated_gradients(f, X, baseline=B, steps="adaptive")
+    with pytest.raises(ValueError, match="tol must be a positive number"):
+        explain.integrated_gradients(f, X, baseline=B, steps="auto", tol=0)
+    assert explain.integrated_gradients(f, X, baseline=B, steps=8).steps is None
