@@ -50,3 +50,14 @@ def test_errors():
         quadrature("riemann_trapezoid", 1)
     with pytest.raises(TypeError, match="steps must be an int"):
         quadrature("gausslegendre", 4.0)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 9, 16, 17])
+def test_clenshaw_curtis_exact_to_degree_n_minus_1_and_nested(n):
+    alphas, weights = quadrature("clenshaw_curtis", n)
+    for degree in range(n):
+        assert abs((weights * alphas**degree).sum() - 1 / (degree + 1)) < 1e-13
+    assert alphas[0] == 0 and alphas[-1] == 1 and np.all(np.diff(alphas) > 0)
+    # nodes of 2^j + 1 are the even nodes of 2^(j+1) + 1 (what adaptive IG reuses)
+    finer, _ = quadrature("clenshaw_curtis", 2 * (n - 1) + 1)
+    np.testing.assert_allclose(finer[0::2], alphas, atol=1e-15)

@@ -141,3 +141,17 @@ def chunked_sum(term: Callable, consts: Any, xs: Any, *, chunk: int) -> Any:
         part = _sum_over(term, consts, jax.tree.map(lambda a: a[start : start + chunk], xs))
         total = part if total is None else jax.tree.map(jnp.add, total, part)
     return total
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _map_over(term: Callable, consts: Any, xs: Any) -> Any:
+    return jax.vmap(term, in_axes=(None, 0))(consts, xs)
+
+
+def chunked_map(term: Callable, consts: Any, xs: Any, *, chunk: int) -> Any:
+    """``[term(consts, xs_i)]_i`` stacked along a new leading axis, computed ``chunk`` at a time
+    (same compile contract as :func:`chunked_sum`)."""
+    n = jax.tree.leaves(xs)[0].shape[0]
+    parts = [_map_over(term, consts, jax.tree.map(lambda a: a[start : start + chunk], xs))
+             for start in range(0, n, chunk)]
+    return jax.tree.map(lambda *p: jnp.concatenate(p, axis=0), *parts)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina.explain._core import (
-    as_baseline, check_chunk, check_input, chunked_sum, scalar_output, split_fn,
+    as_baseline, check_chunk, check_input, chunked_map, chunked_sum, scalar_output, split_fn,
 )
 from jaxretina.explain.quadrature import quadrature
 
@@ -89,10 +89,16 @@ def integrated_gradients(
         :func:`model_fn`) passes its bound arrays as data instead of compile-time constants.
       x: one example, any shape, float dtype, finite.
       baseline: ``x'``: a scalar or an array broadcastable to ``x`` (e.g. a half-gray image).
-      steps: number of quadrature nodes, or ``"auto"``: 8, 16, 32, … nodes until the
+      steps: number of quadrature nodes, or ``"auto"``: more nodes round by round until the
         completeness error is small, ``|delta| <= tol · |f(x) − f(baseline)|`` (at most
-        ``max_steps``; the result says how many it used in ``steps``).  Every round reuses one
-        compiled chunk program; the rounds cost at most twice the final one.
+        ``max_steps``; the result says how many it used in ``steps``).  With
+        ``rule="clenshaw_curtis"`` the rounds are 9, 17, 33, … nested nodes and every gradient
+        is reused (the cost is the final round's; memory holds one gradient per node); with
+        another rule, 8, 16, 32, … nodes recomputed each round (at most twice the final cost).
+        Every round reuses one compiled chunk program.  Measured to 1 % (benchmarks/anchors.py):
+        DenseNet121 224², Gauss–Legendre 8 nodes 0.94 s vs Clenshaw–Curtis 9 nodes 1.30 s;
+        random-weight DRIU 256² (a rough path: ReLU kinks), Gauss–Legendre 128 nodes (248
+        evaluated) 103 s vs Clenshaw–Curtis 257 nodes 101 s — so Gauss–Legendre stays the default.
       rule: ``gausslegendre`` (Captum's default), ``riemann_left|right|middle|trapezoid`` or
         ``captum_trapezoid`` (Captum's trapezoid weights, summing to (n−1)/n, for parity).
       tol, max_steps: the adaptive rule's relative tolerance and step limit (``steps="auto"``).
@@ -142,17 +148,45 @@ def _ig_auto(f, x, b, *, rule, chunk, tol, max_steps) -> Attribution:
         raise ValueError(f"{who}: max_steps must be an int >= 8; found {max_steps!r}")
     chunk = 8 if chunk == "all" else check_chunk(chunk, 8, who=who)  # every round: chunks of <= 8
     fn, data = split_fn(f)
+    if rule == "clenshaw_curtis":
+        return _ig_auto_nested(fn, data, x, b, chunk=chunk, tol=tol, max_steps=max_steps)
     steps = 8
     while True:
         alphas, weights = quadrature(rule, steps)
         grad_sum = chunked_sum(_IGTerm(fn), (data, x, b), (alphas.astype(x.dtype), weights.astype(x.dtype)),
                                chunk=chunk)
         result = _ig_finish(fn, data, x, b, grad_sum)
-        delta = float(result.delta)
-        span = abs(float(result.values.sum()) - delta)  # |f(x) - f(baseline)|
-        if abs(delta) <= tol * span or steps * 2 > max_steps:
+        if _converged(result, tol) or steps * 2 > max_steps:
             return Attribution(result.values, result.delta, steps)
         steps *= 2
+
+
+def _converged(result, tol) -> bool:
+    delta = float(result.delta)
+    return abs(delta) <= tol * abs(float(result.values.sum()) - delta)  # tol · |f(x) - f(baseline)|
+
+
+def _ig_auto_nested(fn, data, x, b, *, chunk, tol, max_steps) -> Attribution:
+    # Clenshaw-Curtis with 2^j + 1 nodes: doubling the intervals keeps every old node (the even
+    # ones) and adds the odd ones, so each round evaluates only the new gradients; the weights
+    # of all nodes change, hence one stored gradient per node.
+    intervals = 8
+    alphas, _ = quadrature("clenshaw_curtis", intervals + 1)
+    ones = np.ones_like(alphas)
+    grads = chunked_map(_IGTerm(fn), (data, x, b), (alphas.astype(x.dtype), ones.astype(x.dtype)), chunk=chunk)
+    while True:
+        _, weights = quadrature("clenshaw_curtis", intervals + 1)
+        grad_sum = jnp.tensordot(jnp.asarray(weights, x.dtype), grads, axes=1)
+        result = _ig_finish(fn, data, x, b, grad_sum)
+        if _converged(result, tol) or 2 * intervals + 1 > max_steps:
+            return Attribution(result.values, result.delta, intervals + 1)
+        intervals *= 2
+        alphas, _ = quadrature("clenshaw_curtis", intervals + 1)
+        new = alphas[1::2]
+        fresh = chunked_map(_IGTerm(fn), (data, x, b), (new.astype(x.dtype), np.ones_like(new).astype(x.dtype)),
+                            chunk=chunk)
+        merged = jnp.zeros((intervals + 1,) + x.shape, x.dtype)
+        grads = merged.at[0::2].set(grads).at[1::2].set(fresh)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
