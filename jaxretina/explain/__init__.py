@@ -2,7 +2,8 @@
 
 * :func:`grad_cam`, :func:`grad_cam_plus_plus` — every layer from one forward + backward pass.
 * :func:`layer_gradients` — activations and target gradients at every layer.
-* :func:`integrated_gradients` — all quadrature steps ``vmap``-ed, chunked to a memory budget,
+* :func:`integrated_gradients` — all quadrature steps ``vmap``-ed, chunked to a memory budget
+  (or ``steps="auto"`` until a completeness tolerance),
   with the completeness error ``delta``.
 * :func:`saliency`, :func:`gradient_x_input`, :func:`smoothgrad`.
 * :func:`guided_backprop`, :func:`deconvnet` — the model's ReLUs with swapped derivatives.
