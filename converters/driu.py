@@ -55,6 +55,11 @@ def _caffe_config(net: CaffeNet, variant: str) -> dict[str, Any]:
         layer = layers.get(f"upsample{f}_")
         if layer is not None and layer.convolution:
             padding[f] = layer.convolution["pad"][0]
+            kernel, stride = _DECONV[f]
+            found = (layer.convolution["kernel"], layer.convolution["stride"])
+            if found != ((kernel, kernel), (stride, stride)):
+                raise ValueError(f"layer upsample{f}_: kernel {found[0]} stride {found[1]} in the file; DRIU's "
+                                 f"upsample{f} is a {kernel}x{kernel} transposed convolution with stride {stride}")
         if layer is not None:
             top_to_factor.update(dict.fromkeys(layer.tops, f))
     for l in net.layers:  # Crop layers (all named "crop") are told apart by their bottom blob

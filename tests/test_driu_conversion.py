@@ -141,3 +141,15 @@ def test_caffe_missing_layer_and_unknown_layers(tmp_path, vessel_weights):
     path.write_bytes(driu_net_bytes(vessel_weights, extra_layers=extra))
     _, _, report = jaxretina.loading.load_with_report("driu", path)
     assert report.unexpected == ["fc_unknown"]
+
+
+def test_caffe_deconvolution_geometry_is_checked(tmp_path, vessel_weights):
+    from converters.caffe import read_caffemodel
+    from converters.driu import from_caffe
+    from tests.reference.caffe_proto import messages
+
+    net = messages(True)["NetParameter"].FromString(driu_net_bytes(vessel_weights))
+    layer = next(l for l in net.layer if l.name == "upsample4_")
+    layer.convolution_param.stride[:] = [2]
+    with pytest.raises(ValueError, match=r"upsample4_: kernel \(8, 8\) stride \(2, 2\) in the file"):
+        from_caffe(read_caffemodel(net.SerializeToString()), "test")
