@@ -261,5 +261,4 @@ def _net(buf: bytes, label: str) -> CaffeNet:
         raise DecodeError(f"{label}: no Caffe layers found ({len(buf)} bytes); expected a .caffemodel "
                           "(a serialized NetParameter with 'layer' or 'layers' entries)")
     fmt = "V1+V2" if v1 and v2 else ("V1" if v1 else "V2")
-    return CaffeNet(name=name, layers=tuple(v2 or v1) if not (v1 and v2) else tuple(v1 + v2),
-                    format=fmt, inputs=tuple(inputs))
+    return CaffeNet(name=name, layers=tuple(v1 + v2), format=fmt, inputs=tuple(inputs))

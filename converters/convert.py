@@ -71,21 +71,22 @@ def convert(src: str | os.PathLike, model: str, out: str | os.PathLike, *, backe
     import jaxretina
     from converters.formats import read_weights
     from jaxretina.checkpoint import save_variables
-    from jaxretina.loading import RECORD_NAME, _check_name, load_with_report, model_config
+    from jaxretina.loading import RECORD_NAME, _check_name, from_weights, model_config
 
     src, out = os.fspath(src), os.path.abspath(os.fspath(out))
     key = _check_name(model)
     if os.path.exists(out):
         raise FileExistsError(f"convert: {out} exists; expected a new directory path")
     t0 = time.perf_counter()
-    module, variables, report = load_with_report(key, src, backend=backend, **model_kwargs)
+    kind, content = read_weights(src, backend=backend)  # read once: the parity check reuses it
+    module, variables, report = from_weights(key, kind, content, src, **model_kwargs)
     t_load = time.perf_counter() - t0
     save_variables(out, variables)
     t_save = time.perf_counter() - t0 - t_load
     if not parity:
         check = {"available": False, "reason": "not requested (--no-parity)"}
     elif key == "densenet121":
-        check = _densenet_parity(module, variables, read_weights(src, backend=backend)[1])
+        check = _densenet_parity(module, variables, content)
     else:
         check = {"available": False, "reason": "no installable reference implementation of DRIU; "
                  "tests/reference/driu_torch.py checks the converter on random weights"}

@@ -337,8 +337,7 @@ def _read_with_torch(path: str) -> Any:
                 return t.view(torch.int16).numpy().view(_bfloat16())
             return t.numpy()
         if isinstance(value, Mapping):
-            return type(value)((k, to_numpy(v)) for k, v in value.items()) if isinstance(value, collections.OrderedDict) \
-                else {k: to_numpy(v) for k, v in value.items()}
+            return {k: to_numpy(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(to_numpy(v) for v in value)
         return value

@@ -101,8 +101,14 @@ def load_with_report(name: str, path: str | os.PathLike, *, backend: str = "auto
     from converters.formats import read_weights
 
     kind, content = read_weights(path, backend=backend)
-    converter = importlib.import_module(_REGISTRY[key][1])
-    return converter.from_weights(kind, content, path, **model_kwargs)
+    return from_weights(key, kind, content, path, **model_kwargs)
+
+
+def from_weights(name: str, kind: str, content: Any, source: str, **model_kwargs: Any):
+    """``(module, variables, report)`` from already-read weights ``(kind, content)`` of
+    :func:`converters.formats.read_weights`, through the model's converter module."""
+    converter = importlib.import_module(_REGISTRY[_check_name(name)][1])
+    return converter.from_weights(kind, content, source, **model_kwargs)
 
 
 def load(name: str, path: str | os.PathLike, *, backend: str = "auto", **model_kwargs: Any):
