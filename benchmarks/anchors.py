@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ import time
 import numpy as np
 
 from benchmarks._memory import PeakSampler, rss_mb
+from benchmarks._process import run_case
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -203,12 +203,7 @@ def _time_once(call):
 
 
 def _run(spec: dict) -> dict:
-    code = f"import json; from benchmarks.anchors import _worker; print(json.dumps(_worker({spec!r})))"
-    env = {**os.environ, "PYTHONPATH": _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=_ROOT)
-    if out.returncode:
-        raise RuntimeError(f"case {spec} failed:\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_case("benchmarks.anchors", "_worker", spec)
 
 
 def _plan(quick: bool, models: list[str], folder: str, repeats: int) -> list[list[dict]]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ import time
 import numpy as np
 
 from benchmarks._memory import PeakSampler, rss_mb
+from benchmarks._process import run_case
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,16 +94,6 @@ def _case(kind: str, path: str, repeats: int, cold: bool = False) -> dict:
     return {"seconds": min(times), "first_seconds": times[0], "peak_mb_over_imports": max(peaks)}
 
 
-def _in_subprocess(kind: str, path: str, repeats: int, cold: bool) -> dict:
-    code = ("import json, sys; from benchmarks.conversion import _case; "
-            f"print(json.dumps(_case({kind!r}, {path!r}, {repeats}, {cold!r})))")
-    env = {**os.environ, "PYTHONPATH": _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=_ROOT)
-    if out.returncode:
-        raise RuntimeError(f"{kind} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def _write_files(folder: str) -> tuple[str, str]:
     import torch
     import torchvision
@@ -138,7 +128,7 @@ def main(argv=None) -> int:
                 (pth, "load_densenet_torch", "load('densenet121', backend='torch')")]
         for cache in ("warm", "cold"):
             for path, kind, label in plan:
-                res = _in_subprocess(kind, path, args.repeats, cache == "cold")
+                res = run_case("benchmarks.conversion", "_case", kind, path, args.repeats, cache == "cold")
                 rows.append({"file": os.path.basename(path), "mb": os.path.getsize(path) / 1e6, "cache": cache,
                              "case": label, **res})
     print(f"{'file':26s} {'MB':>6s} {'cache':5s} {'case':42s} {'first s':>8s} {'best s':>7s} {'× read':>7s} "

@@ -1,0 +1,24 @@
+"""Run one benchmark case in a fresh Python process and return the JSON it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+__all__ = ["run_case"]
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_case(module: str, function: str, *args) -> dict:
+    """``module.function(*args)`` in a new interpreter (its own memory peak, its own XLA
+    state); the function returns a JSON-serialisable dict, printed as the last line."""
+    call = f"{function}({', '.join(repr(a) for a in args)})"
+    code = f"import json; from {module} import {function}; print(json.dumps({call}))"
+    env = {**os.environ, "PYTHONPATH": _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=_ROOT)
+    if out.returncode:
+        raise RuntimeError(f"{module}.{call} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
