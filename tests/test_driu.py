@@ -6,7 +6,7 @@ import pytest
 
 from jaxretina import taps
 from jaxretina.models import DRIU
-from jaxretina.models.layers import CaffeDeconv, bilinear_kernel, max_pool_2x2
+from jaxretina.models.layers import CaffeDeconv, conv_transpose, bilinear_kernel, max_pool_2x2
 from jaxretina.preprocess import driu_caffe_input
 
 VESSEL = ("conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2", "conv3_1", "conv3_2", "conv3_3",
@@ -139,6 +139,33 @@ def test_caffe_deconv_matches_torch_conv_transpose():
     y = CaffeDeconv(3, 8, 4, 0, use_bias=False).apply({"params": {"kernel": jnp.asarray(w.transpose(2, 3, 0, 1))}},
                                                        jnp.asarray(x))
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,s,p", [(4, 2, 1), (16, 8, 0), (5, 3, 2)])
+def test_conv_transpose_gradients_and_jvp_match_torch(k, s, p):
+    """The sub-pixel forward and the dilated tangent must give torch's values, input and kernel
+    gradients (reverse mode), and forward-mode derivatives (bilinear: jvp = f(tx, W) + f(x, tW))."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(k + s)
+    x, tx = (rng.normal(size=(2, 5, 6, 3)) for _ in range(2))
+    w, tw = (rng.normal(size=(3, 4, k, k)) for _ in range(2))  # torch layout (in, out, kh, kw)
+    ho, wo = s * 4 + k - 2 * p, s * 5 + k - 2 * p
+    g = rng.normal(size=(2, ho, wo, 4))
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv_transpose2d(xt, wt, stride=s, padding=p)
+    gx_ref, gw_ref = torch.autograd.grad(yt, (xt, wt), torch.tensor(g.transpose(0, 3, 1, 2)))
+    with jax.enable_x64(True):
+        to_hwio = lambda a: jnp.asarray(a.transpose(2, 3, 0, 1))  # noqa: E731
+        f = lambda x, w: conv_transpose(x, w, s, p)  # noqa: E731
+        y, vjp = jax.vjp(f, jnp.asarray(x), to_hwio(w))
+        gx, gw = vjp(jnp.asarray(g))
+        _, ty = jax.jvp(f, (jnp.asarray(x), to_hwio(w)), (jnp.asarray(tx), to_hwio(tw)))
+        ty_ref = f(jnp.asarray(tx), to_hwio(w)) + f(jnp.asarray(x), to_hwio(tw))
+    np.testing.assert_allclose(y, yt.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gx, gx_ref.numpy().transpose(0, 2, 3, 1), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, gw_ref.numpy().transpose(2, 3, 0, 1), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ty, ty_ref, rtol=1e-10, atol=1e-10)
 
 
 def test_bilinear_kernel_values():

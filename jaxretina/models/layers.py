@@ -7,6 +7,7 @@ than ``reduce_window`` (whose gradient lowers to select-and-scatter, measurably 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-__all__ = ["max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "crop_to"]
+__all__ = ["max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "conv_transpose", "crop_to"]
 
 
 def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
@@ -107,14 +108,75 @@ def bilinear_diagonal_init(key, shape, dtype=jnp.float32):
     return jnp.asarray(w, dtype)
 
 
+def _deconv_dilated(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Transposed convolution as a stride-1 convolution of the input dilated by ``stride`` with
+    the flipped kernel.  Linear in ``x``; its transpose is a plain strided convolution, which
+    is how reverse mode sees it."""
+    k = kernel.shape[0]
+    pad = k - 1 - padding
+    return jax.lax.conv_general_dilated(
+        x, kernel[::-1, ::-1], window_strides=(1, 1), padding=((pad, pad), (pad, pad)),
+        lhs_dilation=(stride, stride), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _deconv_subpixel(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """The same transposed convolution as ``stride²`` interleaved stride-1 convolutions
+    ("sub-pixel"): with ``m = ceil(k / s)`` and tap ``a = s·q + r``, output ``y[s·j + r − p]``
+    is ``z[j, r] = Σ_q x[j − q] · W[s·q + r]``, one m×m convolution with ``s²·C_out`` outputs,
+    then a depth-to-space shuffle and a crop.  No multiplications by inserted zeros: on the
+    CPU its forward is ~5× faster than the dilated form (DRIU's upsample2/4/8, batch 8)."""
+    k, _, cin, cout = kernel.shape
+    s, p = stride, padding
+    m = -(-k // s)
+    kernel = jnp.pad(kernel, ((0, m * s - k), (0, m * s - k), (0, 0), (0, 0)))
+    # (q_h, r_h, q_w, r_w, c, o), flipped in q: correlation tap t = m - 1 - q
+    kernel = kernel.reshape(m, s, m, s, cin, cout)[::-1, :, ::-1]
+    kernel = kernel.transpose(0, 2, 4, 1, 3, 5).reshape(m, m, cin, s * s * cout)
+    z = jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(1, 1), padding=((m - 1, m - 1), (m - 1, m - 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    n, hz, wz, _ = z.shape
+    y = z.reshape(n, hz, wz, s, s, cout).transpose(0, 1, 3, 2, 4, 5).reshape(n, hz * s, wz * s, cout)
+    h, w = x.shape[1], x.shape[2]
+    return y[:, p : p + s * (h - 1) + k - 2 * p, p : p + s * (w - 1) + k - 2 * p]
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Caffe ``Deconvolution`` / PyTorch ``ConvTranspose2d`` (group 1, no bias) on NHWC.
+
+    ``y[s·i + a − p] += x[i] · W[a]`` for every input position ``i`` and kernel tap ``a``
+    (per spatial axis); ``x`` (N, H, W, C_in), ``kernel`` (k, k, C_in, C_out) with
+    ``kernel[a, b, c, o] == W_torch[c, o, a, b]``; output (N, s·(H − 1) + k − 2p, …, C_out).
+
+    Computed sub-pixel in the forward pass; the tangent in ``x`` is the dilated form, whose
+    transpose — the input gradient every attribution method needs — is one strided
+    convolution (DRIU's three upsamplings, forward + input gradient, batch 8 at 256²: 0.38 s
+    → 0.10 s on the 2-core CPU).  Forward mode (``jax.jvp``) works too.  Example::
+
+        >>> import jax.numpy as jnp
+        >>> conv_transpose(jnp.ones((1, 4, 4, 2)), jnp.ones((4, 4, 2, 3)), 2, 1).shape
+        (1, 8, 8, 3)
+    """
+    return _deconv_subpixel(x, kernel, stride, padding)
+
+
+@conv_transpose.defjvp
+def _conv_transpose_jvp(stride, padding, primals, tangents):
+    x, kernel = primals
+    tx, tk = tangents
+    y = _deconv_subpixel(x, kernel, stride, padding)
+    return y, _deconv_dilated(tx, kernel, stride, padding) + _deconv_subpixel(x, tk, stride, padding)
+
+
 class CaffeDeconv(nn.Module):
-    """Caffe ``Deconvolution`` / PyTorch ``ConvTranspose2d`` (group 1) on NHWC.
+    """Caffe ``Deconvolution`` / PyTorch ``ConvTranspose2d`` (group 1) on NHWC, as a Flax module
+    around :func:`conv_transpose`.
 
     ``y[s·i + a − p] += x[i] · W[a]`` for every input position ``i`` and kernel tap ``a``;
     output size ``s·(H − 1) + k − 2p``.  Parameter ``kernel`` has shape (k, k, C_in, C_out) with
     ``kernel[a, b, c, o] == W_caffe[c, o, a, b]`` (a plain transpose of the Caffe/PyTorch blob,
-    no flip), ``bias`` shape (C_out,).  Computed as a stride-1 convolution of the input dilated by
-    ``s`` with the spatially flipped kernel and ``k − 1 − p`` padding.
+    no flip), ``bias`` shape (C_out,).
     """
 
     features: int
@@ -131,16 +193,7 @@ class CaffeDeconv(nn.Module):
         if p > k - 1:
             raise ValueError(f"transposed-conv padding must be <= kernel_size - 1 = {k - 1}; found {p}")
         kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-        kernel = jnp.asarray(kernel, x.dtype)[::-1, ::-1]
-        pad = k - 1 - p
-        y = jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            window_strides=(1, 1),
-            padding=((pad, pad), (pad, pad)),
-            lhs_dilation=(s, s),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        y = conv_transpose(x, jnp.asarray(kernel, x.dtype), s, p)
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,))
             y = y + jnp.asarray(bias, x.dtype)
