@@ -12,13 +12,19 @@ __all__ = ["run_case"]
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_case(module: str, function: str, *args) -> dict:
+def run_case(module: str, function: str, *args, env: dict | None = None) -> dict:
     """``module.function(*args)`` in a new interpreter (its own memory peak, its own XLA
-    state); the function returns a JSON-serialisable dict, printed as the last line."""
+    state); the function returns a JSON-serialisable dict, printed as the last line.
+    ``env``: variables set (value ``None``: removed) for that interpreter only."""
     call = f"{function}({', '.join(repr(a) for a in args)})"
     code = f"import json; from {module} import {function}; print(json.dumps({call}))"
-    env = {**os.environ, "PYTHONPATH": _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=_ROOT)
+    merged = {**os.environ, "PYTHONPATH": _ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for key, value in (env or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=merged, cwd=_ROOT)
     if out.returncode:
         raise RuntimeError(f"{module}.{call} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

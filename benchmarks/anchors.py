@@ -20,6 +20,8 @@ of the anchor's result and jaxretina's.
   do), against one ``explain.grad_cam(layers="all", relu=True, resize=True, normalize=True)``.
 * Time to a completeness error of 1 %: Captum's defaults (50 Gauss-Legendre steps, one batch)
   against ``integrated_gradients(steps="auto", tol=0.01)``, with the steps it used.
+* XLA CPU options: the same IG program (16 Gauss-Legendre steps, chunk 8) under XLA's own
+  defaults, jaxretina's (jaxretina/_xla.py) and jaxretina's plus oneDNN; ratios against XLA's.
 * The machine's matmul rate (4096² float32, JAX and PyTorch) as the FLOP/s yardstick.
 
 Writes ``benchmarks/results/anchors.json`` with the device kinds, so accelerator figures can be
@@ -202,8 +204,17 @@ def _time_once(call):
     return time.perf_counter() - t0
 
 
+# XLA CPU configurations compared on one IG program (``spec["xla"]``): XLA's own defaults
+# (jaxretina's switched off), jaxretina's (jaxretina/_xla.py), and jaxretina's plus oneDNN.
+XLA_CONFIGS = {
+    "xla-defaults": {"JAXRETINA_XLA_DEFAULTS": "0"},
+    "jaxretina": {},
+    "jaxretina+onednn": {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_onednn=true").strip()},
+}
+
+
 def _run(spec: dict) -> dict:
-    return run_case("benchmarks.anchors", "_worker", spec)
+    return run_case("benchmarks.anchors", "_worker", spec, env=XLA_CONFIGS[spec.get("xla", "jaxretina")])
 
 
 def _plan(quick: bool, models: list[str], folder: str, repeats: int) -> list[list[dict]]:
@@ -227,6 +238,8 @@ def _plan(quick: bool, models: list[str], folder: str, repeats: int) -> list[lis
                         for c in ([8] if quick else [4, 8, 16, "all"])]
                 groups.append([s for pair in zip(anchors + [None] * len(ours), ours + [None] * len(anchors))
                                for s in pair if s is not None])
+        groups.append([spec(case="ig", model=model, contender="jaxretina", rule="gausslegendre", steps=16, chunk=8,
+                            xla=name, baseline=name == "xla-defaults") for name in XLA_CONFIGS])
         groups.append([spec(case="ig_tol", model=model, contender="captum", tol=0.01),
                        spec(case="ig_tol", model=model, contender="jaxretina", tol=0.01)])
         groups.append([spec(case="gradcam", model=model, contender="pytorch-grad-cam"),
@@ -247,6 +260,8 @@ def _label(s: dict) -> str:
         how = "default 50 GL steps" if s["contender"] == "captum" else f"steps='auto' tol={s['tol']}"
         return f"{s['model']} IG to 1% completeness, {s['contender']} {how}"
     knob = f"ibs {s['ibs']}" if s["contender"] == "captum" else f"chunk {s['chunk']}"
+    if "xla" in s:
+        knob += f", XLA options: {s['xla']}"
     return f"{s['model']} IG {s['steps']} {s['rule']}, {s['contender']} {knob}"
 
 
@@ -262,11 +277,11 @@ def main(argv=None) -> int:
         machine = _run({"case": "matmul"})
         for group in _plan(args.quick, args.models, folder, args.repeats):
             results = [(s, _run(s)) for s in group]
-            anchors = [(s, r) for s, r in results if s["contender"] != "jaxretina"]
+            anchors = [(s, r) for s, r in results if s["contender"] != "jaxretina" or s.get("baseline")]
             best_anchor = min(anchors, key=lambda sr: sr[1]["best_s"])
             for s, r in results:
                 row = {k: v for k, v in s.items() if k != "result"} | r | {"label": _label(s)}
-                if s["contender"] == "jaxretina":
+                if (s, r) not in anchors:
                     row["anchor_best_s"] = best_anchor[1]["best_s"]
                     row["speedup"] = best_anchor[1]["best_s"] / r["best_s"]
                     row["max_abs_diff"], row["max_rel_diff"] = _diff(best_anchor[0]["result"], s["result"])

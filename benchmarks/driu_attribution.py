@@ -21,9 +21,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+from benchmarks._process import run_case
 
 
 def _case(spec: dict) -> dict:
@@ -128,13 +129,11 @@ def _matrix(quick: bool) -> list[dict]:
 
 
 def _run_in_subprocess(spec: dict, xla_defaults: bool) -> dict:
-    env = dict(os.environ)
-    env["JAXRETINA_XLA_DEFAULTS"] = "1" if xla_defaults else "0"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.driu_attribution", "--case", json.dumps(spec)],
-                          env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {**spec, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        return run_case("benchmarks.driu_attribution", "_case", spec,
+                        env={"JAXRETINA_XLA_DEFAULTS": "1" if xla_defaults else "0"})
+    except RuntimeError as err:
+        return {**spec, "error": str(err).strip().splitlines()[-1]}
 
 
 def _label(r: dict) -> str:
@@ -154,11 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/driu_attribution.json")
     parser.add_argument("--chunking", action="store_true",
                         help="compare chunk implementations instead (host loop, lax.map, scans)")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.case:
-        print(json.dumps(_case(json.loads(args.case))))
-        return 0
 
     rows = []
     header = f"{'case':44s} {'first s':>8s} {'compile s':>9s} {'run s':>8s} {'peak GB':>8s}"
