@@ -41,6 +41,17 @@ class _ModelScore(NamedTuple):
     def __call__(self, variables, x):
         return self.target(self.model.apply(variables, x[None])[0])
 
+    @property
+    def has_affine_stem(self) -> bool:
+        """The model splits into an affine stem and a head (:mod:`jaxretina.models.stem`)."""
+        return bool(getattr(self.model, "AFFINE_STEM", False))
+
+    def stem(self, variables, x):
+        return self.model.apply(variables, x[None], part="stem")[0]
+
+    def head(self, variables, z):
+        return self.target(self.model.apply(variables, z[None], part="head")[0])
+
 
 def model_fn(model: Any, variables: Any, target: Callable) -> Partial:
     """``x -> target(model(x))`` for one example, with ``variables`` passed as traced data.

@@ -50,6 +50,15 @@ class _IGTerm(NamedTuple):
         return weight * grad
 
 
+class _Head(NamedTuple):
+    """The model after its affine stem, as a scalar function of the stem's output."""
+
+    fn: Callable
+
+    def __call__(self, *args):
+        return self.fn.head(*args)
+
+
 def _finish(fn, data, x, baseline, grad_sum) -> Attribution:
     values = (x - baseline) * grad_sum
     ends = jax.vmap(lambda z: fn(*data, z))(jnp.stack([x, baseline]))
@@ -59,6 +68,38 @@ def _finish(fn, data, x, baseline, grad_sum) -> Attribution:
 @functools.partial(jax.jit, static_argnums=0)
 def _ig_finish(fn, data, x, baseline, grad_sum):
     return _finish(fn, data, x, baseline, grad_sum)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _stem_ends(fn, data, x, baseline):
+    return fn.stem(*data, x), fn.stem(*data, baseline)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ig_finish_stem(fn, data, x, baseline, zx, zb, grad_sum_z):
+    # Σ_k w_k ∇ₓf(x_k) = Aᵀ Σ_k w_k ∇_z head(z_k): the stem's (constant) transposed Jacobian once.
+    _, transpose = jax.vjp(lambda u: fn.stem(*data, u), x)
+    values = (x - baseline) * transpose(grad_sum_z)[0]
+    ends = jax.vmap(lambda z: fn.head(*data, z))(jnp.stack([zx, zb]))
+    return Attribution(values, values.sum() - (ends[0] - ends[1]))
+
+
+class _Plan(NamedTuple):
+    """What the steps integrate: ``term`` over ``consts`` (the model's head between the stem's
+    ends, or the whole function between x and x'), and ``finish(grad_sum) -> Attribution``."""
+
+    term: Callable
+    consts: tuple
+    finish: Callable
+    stemmed: bool
+
+
+def _plan(fn, data, x, b, stem: bool) -> _Plan:
+    if stem and getattr(fn, "has_affine_stem", False):
+        zx, zb = _stem_ends(fn, data, x, b)
+        return _Plan(_IGTerm(_Head(fn)), (data, zx, zb),
+                     lambda g: _ig_finish_stem(fn, data, x, b, zx, zb, g), True)
+    return _Plan(_IGTerm(fn), (data, x, b), lambda g: _ig_finish(fn, data, x, b, g), False)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -78,6 +119,7 @@ def integrated_gradients(
     chunk: int | str | None = None,
     tol: float = 0.01,
     max_steps: int = 512,
+    stem: bool = True,
 ) -> Attribution:
     """Integrated Gradients of a scalar function of one example.
 
@@ -105,8 +147,13 @@ def integrated_gradients(
       chunk: nodes per compiled chunk (Captum's ``internal_batch_size``): ``None`` = 8 (as
         fast as one ``vmap`` of all steps on the build machine, at a fraction of the memory),
         ``"all"`` = every step in one ``vmap``.  Peak memory grows with ``chunk`` × one
-        forward + backward.  With ``chunk >= steps`` the whole IG, endpoints and ``delta``
-        included, is one compiled program.
+        forward + backward.  With ``chunk >= steps`` (and no stem split) the whole IG,
+        endpoints and ``delta`` included, is one compiled program.
+      stem: for ``f`` from :func:`model_fn` on a model with an affine stem (DRIU, DenseNet:
+        :mod:`jaxretina.models.stem`), run the stem once at ``x`` and ``x'`` and integrate
+        the rest: exact (an affine map keeps the path straight; its input gradient is applied
+        once to the summed head gradients) and each step skips the first convolution's
+        forward and input gradient.  ``False``: the whole model at every step, as Captum.
 
     Returns:
       :class:`Attribution` ``(values, delta)``, ``values`` of ``x``'s shape.
@@ -126,18 +173,18 @@ def integrated_gradients(
     if isinstance(steps, str):
         if steps != "auto":
             raise ValueError(f"{who}: steps must be a positive int or 'auto'; found {steps!r}")
-        return _ig_auto(f, x, b, rule=rule, chunk=chunk, tol=tol, max_steps=max_steps)
+        return _ig_auto(f, x, b, rule=rule, chunk=chunk, tol=tol, max_steps=max_steps, stem=stem)
     alphas, weights = quadrature(rule, steps)
     alphas, weights = alphas.astype(x.dtype), weights.astype(x.dtype)
     chunk = check_chunk(chunk, steps, who=who)
     fn, data = split_fn(f)
-    if chunk >= steps:
+    plan = _plan(fn, data, x, b, stem)
+    if chunk >= steps and not plan.stemmed:
         return _ig_whole(fn, data, x, b, alphas, weights)
-    grad_sum = chunked_sum(_IGTerm(fn), (data, x, b), (alphas, weights), chunk=chunk)
-    return _ig_finish(fn, data, x, b, grad_sum)
+    return plan.finish(chunked_sum(plan.term, plan.consts, (alphas, weights), chunk=chunk))
 
 
-def _ig_auto(f, x, b, *, rule, chunk, tol, max_steps) -> Attribution:
+def _ig_auto(f, x, b, *, rule, chunk, tol, max_steps, stem) -> Attribution:
     # Doubling rounds on the host: each round's completeness check needs one device-to-host
     # scalar.  Chunked every round (not one vmap of all steps), so one compiled chunk program
     # serves every round.
@@ -148,14 +195,14 @@ def _ig_auto(f, x, b, *, rule, chunk, tol, max_steps) -> Attribution:
         raise ValueError(f"{who}: max_steps must be an int >= 8; found {max_steps!r}")
     chunk = 8 if chunk == "all" else check_chunk(chunk, 8, who=who)  # every round: chunks of <= 8
     fn, data = split_fn(f)
+    plan = _plan(fn, data, x, b, stem)
     if rule == "clenshaw_curtis":
-        return _ig_auto_nested(fn, data, x, b, chunk=chunk, tol=tol, max_steps=max_steps)
+        return _ig_auto_nested(plan, x, chunk=chunk, tol=tol, max_steps=max_steps)
     steps = 8
     while True:
         alphas, weights = quadrature(rule, steps)
-        grad_sum = chunked_sum(_IGTerm(fn), (data, x, b), (alphas.astype(x.dtype), weights.astype(x.dtype)),
-                               chunk=chunk)
-        result = _ig_finish(fn, data, x, b, grad_sum)
+        result = plan.finish(chunked_sum(plan.term, plan.consts, (alphas.astype(x.dtype), weights.astype(x.dtype)),
+                                         chunk=chunk))
         if _converged(result, tol) or steps * 2 > max_steps:
             return Attribution(result.values, result.delta, steps)
         steps *= 2
@@ -166,26 +213,26 @@ def _converged(result, tol) -> bool:
     return abs(delta) <= tol * abs(float(result.values.sum()) - delta)  # tol · |f(x) - f(baseline)|
 
 
-def _ig_auto_nested(fn, data, x, b, *, chunk, tol, max_steps) -> Attribution:
+def _ig_auto_nested(plan, x, *, chunk, tol, max_steps) -> Attribution:
     # Clenshaw-Curtis with 2^j + 1 nodes: doubling the intervals keeps every old node (the even
     # ones) and adds the odd ones, so each round evaluates only the new gradients; the weights
-    # of all nodes change, hence one stored gradient per node.
+    # of all nodes change, hence one stored gradient per node (of the stem's output shape
+    # when the model has an affine stem).
     intervals = 8
     alphas, _ = quadrature("clenshaw_curtis", intervals + 1)
     ones = np.ones_like(alphas)
-    grads = chunked_map(_IGTerm(fn), (data, x, b), (alphas.astype(x.dtype), ones.astype(x.dtype)), chunk=chunk)
+    grads = chunked_map(plan.term, plan.consts, (alphas.astype(x.dtype), ones.astype(x.dtype)), chunk=chunk)
     while True:
         _, weights = quadrature("clenshaw_curtis", intervals + 1)
-        grad_sum = jnp.tensordot(jnp.asarray(weights, x.dtype), grads, axes=1)
-        result = _ig_finish(fn, data, x, b, grad_sum)
+        result = plan.finish(jnp.tensordot(jnp.asarray(weights, x.dtype), grads, axes=1))
         if _converged(result, tol) or 2 * intervals + 1 > max_steps:
             return Attribution(result.values, result.delta, intervals + 1)
         intervals *= 2
         alphas, _ = quadrature("clenshaw_curtis", intervals + 1)
         new = alphas[1::2]
-        fresh = chunked_map(_IGTerm(fn), (data, x, b), (new.astype(x.dtype), np.ones_like(new).astype(x.dtype)),
+        fresh = chunked_map(plan.term, plan.consts, (new.astype(x.dtype), np.ones_like(new).astype(x.dtype)),
                             chunk=chunk)
-        merged = jnp.zeros((intervals + 1,) + x.shape, x.dtype)
+        merged = jnp.zeros((intervals + 1,) + grads.shape[1:], x.dtype)
         grads = merged.at[0::2].set(grads).at[1::2].set(fresh)
 
 

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxretina.models.layers import avg_pool_2x2, max_pool_3x3_s2
+from jaxretina.models.stem import check_part, check_stem_output
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
 
@@ -114,10 +115,15 @@ class _Features(_Part):
     bn_size: int = 4
 
     @nn.compact
-    def __call__(self, x, train):
+    def __call__(self, x, train, part="all"):
         tap = self.tap
-        h = tap("conv0", _conv(self.num_init_features, 7, "conv0", self.dtype, stride=2)(x))
-        h = tap("norm0", _bn("norm0", train, self.dtype)(h))
+        if part == "head":
+            h = check_stem_output(x, self.num_init_features, "DenseNet")
+        else:
+            h = tap("conv0", _conv(self.num_init_features, 7, "conv0", self.dtype, stride=2)(x))
+            h = tap("norm0", _bn("norm0", train, self.dtype)(h))
+            if part == "stem":
+                return h
         h = tap("pool0", max_pool_3x3_s2(self.act(h)))
         channels = self.num_init_features
         shared = dict(tap=tap, act=self.act, dtype=self.dtype)
@@ -145,6 +151,7 @@ class DenseNet(nn.Module):
     """
 
     spatial_dims: ClassVar[int] = 2
+    AFFINE_STEM: ClassVar[bool] = True  # part="stem" is affine in the image when train=False
 
     num_classes: int = 1000
     growth_rate: int = 32
@@ -155,17 +162,24 @@ class DenseNet(nn.Module):
     dtype: jnp.dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        check_image_batch(x, channels=3, name="DenseNet input")
-        if x.shape[1] < 29 or x.shape[2] < 29:
-            raise ValueError(f"DenseNet input: images need at least 29x29 pixels (five 2x downsamplings); "
-                             f"found {x.shape[1]}x{x.shape[2]}")
+    def __call__(self, x: jax.Array, *, train: bool = False, part: str = "all") -> jax.Array:
+        """``part``: ``"all"`` (image -> logits), ``"stem"`` (image -> ``norm0``'s output, before
+        its ReLU: conv0 and, in eval mode, an affine BatchNorm) or ``"head"`` (that -> logits).
+        ``head(stem(x)) == model(x)``; the stem is affine only with ``train=False``."""
+        check_part(part)
+        if part != "head":
+            check_image_batch(x, channels=3, name="DenseNet input")
+            if x.shape[1] < 29 or x.shape[2] < 29:
+                raise ValueError(f"DenseNet input: images need at least 29x29 pixels (five 2x downsamplings); "
+                                 f"found {x.shape[1]}x{x.shape[2]}")
         if self.dtype is not None:
             x = x.astype(self.dtype)
         tap = TapPoints(name="taps")
         h = _Features(tap=tap, prefix="", act=self.act, dtype=self.dtype, growth_rate=self.growth_rate,
                       block_config=tuple(self.block_config), num_init_features=self.num_init_features,
-                      bn_size=self.bn_size, name="features")(x, train)
+                      bn_size=self.bn_size, name="features")(x, train, part)
+        if part == "stem":
+            return h
         h = jnp.mean(self.act(h), axis=(1, 2))
         return tap("classifier", nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(h))
 

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxretina.models.layers import CaffeDeconv, crop_to, max_pool_2x2
+from jaxretina.models.stem import check_part, check_stem_output
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
 
@@ -105,6 +106,7 @@ class DRIU(nn.Module):
     """
 
     spatial_dims: ClassVar[int] = 2  # one example is (H, W, 3)
+    AFFINE_STEM: ClassVar[bool] = True  # part="stem" is affine in the image (see models/stem.py)
 
     variant: str = "vessel"
     side_channels: int = 16
@@ -121,16 +123,21 @@ class DRIU(nn.Module):
         return VARIANTS[self.variant]
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool = False, part: str = "all") -> jax.Array:
+        """``part``: ``"all"`` (image -> logits), ``"stem"`` (image -> the affine stem's output:
+        normalisation and ``conv1_1`` before its ReLU, (N, H, W, 64)) or ``"head"`` (that stem
+        output -> logits).  ``head(stem(x)) == model(x)``; see :data:`AFFINE_STEM`."""
         del train  # no dropout or batch statistics in DRIU
         cfg = self._config()
-        check_image_batch(x, channels=3, name="DRIU input")
+        check_part(part)
+        if part != "head":
+            check_image_batch(x, channels=3, name="DRIU input")
         if self.dtype is not None:
             x = x.astype(self.dtype)
         height, width = x.shape[1], x.shape[2]
         offsets = self._per_factor("crop_offsets", self.crop_offsets, allow_center=True)
         paddings = self._per_factor("upsample_padding", self.upsample_padding)
-        if self.normalization is not None:
+        if self.normalization is not None and part != "head":
             mean, std = (jnp.asarray(v, x.dtype) for v in self.normalization)
             if mean.shape != (3,) or std.shape != (3,):
                 raise ValueError(f"normalization needs ((3 means), (3 stds)); found {self.normalization!r}")
@@ -149,7 +156,13 @@ class DRIU(nn.Module):
                 h = tap(f"pool{stage - 1}", max_pool_2x2(h, ceil_mode=self.ceil_mode))
             for i in range(1, depth + 1):
                 name = f"conv{stage}_{i}"
-                h = tap(name, self.act(conv(name, feats)(h)))
+                if name == "conv1_1" and part == "head":
+                    h = tap(name, self.act(check_stem_output(h, feats, "DRIU")))
+                    continue
+                h = conv(name, feats)(h)
+                if name == "conv1_1" and part == "stem":
+                    return h
+                h = tap(name, self.act(h))
             stage_out[stage] = (f"conv{stage}_{depth}", h)
 
         pieces = []
