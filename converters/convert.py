@@ -3,9 +3,9 @@
 The record (``<out>/jaxretina.json``) holds the source file's path, size and SHA-256, the
 model name and options, the key-mapping summary (every Flax path and the source key it came
 from, ignored and unexpected keys, the options read from the file), timings, and parity
-figures when an independent reference is available here: for DenseNet121, torchvision's
-``densenet121`` with the same state dict on a seeded random input (max absolute and relative
-logit difference under highest matmul precision).  ``jaxretina.load(name, out)`` reads the
+figures when an independent reference is available here: for DenseNet121 and Inception V3
+(torchvision head), torchvision's model with the same state dict on a seeded random input (max
+absolute and relative logit difference under highest matmul precision).  ``jaxretina.load(name, out)`` reads the
 checkpoint back with the recorded options.
 
 Example::
@@ -37,7 +37,30 @@ def sha256(path: str, block: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _densenet_parity(model, variables, state: dict[str, np.ndarray], seed: int = 0) -> dict[str, Any]:
+def _torchvision_reference(key: str, model, state: dict[str, np.ndarray]):
+    """(torchvision module, state dict it loads, input size) for ``key``, or a reason string."""
+    import torchvision
+
+    if key == "densenet121":
+        from converters.densenet import normalize_keys
+
+        state, _ = normalize_keys(state)
+        ref = torchvision.models.DenseNet(
+            growth_rate=model.growth_rate, block_config=tuple(model.block_config),
+            num_init_features=model.num_init_features, bn_size=model.bn_size, num_classes=model.num_classes)
+        return ref, state, 224
+    if key == "inception_v3":
+        if model.head != "torchvision":
+            return "the seed-001 head has no torchvision counterpart"
+        ref = torchvision.models.inception_v3(weights=None, num_classes=model.num_classes, aux_logits=model.aux_logits,
+                                              transform_input=model.transform_input, init_weights=False)
+        return ref, state, 299
+    return ("no installable reference implementation of DRIU; tests/reference/driu_torch.py checks the "
+            "converter on random weights")
+
+
+def _parity(key: str, model, variables, state: dict[str, np.ndarray], seed: int = 0) -> dict[str, Any]:
+    """Max absolute / relative logit difference against torchvision on a seeded random input."""
     try:
         import torch
         import torchvision
@@ -46,22 +69,21 @@ def _densenet_parity(model, variables, state: dict[str, np.ndarray], seed: int =
     import jax
     import jax.numpy as jnp
 
-    from converters.densenet import normalize_keys
-
-    state, _ = normalize_keys(state)
-    ref = torchvision.models.DenseNet(
-        growth_rate=model.growth_rate, block_config=tuple(model.block_config), num_init_features=model.num_init_features,
-        bn_size=model.bn_size, num_classes=model.num_classes).eval()
+    found = _torchvision_reference(key, model, state)
+    if isinstance(found, str):
+        return {"available": False, "reason": found}
+    ref, state, size = found
     ref.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) if v.dtype.kind == "f" else
                          torch.from_numpy(np.array(v)) for k, v in state.items()})
-    x = np.random.default_rng(seed).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    ref.eval()
+    x = np.random.default_rng(seed).standard_normal((1, 3, size, size)).astype(np.float32)
     with torch.no_grad():
         want = ref(torch.from_numpy(x)).double().numpy()
     with jax.default_matmul_precision("highest"):
         got = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(x.transpose(0, 2, 3, 1))), np.float64)
     diff = np.abs(got - want)
-    return {"available": True, "reference": f"torchvision {torchvision.__version__} DenseNet, torch "
-            f"{torch.__version__}", "input": "standard normal (1, 3, 224, 224), numpy seed 0",
+    return {"available": True, "reference": f"torchvision {torchvision.__version__} {type(ref).__name__}, torch "
+            f"{torch.__version__}", "input": f"standard normal (1, 3, {size}, {size}), numpy seed {seed}",
             "max_abs": float(diff.max()), "max_rel": float(diff.max() / max(np.abs(want).max(), 1e-30))}
 
 
@@ -83,13 +105,10 @@ def convert(src: str | os.PathLike, model: str, out: str | os.PathLike, *, backe
     t_load = time.perf_counter() - t0
     save_variables(out, variables)
     t_save = time.perf_counter() - t0 - t_load
-    if not parity:
-        check = {"available": False, "reason": "not requested (--no-parity)"}
-    elif key == "densenet121":
-        check = _densenet_parity(module, variables, content)
+    if parity:
+        check = _parity(key, module, variables, content)
     else:
-        check = {"available": False, "reason": "no installable reference implementation of DRIU; "
-                 "tests/reference/driu_torch.py checks the converter on random weights"}
+        check = {"available": False, "reason": "not requested (--no-parity)"}
     record = {
         "jaxretina_version": jaxretina.__version__,
         "model": key,

@@ -1,7 +1,7 @@
 """The ``jaxretina`` command.
 
     jaxretina demo [--out DIR] [--size N] [--steps N] [--chunk N] [--weights PATH] [--image PATH]
-    jaxretina convert SRC --model {driu,densenet121} --out DIR [--variant V] [--num-classes N]
+    jaxretina convert SRC --model {driu,densenet121,inception_v3} --out DIR [--variant V] [--num-classes N]
                       [--backend {auto,torch,jaxretina}] [--no-parity]
 """
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="DRIU variant (default: from --weights, else vessel)")
     conv = sub.add_parser("convert", help="convert Caffe / PyTorch weights to an Orbax checkpoint + JSON record")
     conv.add_argument("src", help="a .caffemodel, .pth/.pt or .safetensors file")
-    conv.add_argument("--model", required=True, choices=["driu", "densenet121"])
+    conv.add_argument("--model", required=True, choices=["driu", "densenet121", "inception_v3"])
     conv.add_argument("--out", required=True, help="new output directory")
     conv.add_argument("--variant", default=None, choices=["vessel", "optic_disc"],
                       help="DRIU variant (default: from the file)")

@@ -34,6 +34,7 @@ __all__ = ["load", "load_with_report", "MODELS", "RECORD_NAME", "model_config"]
 _REGISTRY = {
     "driu": ("DRIU", "converters.driu"),
     "densenet121": ("DenseNet121", "converters.densenet"),
+    "inception_v3": ("InceptionV3", "converters.inception"),
 }
 MODELS = tuple(_REGISTRY)
 RECORD_NAME = "jaxretina.json"  # the conversion record inside a converted checkpoint directory

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxretina import explain, targets
-from jaxretina.models import DRIU, DEEPDRAW_OPTIONS, DenseNet
+from jaxretina.models import DRIU, DEEPDRAW_OPTIONS, DenseNet, InceptionV3
 
 
 def _small_densenet():
@@ -21,6 +21,7 @@ CASES = {
     "driu": (lambda: DRIU(), (21, 26), targets.segmentation_sum()),
     "driu_deepdraw": (lambda: DRIU(**DEEPDRAW_OPTIONS), (48, 40), targets.segmentation_sum()),
     "densenet": (_small_densenet, (40, 44), targets.class_logit(1)),
+    "inception": (lambda: InceptionV3(num_classes=3, transform_input=True), (75, 80), targets.class_logit(1)),
 }
 
 
@@ -37,13 +38,13 @@ def _setup(name, dtype=jnp.float32):
 @pytest.mark.parametrize("name", CASES)
 def test_head_of_stem_is_the_model_and_the_stem_is_affine(name):
     model, variables, _, x = _setup(name)
+    apply = jax.jit(model.apply, static_argnames="part")  # op-by-op Inception takes ~30 s
     b = jnp.full_like(x, 0.5)
-    z = model.apply(variables, x[None], part="stem")
-    np.testing.assert_allclose(model.apply(variables, z, part="head"), model.apply(variables, x[None]),
-                               rtol=1e-6, atol=1e-6)
-    zb = model.apply(variables, b[None], part="stem")
+    z = apply(variables, x[None], part="stem")
+    np.testing.assert_allclose(apply(variables, z, part="head"), apply(variables, x[None]), rtol=1e-6, atol=1e-6)
+    zb = apply(variables, b[None], part="stem")
     for alpha in (0.25, 0.8):
-        on_path = model.apply(variables, (b + alpha * (x - b))[None], part="stem")
+        on_path = apply(variables, (b + alpha * (x - b))[None], part="stem")
         np.testing.assert_allclose(on_path, zb + alpha * (z - zb), rtol=1e-5, atol=1e-5)
 
 

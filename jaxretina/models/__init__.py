@@ -2,5 +2,6 @@
 
 from jaxretina.models.densenet import DenseNet, DenseNet121
 from jaxretina.models.driu import DEEPDRAW_OPTIONS, DRIU, HED_CROP_OFFSETS, IMAGENET_NORMALIZATION
+from jaxretina.models.inception import InceptionV3
 
-__all__ = ["DRIU", "DenseNet", "DenseNet121", "DEEPDRAW_OPTIONS", "HED_CROP_OFFSETS", "IMAGENET_NORMALIZATION"]
+__all__ = ["DRIU", "DenseNet", "DenseNet121", "InceptionV3", "DEEPDRAW_OPTIONS", "HED_CROP_OFFSETS", "IMAGENET_NORMALIZATION"]

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-__all__ = ["max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "conv_transpose", "crop_to"]
+__all__ = ["max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "avg_pool_3x3_s1", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "conv_transpose", "crop_to"]
 
 
 def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
@@ -61,17 +61,31 @@ def first_max(views: list[jax.Array]) -> jax.Array:
     return out
 
 
-def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-    """Max pooling, kernel 3, stride 2, pad 1 (``-inf``), floor rounding, on (N, H, W, C):
-    torchvision DenseNet's ``pool0``; output ``(H - 1) // 2 + 1``.
+def max_pool_3x3_s2(x: jax.Array, padding: int = 1) -> jax.Array:
+    """Max pooling, kernel 3, stride 2, floor rounding, on (N, H, W, C), padded with ``-inf``:
+    ``padding=1`` is torchvision DenseNet's ``pool0`` (output ``(H - 1) // 2 + 1``), ``padding=0``
+    Inception V3's pools (output ``(H - 3) // 2 + 1``).
 
     The maximum of nine strided views, gradient to the first maximum in row-major window order
     (:func:`first_max`, PyTorch's rule): elementwise selects, no select-and-scatter.
     """
+    if padding not in (0, 1):
+        raise ValueError(f"max_pool_3x3_s2: padding must be 0 or 1; found {padding!r}")
     n, h, w, c = x.shape
-    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    xp = jnp.pad(x, ((0, 0), (1, 2 * ho - h), (1, 2 * wo - w), (0, 0)), constant_values=-jnp.inf)
+    ho, wo = (h + 2 * padding - 3) // 2 + 1, (w + 2 * padding - 3) // 2 + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"max_pool_3x3_s2: a {h}x{w} map is smaller than the 3x3 window")
+    extra_h, extra_w = max(0, 2 * ho + 1 - h - padding), max(0, 2 * wo + 1 - w - padding)
+    xp = jnp.pad(x, ((0, 0), (padding, extra_h), (padding, extra_w), (0, 0)), constant_values=-jnp.inf)
     return first_max([xp[:, a : a + 2 * ho - 1 : 2, b : b + 2 * wo - 1 : 2, :] for a in range(3) for b in range(3)])
+
+
+def avg_pool_3x3_s1(x: jax.Array) -> jax.Array:
+    """Average pooling, kernel 3, stride 1, zero padding 1 counted in the average (PyTorch's
+    ``avg_pool2d(x, 3, 1, 1)``, ``count_include_pad=True``): Inception's branch pools."""
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1], x.shape[2]
+    return sum(xp[:, a : a + h, b : b + w, :] for a in range(3) for b in range(3)) / 9
 
 
 def avg_pool_2x2(x: jax.Array) -> jax.Array:

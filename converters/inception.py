@@ -1,0 +1,62 @@
+"""Inception V3 weights from PyTorch state dicts (torchvision ``inception_v3`` key scheme).
+
+Keys (after :func:`converters.torch.unwrap` removed wrappers and ``module.``) are torchvision's
+module paths: ``Conv2d_1a_3x3.conv.weight``, ``Mixed_6b.branch7x7_2.bn.running_mean``, …,
+``fc.weight``; ``AuxLogits.*`` when the file has the auxiliary classifier; a seed-001 top saved
+from PyTorch as ``head.fc1`` / ``head.fc2`` / ``head.out``.  Read from the file unless given:
+``num_classes`` (from the top's weight), ``aux_logits`` (whether ``AuxLogits`` keys exist),
+``head`` and ``hidden`` (seed-001 keys and their widths).  ``transform_input`` is a property
+of torchvision's model object, not of its weights: pass ``transform_input=True`` for
+torchvision's ImageNet checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from converters.mapping import Report, assemble, expected_tree, torch_entries
+from jaxretina.models.inception import InceptionV3
+
+__all__ = ["from_weights", "from_state_dict", "is_inception"]
+
+
+def is_inception(state: Mapping[str, Any]) -> bool:
+    """Whether a state dict has Inception V3 keys."""
+    return any(k.startswith("Mixed_5b.") for k in state)
+
+
+def _config_from_keys(state: Mapping[str, np.ndarray], kwargs: dict) -> dict:
+    config = dict(kwargs)
+    seed001 = "head.out.weight" in state
+    config.setdefault("head", "seed001" if seed001 else "torchvision")
+    top = "head.out.weight" if config["head"] == "seed001" else "fc.weight"
+    if "num_classes" not in config and top in state:
+        config["num_classes"] = int(np.shape(state[top])[0])
+    if config["head"] == "seed001" and "hidden" not in config and {"head.fc1.weight", "head.fc2.weight"} <= set(state):
+        config["hidden"] = (int(np.shape(state["head.fc1.weight"])[0]), int(np.shape(state["head.fc2.weight"])[0]))
+    config.setdefault("aux_logits", any(k.startswith("AuxLogits.") for k in state))
+    return config
+
+
+def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs: Any) -> tuple[InceptionV3, dict, Report]:
+    """``(model, variables, report)``; ``model_kwargs`` go to :class:`InceptionV3`."""
+    config = _config_from_keys(state, model_kwargs)
+    model = InceptionV3(**config)
+    report = Report(source_format="PyTorch Inception V3 state dict, torchvision keys",
+                    config={k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()})
+    like = expected_tree(model)
+    entries, hints = torch_entries(like, state, report)
+    variables = assemble(like, entries, report, strict=True, source=source, hints=hints)
+    return model, variables, report
+
+
+def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> tuple[InceptionV3, dict, Report]:
+    """Dispatch for :func:`jaxretina.load`: a PyTorch or safetensors state dict."""
+    if kind == "caffemodel":
+        raise ValueError(f"{source}: a .caffemodel; inception_v3 weights come from PyTorch (.pth/.pt/.safetensors)")
+    if not is_inception(content):
+        raise ValueError(f"{source}: a {kind} state dict without Inception V3 keys (expected Mixed_5b..., "
+                         f"Conv2d_1a_3x3...; found e.g. {sorted(content)[:5]})")
+    return from_state_dict(content, source, **model_kwargs)
