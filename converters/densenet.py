@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import jax.numpy as jnp
 
-from converters.mapping import Report, assemble, expected_tree, torch_entries
+from converters.mapping import Report, require_state_dict, torch_variables
 from jaxretina.models.densenet import DenseNet, DenseNet121
 
 __all__ = ["from_weights", "from_state_dict", "normalize_keys", "is_densenet"]
@@ -57,17 +57,11 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs
     model = DenseNet121(**model_kwargs)
     report = Report(source_format=f"PyTorch DenseNet state dict, {scheme} keys",
                     config={"num_classes": model.num_classes, **{k: v for k, v in model_kwargs.items() if k != "num_classes"}})
-    like = expected_tree(model)
-    entries, hints = torch_entries(like, state, report)
-    variables = assemble(like, entries, report, strict=True, source=source, hints=hints)
-    return model, variables, report
+    return model, torch_variables(model, state, report, source), report
 
 
 def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> tuple[DenseNet, dict, Report]:
     """Dispatch for :func:`jaxretina.load`: a PyTorch or safetensors state dict."""
-    if kind == "caffemodel":
-        raise ValueError(f"{source}: a .caffemodel; densenet121 weights come from PyTorch (.pth/.pt/.safetensors)")
-    if not is_densenet(content):
-        raise ValueError(f"{source}: a {kind} state dict without DenseNet keys (expected features.denseblockN...; "
-                         f"found e.g. {sorted(content)[:5]})")
+    require_state_dict(kind, content, source, model="densenet121", recognised=kind != "caffemodel" and is_densenet(content),
+                       expected="DenseNet keys (expected features.denseblockN...")
     return from_state_dict(content, source, **model_kwargs)

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from converters.mapping import Report, assemble, expected_tree, torch_entries
+from converters.mapping import Report, require_state_dict, torch_variables
 from jaxretina.models.inception import InceptionV3
 
 __all__ = ["from_weights", "from_state_dict", "is_inception"]
@@ -46,17 +46,12 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs
     model = InceptionV3(**config)
     report = Report(source_format="PyTorch Inception V3 state dict, torchvision keys",
                     config={k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()})
-    like = expected_tree(model)
-    entries, hints = torch_entries(like, state, report)
-    variables = assemble(like, entries, report, strict=True, source=source, hints=hints)
-    return model, variables, report
+    return model, torch_variables(model, state, report, source), report
 
 
 def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> tuple[InceptionV3, dict, Report]:
     """Dispatch for :func:`jaxretina.load`: a PyTorch or safetensors state dict."""
-    if kind == "caffemodel":
-        raise ValueError(f"{source}: a .caffemodel; inception_v3 weights come from PyTorch (.pth/.pt/.safetensors)")
-    if not is_inception(content):
-        raise ValueError(f"{source}: a {kind} state dict without Inception V3 keys (expected Mixed_5b..., "
-                         f"Conv2d_1a_3x3...; found e.g. {sorted(content)[:5]})")
+    require_state_dict(kind, content, source, model="inception_v3",
+                       recognised=kind != "caffemodel" and is_inception(content),
+                       expected="Inception V3 keys (expected Mixed_5b..., Conv2d_1a_3x3...")
     return from_state_dict(content, source, **model_kwargs)

@@ -170,3 +170,19 @@ def torch_entries(like: Mapping[str, Any], state: Mapping[str, np.ndarray], repo
             continue
         (report.ignored if key.endswith(ignore_suffixes) else report.unexpected).append(key)
     return entries, hints
+
+
+def torch_variables(model: Any, state: Mapping[str, np.ndarray], report: Report, source: str) -> dict:
+    """Variables of ``model`` from a PyTorch state dict whose keys are its module paths
+    (:func:`torch_entries`), strictly: every missing, unexpected or mis-shaped key in one error."""
+    like = expected_tree(model)
+    entries, hints = torch_entries(like, state, report)
+    return assemble(like, entries, report, strict=True, source=source, hints=hints)
+
+
+def require_state_dict(kind: str, content: Any, source: str, *, model: str, recognised: bool, expected: str) -> None:
+    """The error for a weight file that is not a PyTorch state dict of ``model``."""
+    if kind == "caffemodel":
+        raise ValueError(f"{source}: a .caffemodel; {model} weights come from PyTorch (.pth/.pt/.safetensors)")
+    if not recognised:
+        raise ValueError(f"{source}: a {kind} state dict without {expected}; found e.g. {sorted(content)[:5]})")

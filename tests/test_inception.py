@@ -86,7 +86,9 @@ def test_small_sizes_blocks_and_aux_in_training_match_torchvision():
     x = torch.randn(2, 3, 299, 299, generator=torch.Generator().manual_seed(9))  # aux needs >= 299
     with torch.no_grad():
         want = ref(x)
-    (logits, aux), _ = model.clone(dropout=0.0).apply(variables, _nhwc(x), train=True, mutable=["batch_stats"])
+    train = jax.jit(lambda v, z: model.clone(dropout=0.0).apply(v, z, train=True, mutable=["batch_stats"]))
+    with jax.default_matmul_precision("highest"):
+        (logits, aux), _ = train(variables, _nhwc(x))
     assert _rel(logits, want.logits.numpy()) < 1e-3
     assert _rel(aux, want.aux_logits.numpy()) < 1e-3
 
@@ -117,7 +119,7 @@ def test_seed001_head_read_from_the_file():
     with torch.no_grad():
         want = ref(x).numpy()
     with jax.default_matmul_precision("highest"):
-        got = model.apply(variables, _nhwc(x))
+        got = jax.jit(model.apply)(variables, _nhwc(x))
     assert _rel(got, want) < 1e-4
     assert model.layer_names()[-3:] == ("head.fc1", "head.fc2", "head.out")
 
