@@ -5,8 +5,8 @@
     make bench
 
 Same weights and inputs on both sides (:mod:`benchmarks.anchor_models`).  Every case runs in
-its own process (peak resident memory is its own, sampled every millisecond — compilation included — over what the
-imports left); the contenders alternate case by case.  A case reports its first call (for
+its own process (peak resident memory is its own, sampled every millisecond — compilation
+included — over what the imports left); the contenders alternate case by case.  A case reports its first call (for
 jaxretina: trace + compile + run, compile time apart) and the best of ``--repeats`` further
 calls.  Results are saved and compared across processes: max absolute and relative difference
 of the anchor's result and jaxretina's.

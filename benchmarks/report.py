@@ -67,9 +67,7 @@ def table(record: dict) -> str:
     for model in ("driu", "densenet121"):
         tol = [r for r in rows if r["case"] == "ig_tol" and r["model"] == model]
         ours = next((r for r in tol if r["contender"] == "jaxretina"), None)
-        for c in (r for r in tol if r["contender"] == "captum"):
-            if ours is None:
-                break
+        for c in (r for r in tol if r["contender"] == "captum" and ours is not None):
             how = (f"told the {c['steps']} steps jaxretina found, batches of 1" if "steps" in c
                    else "Captum defaults: 50 GL steps, one batch")
             ratio = (f"{c['best_s'] / ours['best_s']:.2f}×" if c["rel_delta"] <= 0.01

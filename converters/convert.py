@@ -5,8 +5,8 @@ model name and options, the key-mapping summary (every Flax path and the source 
 from, ignored and unexpected keys, the options read from the file), timings, and parity
 figures when an independent reference is available here: for DenseNet121 and Inception V3
 (torchvision head), torchvision's model with the same state dict on a seeded random input (max
-absolute and relative logit difference under highest matmul precision).  ``jaxretina.load(name, out)`` reads the
-checkpoint back with the recorded options.
+absolute and relative logit difference under highest matmul precision).
+``jaxretina.load(name, out)`` reads the checkpoint back with the recorded options.
 
 Example::
 

@@ -62,6 +62,6 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs
 
 def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> tuple[DenseNet, dict, Report]:
     """Dispatch for :func:`jaxretina.load`: a PyTorch or safetensors state dict."""
-    require_state_dict(kind, content, source, model="densenet121", recognised=kind != "caffemodel" and is_densenet(content),
-                       expected="DenseNet keys (expected features.denseblockN...")
+    require_state_dict(kind, content, source, model="densenet121", recognised=is_densenet, keys="DenseNet",
+                       example="features.denseblockN...")
     return from_state_dict(content, source, **model_kwargs)

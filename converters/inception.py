@@ -51,7 +51,6 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs
 
 def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> tuple[InceptionV3, dict, Report]:
     """Dispatch for :func:`jaxretina.load`: a PyTorch or safetensors state dict."""
-    require_state_dict(kind, content, source, model="inception_v3",
-                       recognised=kind != "caffemodel" and is_inception(content),
-                       expected="Inception V3 keys (expected Mixed_5b..., Conv2d_1a_3x3...")
+    require_state_dict(kind, content, source, model="inception_v3", recognised=is_inception, keys="Inception V3",
+                       example="Mixed_5b..., Conv2d_1a_3x3...")
     return from_state_dict(content, source, **model_kwargs)

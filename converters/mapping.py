@@ -12,7 +12,7 @@ Flax paths are ``/``-joined: ``"params/conv1_1/kernel"``, ``"batch_stats/feature
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 import jax
@@ -180,9 +180,13 @@ def torch_variables(model: Any, state: Mapping[str, np.ndarray], report: Report,
     return assemble(like, entries, report, strict=True, source=source, hints=hints)
 
 
-def require_state_dict(kind: str, content: Any, source: str, *, model: str, recognised: bool, expected: str) -> None:
-    """The error for a weight file that is not a PyTorch state dict of ``model``."""
+def require_state_dict(kind: str, content: Any, source: str, *, model: str, recognised: Callable[[Any], bool],
+                       keys: str, example: str) -> None:
+    """The error for a weight file that is not a PyTorch state dict of ``model``: a
+    ``.caffemodel``, or a state dict that ``recognised`` rejects (``keys``: what it looks for,
+    ``example``: how such keys start)."""
     if kind == "caffemodel":
         raise ValueError(f"{source}: a .caffemodel; {model} weights come from PyTorch (.pth/.pt/.safetensors)")
-    if not recognised:
-        raise ValueError(f"{source}: a {kind} state dict without {expected}; found e.g. {sorted(content)[:5]})")
+    if not recognised(content):
+        raise ValueError(f"{source}: a {kind} state dict without {keys} keys (expected {example}; "
+                         f"found e.g. {sorted(content)[:5]})")

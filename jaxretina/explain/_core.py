@@ -146,12 +146,19 @@ def chunked_sum(term: Callable, consts: Any, xs: Any, *, chunk: int) -> Any:
     ``xs`` are traced.  At most two programs are compiled per (term, shapes): one for full
     chunks and one for a shorter last chunk.
     """
-    n = jax.tree.leaves(xs)[0].shape[0]
     total = None
-    for start in range(0, n, chunk):
-        part = _sum_over(term, consts, jax.tree.map(lambda a: a[start : start + chunk], xs))
+    for part in _chunks(xs, chunk):
+        part = _sum_over(term, consts, part)
         total = part if total is None else jax.tree.map(jnp.add, total, part)
     return total
+
+
+def _chunks(xs: Any, chunk: int):
+    """Consecutive slices of ``chunk`` along the leading axis of the pytree ``xs`` (the last may
+    be shorter)."""
+    n = jax.tree.leaves(xs)[0].shape[0]
+    for start in range(0, n, chunk):
+        yield jax.tree.map(lambda a: a[start : start + chunk], xs)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -162,7 +169,5 @@ def _map_over(term: Callable, consts: Any, xs: Any) -> Any:
 def chunked_map(term: Callable, consts: Any, xs: Any, *, chunk: int) -> Any:
     """``[term(consts, xs_i)]_i`` stacked along a new leading axis, computed ``chunk`` at a time
     (same compile contract as :func:`chunked_sum`)."""
-    n = jax.tree.leaves(xs)[0].shape[0]
-    parts = [_map_over(term, consts, jax.tree.map(lambda a: a[start : start + chunk], xs))
-             for start in range(0, n, chunk)]
+    parts = [_map_over(term, consts, part) for part in _chunks(xs, chunk)]
     return jax.tree.map(lambda *p: jnp.concatenate(p, axis=0), *parts)

@@ -59,10 +59,15 @@ class _Head(NamedTuple):
         return self.fn.head(*args)
 
 
-def _finish(fn, data, x, baseline, grad_sum) -> Attribution:
-    values = (x - baseline) * grad_sum
-    ends = jax.vmap(lambda z: fn(*data, z))(jnp.stack([x, baseline]))
+def _complete(values, end, a, b) -> Attribution:
+    """``values`` with their completeness error against ``end(a) − end(b)``, the integrated
+    function's change along the path (``a``, ``b``: its ends, in ``end``'s input space)."""
+    ends = jax.vmap(end)(jnp.stack([a, b]))
     return Attribution(values, values.sum() - (ends[0] - ends[1]))
+
+
+def _finish(fn, data, x, baseline, grad_sum) -> Attribution:
+    return _complete((x - baseline) * grad_sum, lambda z: fn(*data, z), x, baseline)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -79,9 +84,7 @@ def _stem_ends(fn, data, x, baseline):
 def _ig_finish_stem(fn, data, x, baseline, zx, zb, grad_sum_z):
     # Σ_k w_k ∇ₓf(x_k) = Aᵀ Σ_k w_k ∇_z head(z_k): the stem's (constant) transposed Jacobian once.
     _, transpose = jax.vjp(lambda u: fn.stem(*data, u), x)
-    values = (x - baseline) * transpose(grad_sum_z)[0]
-    ends = jax.vmap(lambda z: fn.head(*data, z))(jnp.stack([zx, zb]))
-    return Attribution(values, values.sum() - (ends[0] - ends[1]))
+    return _complete((x - baseline) * transpose(grad_sum_z)[0], lambda z: fn.head(*data, z), zx, zb)
 
 
 class _Plan(NamedTuple):

@@ -40,17 +40,12 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxretina.models.layers import avg_pool_2x2, max_pool_3x3_s2
+from jaxretina.models.layers import avg_pool_2x2, max_pool_3x3_s2, torch_batch_norm
 from jaxretina.models.stem import check_part, check_stem_output
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
 
 __all__ = ["DenseNet", "DenseNet121"]
-
-
-def _bn(name: str, train: bool, dtype) -> nn.BatchNorm:
-    # torchvision BatchNorm2d: eps 1e-5, momentum 0.1 (Flax counts the other way: 0.9).
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name)
 
 
 def _conv(feats: int, k: int, name: str, dtype, stride: int = 1) -> nn.Conv:
@@ -70,7 +65,7 @@ class _Part(nn.Module):
 
     def bn_act_conv(self, x, train, bn: str, conv: str, feats: int, k: int):
         """torchvision's pre-activation unit: BatchNorm → act → conv (tapped)."""
-        h = self.act(_bn(bn, train, self.dtype)(x))
+        h = self.act(torch_batch_norm(bn, train, self.dtype)(x))
         return self.tap(f"{self.prefix}.{conv}", _conv(feats, k, conv, self.dtype)(h))
 
 
@@ -121,7 +116,7 @@ class _Features(_Part):
             h = check_stem_output(x, self.num_init_features, "DenseNet")
         else:
             h = tap("conv0", _conv(self.num_init_features, 7, "conv0", self.dtype, stride=2)(x))
-            h = tap("norm0", _bn("norm0", train, self.dtype)(h))
+            h = tap("norm0", torch_batch_norm("norm0", train, self.dtype)(h))
             if part == "stem":
                 return h
         h = tap("pool0", max_pool_3x3_s2(self.act(h)))
@@ -137,7 +132,7 @@ class _Features(_Part):
                 name = f"transition{b}"
                 channels //= 2
                 h = tap(name, _Transition(prefix=name, features=channels, name=name, **shared)(h, train))
-        return tap("norm5", _bn("norm5", train, self.dtype)(h))
+        return tap("norm5", torch_batch_norm("norm5", train, self.dtype)(h))
 
 
 class DenseNet(nn.Module):

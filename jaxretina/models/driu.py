@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxretina.models.layers import CaffeDeconv, crop_to, max_pool_2x2
+from jaxretina.models.layers import IMAGENET_NORMALIZATION, CaffeDeconv, crop_to, max_pool_2x2
 from jaxretina.models.stem import check_part, check_stem_output
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
@@ -67,8 +67,6 @@ _FACTORS = (2, 4, 8, 16)
 _DECONV = {2: (4, 2), 4: (8, 4), 8: (16, 8), 16: (32, 16)}
 CAFFE_UPSAMPLE_PADDING = (1, 0, 0, 0)
 
-# torchvision's ImageNet statistics for RGB in [0, 1]: ((mean), (std)).
-IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 # The deepdraw / bob.ip.binseg PyTorch port (``driu``) as options of the same model: VGG16 from
 # torchvision (floor pooling), transposed convolutions with pad 0 (trained, not bilinear),

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxretina.models.layers import avg_pool_3x3_s1, max_pool_3x3_s2
+from jaxretina.models.layers import IMAGENET_NORMALIZATION, avg_pool_3x3_s1, max_pool_3x3_s2, torch_batch_norm
 from jaxretina.models.stem import check_part, check_stem_output
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
@@ -74,9 +74,7 @@ class _BasicConv(nn.Module):
         (ph, pw) = self.padding
         x = nn.Conv(self.feats, self.kernel, strides=(self.stride, self.stride), padding=((ph, ph), (pw, pw)),
                     use_bias=False, dtype=self.dtype, name="conv")(x)
-        # torchvision BatchNorm2d(eps=0.001), momentum 0.1 (Flax counts the other way: 0.9).
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, dtype=self.dtype,
-                         name="bn")(x)
+        x = torch_batch_norm("bn", train, self.dtype, epsilon=1e-3)(x)  # torchvision: BatchNorm2d(eps=0.001)
         return x if skip_act else self.act(x)
 
 
@@ -203,9 +201,6 @@ _STEM = (  # (name, feats, kernel, stride, padding); max pools after Conv2d_2b_3
     ("Conv2d_3b_1x1", 80, 1, 1, 0),
     ("Conv2d_4a_3x3", 192, 3, 1, 0),
 )
-# torchvision's transform_input: ImageNet-normalised RGB -> (x - 0.5) / 0.5 per channel.
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class InceptionV3(nn.Module):
@@ -251,23 +246,21 @@ class InceptionV3(nn.Module):
                                  f"found {x.shape[1]}x{x.shape[2]}")
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        h = x
-        for i, (name, feats, k, stride, pad) in enumerate(_STEM):
-            layer = _BasicConv(feats, (k, k), stride, (pad, pad), act=self.act, dtype=self.dtype, name=name)
-            if i == 0:
-                if part == "head":
-                    h = self.act(check_stem_output(h, feats, "InceptionV3"))
-                else:
-                    if self.transform_input:
-                        mean, std = (jnp.asarray(v, h.dtype) for v in (_IMAGENET_MEAN, _IMAGENET_STD))
-                        h = (h * std + mean - 0.5) / 0.5
-                    h = layer(h, train, skip_act=True)
-                    if part == "stem":
-                        return h
-                    h = self.act(h)
-                h = tap(name, h)
-            else:
-                h = tap(name, layer(h, train))
+        convs = [(name, _BasicConv(feats, (k, k), stride, (pad, pad), act=self.act, dtype=self.dtype, name=name))
+                 for name, feats, k, stride, pad in _STEM]
+        (first, conv1a), rest = convs[0], convs[1:]
+        if part == "head":  # x is the stem's output: Conv2d_1a_3x3 before its ReLU
+            h = check_stem_output(x, conv1a.feats, "InceptionV3")
+        else:
+            if self.transform_input:  # torchvision: ImageNet-normalised RGB -> (x - 0.5) / 0.5
+                mean, std = (jnp.asarray(v, x.dtype) for v in IMAGENET_NORMALIZATION)
+                x = (x * std + mean - 0.5) / 0.5
+            h = conv1a(x, train, skip_act=True)
+            if part == "stem":
+                return h
+        h = tap(first, self.act(h))
+        for name, layer in rest:
+            h = tap(name, layer(h, train))
             if name in ("Conv2d_2b_3x3", "Conv2d_4a_3x3"):
                 h = max_pool_3x3_s2(h, padding=0)
         aux = None

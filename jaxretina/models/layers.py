@@ -15,7 +15,18 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-__all__ = ["max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "avg_pool_3x3_s1", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "conv_transpose", "crop_to"]
+__all__ = ["IMAGENET_NORMALIZATION", "torch_batch_norm", "max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "avg_pool_3x3_s1", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "conv_transpose", "crop_to"]
+
+
+# torchvision's ImageNet statistics for RGB in [0, 1]: ((mean), (std)).
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def torch_batch_norm(name: str, train: bool, dtype, epsilon: float = 1e-5) -> nn.BatchNorm:
+    """PyTorch ``BatchNorm2d`` semantics in Flax: running statistics in eval mode, batch
+    statistics (and running-average updates) with ``train=True``; PyTorch's momentum 0.1 is
+    Flax's 0.9 (Flax weights the old average)."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype, name=name)
 
 
 def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
