@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxretina.models.layers import avg_pool_2x2, max_pool_3x3_s2, torch_batch_norm
+from jaxretina.models.layers import avg_pool_2x2, max_pool_3x3_s2, normalize_input, torch_batch_norm
 from jaxretina.models.stem import check_part, check_stem_output
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
@@ -142,6 +142,9 @@ class DenseNet(nn.Module):
       num_classes: outputs of ``classifier`` (1000 for ImageNet, 5 for DR grades).
       growth_rate, block_config, num_init_features, bn_size: torchvision's arguments.
       act: the nonlinearity (``nn.relu``); swap it for guided backprop / deconvnet.
+      normalization: ``None`` or ``((mean_c), (std_c))``: ``(x − mean) / std`` inside the model
+        before the first convolution (part of the affine stem), e.g.
+        ``preprocess.imagenet_normalization(255.0)`` to explain 0..255 pixels.
       dtype: computation dtype (parameters stay float32).
     """
 
@@ -155,6 +158,7 @@ class DenseNet(nn.Module):
     bn_size: int = 4
     act: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: jnp.dtype | None = None
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, part: str = "all") -> jax.Array:
@@ -169,6 +173,8 @@ class DenseNet(nn.Module):
                                  f"found {x.shape[1]}x{x.shape[2]}")
         if self.dtype is not None:
             x = x.astype(self.dtype)
+        if part != "head":
+            x = normalize_input(x, self.normalization)
         tap = TapPoints(name="taps")
         h = _Features(tap=tap, prefix="", act=self.act, dtype=self.dtype, growth_rate=self.growth_rate,
                       block_config=tuple(self.block_config), num_init_features=self.num_init_features,

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxretina.models.layers import IMAGENET_NORMALIZATION, CaffeDeconv, crop_to, max_pool_2x2
+from jaxretina.models.layers import IMAGENET_NORMALIZATION, CaffeDeconv, crop_to, max_pool_2x2, normalize_input
 from jaxretina.models.stem import check_part, check_stem_output
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
@@ -135,11 +135,8 @@ class DRIU(nn.Module):
         height, width = x.shape[1], x.shape[2]
         offsets = self._per_factor("crop_offsets", self.crop_offsets, allow_center=True)
         paddings = self._per_factor("upsample_padding", self.upsample_padding)
-        if self.normalization is not None and part != "head":
-            mean, std = (jnp.asarray(v, x.dtype) for v in self.normalization)
-            if mean.shape != (3,) or std.shape != (3,):
-                raise ValueError(f"normalization needs ((3 means), (3 stds)); found {self.normalization!r}")
-            x = (x - mean) / std
+        if part != "head":
+            x = normalize_input(x, self.normalization)
         tap = TapPoints(name="taps")
 
         def conv(name, feats, ksize=3):

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxretina.models.layers import IMAGENET_NORMALIZATION, avg_pool_3x3_s1, max_pool_3x3_s2, torch_batch_norm
+from jaxretina.models.layers import IMAGENET_NORMALIZATION, avg_pool_3x3_s1, max_pool_3x3_s2, normalize_input, torch_batch_norm
 from jaxretina.models.stem import check_part, check_stem_output
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
@@ -216,6 +216,10 @@ class InceptionV3(nn.Module):
       transform_input: torchvision's input re-normalisation (True in its pretrained model).
       dropout: dropout rate before the top in training (torchvision 0.5).
       act, dtype: the nonlinearity (swap for guided backprop) and computation dtype.
+      normalization: ``None`` or ``((mean_c), (std_c))``: ``(x − mean) / std`` inside the model
+        before the first convolution (part of the affine stem), e.g.
+        ``preprocess.imagenet_normalization(255.0)`` to explain 0..255 pixels.
+        Applied before ``transform_input``.
     """
 
     spatial_dims: ClassVar[int] = 2
@@ -229,6 +233,7 @@ class InceptionV3(nn.Module):
     dropout: float = 0.5
     act: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: jnp.dtype | None = None
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, part: str = "all"):
@@ -252,6 +257,7 @@ class InceptionV3(nn.Module):
         if part == "head":  # x is the stem's output: Conv2d_1a_3x3 before its ReLU
             h = check_stem_output(x, conv1a.feats, "InceptionV3")
         else:
+            x = normalize_input(x, self.normalization)
             if self.transform_input:  # torchvision: ImageNet-normalised RGB -> (x - 0.5) / 0.5
                 mean, std = (jnp.asarray(v, x.dtype) for v in IMAGENET_NORMALIZATION)
                 x = (x * std + mean - 0.5) / 0.5

@@ -15,11 +15,24 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-__all__ = ["IMAGENET_NORMALIZATION", "torch_batch_norm", "max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "avg_pool_3x3_s1", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "conv_transpose", "crop_to"]
+__all__ = ["IMAGENET_NORMALIZATION", "normalize_input", "torch_batch_norm", "max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "avg_pool_3x3_s1", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "conv_transpose", "crop_to"]
 
 
 # torchvision's ImageNet statistics for RGB in [0, 1]: ((mean), (std)).
 IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def normalize_input(x: jax.Array, normalization) -> jax.Array:
+    """``(x − mean) / std`` per channel for a model's ``normalization=((mean_c), (std_c))``
+    (``None``: unchanged).  Models apply it inside, so attributions are with respect to the
+    image the user holds (e.g. 0..255 pixels with :func:`jaxretina.preprocess.imagenet_normalization`)."""
+    if normalization is None:
+        return x
+    mean, std = (jnp.asarray(v, x.dtype) for v in normalization)
+    if mean.shape != (x.shape[-1],) or std.shape != (x.shape[-1],):
+        raise ValueError(f"normalization needs (({x.shape[-1]} means), ({x.shape[-1]} stds)); "
+                         f"found {normalization!r}")
+    return (x - mean) / std
 
 
 def torch_batch_norm(name: str, train: bool, dtype, epsilon: float = 1e-5) -> nn.BatchNorm:
