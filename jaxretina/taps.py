@@ -13,6 +13,11 @@ Outside of :mod:`jaxretina.taps` that call is the identity.  Inside, it does two
   pass — the core of all-layer Grad-CAM.
 * ``self.sow("intermediates", name, x)`` records the activation itself.
 
+A value in the ``"replacements"`` collection under a layer's name takes the place of that
+layer's activation (what flows on is the given array): attributions *to* a layer integrate the
+rest of the model as a function of it (:func:`TapFunctions.replaced`).  Under ``jit`` the
+layers before it are dead code and XLA drops them.
+
 The functions here hide the Flax collections behind a small contract::
 
     fns = taps.tap_functions(model)
@@ -46,6 +51,7 @@ __all__ = [
 _TAPS = "taps"  # the name models give their TapPoints submodule
 _PERTURB = "perturbations"
 _INTERMEDIATES = "intermediates"
+_REPLACE = "replacements"
 
 
 class TapPoints(nn.Module):
@@ -57,6 +63,12 @@ class TapPoints(nn.Module):
 
     @nn.compact
     def __call__(self, name: str, x: jax.Array) -> jax.Array:
+        if self.has_variable(_REPLACE, name):
+            value = self.get_variable(_REPLACE, name)
+            if value.shape != x.shape:
+                raise ValueError(f"replacement for layer {name!r}: expected shape {x.shape} (with batch "
+                                 f"axis); found {value.shape}")
+            x = value.astype(x.dtype)
         x = self.perturb(name, x, collection=_PERTURB)
         self.sow(_INTERMEDIATES, name, x, init_fn=lambda: None, reduce_fn=_keep_last)
         return x
@@ -74,16 +86,19 @@ class TapFunctions(NamedTuple):
     point (zeros to leave the model unchanged); ``activations`` maps every layer name to its
     value (including its delta).
     ``zeros(variables, x) -> deltas``: zero arrays for every tap point, in execution order.
+    ``replaced(variables, x, values) -> out``: the output with each named layer's activation
+    replaced by ``values[name]`` (batch axis included).
     """
 
     forward: Callable[[Any, jax.Array], Any]
     tapped: Callable[[Any, jax.Array, Mapping[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]
     zeros: Callable[[Any, jax.Array], dict[str, jax.Array]]
+    replaced: Callable[[Any, jax.Array, Mapping[str, jax.Array]], Any]
 
 
 def _params_only(variables: Mapping[str, Any]) -> dict[str, Any]:
     # Never forward stale perturbations or intermediates a caller kept from an earlier apply.
-    return {k: v for k, v in variables.items() if k not in (_PERTURB, _INTERMEDIATES)}
+    return {k: v for k, v in variables.items() if k not in (_PERTURB, _INTERMEDIATES, _REPLACE)}
 
 
 def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
@@ -121,7 +136,12 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
         shapes = _tap_shapes(model, variables, x, apply_kwargs)
         return {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
 
-    return TapFunctions(forward, tapped, zeros)
+    def replaced(variables, x, values):
+        full = dict(_params_only(variables))
+        full[_REPLACE] = {_TAPS: dict(values)}
+        return model.apply(full, x, **apply_kwargs)
+
+    return TapFunctions(forward, tapped, zeros, replaced)
 
 
 def _no_taps(model: nn.Module) -> ValueError:

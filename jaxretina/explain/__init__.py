@@ -7,6 +7,10 @@
   with the completeness error ``delta``.
 * :func:`saliency`, :func:`gradient_x_input`, :func:`smoothgrad`.
 * :func:`guided_backprop`, :func:`deconvnet` — the model's ReLUs with swapped derivatives.
+* :func:`integrated_gradients_vector`, :func:`class_integrated_gradients`,
+  :func:`layer_integrated_gradients`, :func:`neuron_integrated_gradients`, :func:`neuron_study`
+  — IG for several outputs at once, to a layer's neurons, from neurons to pixels (seed 001).
+* :func:`ig_counterfactual`, :func:`gradient_counterfactual`, :func:`linearity_study`.
 * :func:`model_fn` — (model, variables, target) as a function of one example.
 """
 
@@ -15,11 +19,31 @@ from jaxretina.explain.cam import grad_cam, grad_cam_plus_plus, layer_gradients
 from jaxretina.explain.gradients import (
     Attribution, gradient_x_input, integrated_gradients, saliency, smoothgrad,
 )
+from jaxretina.explain.counterfactuals import (
+    LinearityStudy, exponential_grid, gradient_counterfactual, ig_counterfactual, linearity_study,
+)
+from jaxretina.explain.neurons import (
+    NeuronStudy, class_integrated_gradients, integrated_gradients_vector, layer_integrated_gradients,
+    neuron_integrated_gradients, neuron_study, resultant_active_region, top_neurons,
+)
 from jaxretina.explain.quadrature import RULES, quadrature
 from jaxretina.explain.relu_rules import deconvnet, deconvnet_relu, guided_backprop, guided_relu
 
 __all__ = [
     "Attribution",
+    "LinearityStudy",
+    "NeuronStudy",
+    "class_integrated_gradients",
+    "exponential_grid",
+    "gradient_counterfactual",
+    "ig_counterfactual",
+    "integrated_gradients_vector",
+    "layer_integrated_gradients",
+    "linearity_study",
+    "neuron_integrated_gradients",
+    "neuron_study",
+    "resultant_active_region",
+    "top_neurons",
     "RULES",
     "deconvnet",
     "deconvnet_relu",
