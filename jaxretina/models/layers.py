@@ -7,6 +7,7 @@ than ``reduce_window`` (whose gradient lowers to select-and-scatter, measurably 
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Callable
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-__all__ = ["IMAGENET_NORMALIZATION", "normalize_input", "torch_batch_norm", "max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "avg_pool_3x3_s1", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "conv_transpose", "crop_to"]
+__all__ = ["IMAGENET_NORMALIZATION", "Training", "normalize_input", "torch_batch_norm", "max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "avg_pool_3x3_s1", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "conv_transpose", "crop_to"]
 
 
 # torchvision's ImageNet statistics for RGB in [0, 1]: ((mean), (std)).
@@ -35,11 +36,50 @@ def normalize_input(x: jax.Array, normalization) -> jax.Array:
     return (x - mean) / std
 
 
-def torch_batch_norm(name: str, train: bool, dtype, epsilon: float = 1e-5) -> nn.BatchNorm:
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """A ``train`` flag that trains only some layers' BatchNorms (fine-tuning).
+
+    Truthy wherever a model tests ``train`` (dropout on, auxiliary heads run), but a BatchNorm
+    uses batch statistics and updates its running averages only when its module path (dotted,
+    e.g. ``features.denseblock4.denselayer14.norm1``) starts with one of ``trainable``; every
+    other BatchNorm normalises with its stored statistics and leaves them unchanged — the
+    frozen layers behave exactly as in evaluation.
+
+    Example::
+
+      >>> mode = Training(trainable=("features.denseblock4.denselayer16", "classifier"))
+      >>> logits, updates = model.apply(variables, x, train=mode, mutable=["batch_stats"])
+    """
+
+    trainable: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return True
+
+    def trains(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + ".") for p in self.trainable)
+
+
+class _TorchBatchNorm(nn.BatchNorm):
+    # nn.BatchNorm whose use_running_average may depend on its own path (Training); a subclass,
+    # not a wrapper, so the parameter tree keeps BatchNorm's names.
+    mode: bool | Training = False
+
+    def __call__(self, x, use_running_average=None, *, mask=None):
+        if isinstance(self.mode, Training):
+            use_running_average = not self.mode.trains(".".join(self.scope.path))
+        return super().__call__(x, use_running_average, mask=mask)
+
+
+def torch_batch_norm(name: str, train: bool | Training, dtype, epsilon: float = 1e-5) -> nn.BatchNorm:
     """PyTorch ``BatchNorm2d`` semantics in Flax: running statistics in eval mode, batch
     statistics (and running-average updates) with ``train=True``; PyTorch's momentum 0.1 is
-    Flax's 0.9 (Flax weights the old average)."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype, name=name)
+    Flax's 0.9 (Flax weights the old average).  ``train`` may be a :class:`Training` (only the
+    named layers' BatchNorms train)."""
+    fixed = None if isinstance(train, Training) else not train  # Training: decided per layer at call
+    return _TorchBatchNorm(use_running_average=fixed, momentum=0.9, epsilon=epsilon, dtype=dtype,
+                           mode=train, name=name)
 
 
 def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:

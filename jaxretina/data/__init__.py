@@ -1,0 +1,28 @@
+"""Diabetic-retinopathy data: sources (Kaggle folder + CSV, Kaggle/TFDS manual directory, TFDS),
+samplers (seed 001's class-balanced batches, seed 002's weighted oversampling), fixed-shape
+batches, and a generated fake dataset for tests and demos.
+
+Example::
+
+    >>> from jaxretina import data
+    >>> src = data.kaggle_manual_dir("~/eyepacs", split="train")
+    >>> order = data.class_balanced(src.labels, data.SEED001_FRACTIONS, batch_size=32, seed=0)
+    >>> for batch in data.batches(src, order, size=512, steps=10):
+    ...     ...
+"""
+
+from jaxretina.data.batching import batches, load_batch
+from jaxretina.data.fake import fake_fundus, make_fake_dataset
+from jaxretina.data.sampling import (
+    SEED001_FRACTIONS, SEED002_WEIGHTS, class_balanced, class_counts, sequential, weighted,
+)
+from jaxretina.data.sources import (
+    GRADES, TFDS_NAME, Example, KaggleFolder, TFDSSource, decode_rgb, kaggle_folder, kaggle_manual_dir,
+    square_resize, tfds_source,
+)
+
+__all__ = [
+    "GRADES", "SEED001_FRACTIONS", "SEED002_WEIGHTS", "TFDS_NAME", "Example", "KaggleFolder", "TFDSSource",
+    "batches", "class_balanced", "class_counts", "decode_rgb", "fake_fundus", "kaggle_folder", "kaggle_manual_dir",
+    "load_batch", "make_fake_dataset", "sequential", "square_resize", "tfds_source", "weighted",
+]
