@@ -10,12 +10,14 @@
 * :func:`integrated_gradients_vector`, :func:`class_integrated_gradients`,
   :func:`layer_integrated_gradients`, :func:`neuron_integrated_gradients`, :func:`neuron_study`
   — IG for several outputs at once, to a layer's neurons, from neurons to pixels (seed 001).
+* :func:`cam_coverage` — one CAM cell next to the image and a lesion mask (seed 002).
 * :func:`ig_counterfactual`, :func:`gradient_counterfactual`, :func:`linearity_study`.
 * :func:`model_fn` — (model, variables, target) as a function of one example.
 """
 
 from jaxretina.explain._core import model_fn
 from jaxretina.explain.cam import grad_cam, grad_cam_plus_plus, layer_gradients
+from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
 from jaxretina.explain.gradients import (
     Attribution, gradient_x_input, integrated_gradients, saliency, smoothgrad,
 )
@@ -31,8 +33,10 @@ from jaxretina.explain.relu_rules import deconvnet, deconvnet_relu, guided_backp
 
 __all__ = [
     "Attribution",
+    "CamCoverage",
     "LinearityStudy",
     "NeuronStudy",
+    "cam_coverage",
     "class_integrated_gradients",
     "exponential_grid",
     "gradient_counterfactual",
