@@ -26,7 +26,7 @@ import json
 import os
 from typing import Any
 
-__all__ = ["load", "load_with_report", "MODELS", "RECORD_NAME", "model_config"]
+__all__ = ["load", "load_with_report", "save", "MODELS", "RECORD_NAME", "model_config"]
 
 # name -> (class in jaxretina.models, converter module).  A converter module exposes
 # ``from_weights(kind, content, source, **model_kwargs) -> (model, variables, report)`` for the
@@ -128,3 +128,19 @@ def load(name: str, path: str | os.PathLike, *, backend: str = "auto", **model_k
     """
     model, variables, _ = load_with_report(name, path, backend=backend, **model_kwargs)
     return model, variables
+
+
+def save(name: str, model: Any, variables: Any, out: str | os.PathLike, *, extra: dict | None = None) -> str:
+    """Write ``variables`` of ``model`` (registered as ``name``) to the new Orbax directory ``out``
+    with a record of the model's options, so that ``load(name, out)`` rebuilds the same model
+    (e.g. after fine-tuning).  ``extra``: JSON-serialisable notes kept in the record."""
+    import jaxretina
+    from jaxretina.checkpoint import save_variables
+
+    key = _check_name(name)
+    out = save_variables(out, variables)
+    record = {"jaxretina_version": jaxretina.__version__, "model": key, "config": model_config(model),
+              "notes": extra or {}}
+    with open(os.path.join(out, RECORD_NAME), "w") as fh:
+        json.dump(record, fh, indent=1)
+    return out

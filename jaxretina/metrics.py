@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["confusion_matrix", "accuracy", "sensitivity", "specificity", "quadratic_weighted_kappa",
-           "roc_auc", "binarize"]
+           "roc_auc", "binarize", "report"]
 
 
 def _labels(y, name: str) -> jax.Array:
@@ -109,3 +109,41 @@ def roc_auc(y_true, scores) -> jax.Array:
 def binarize(grades, positive_from: int = 2) -> jax.Array:
     """Referable (1) / non-referable (0): ``grade >= positive_from`` (moderate DR or worse)."""
     return (_labels(grades, "grades") >= positive_from).astype(jnp.int32)
+
+
+def report(y_true, probabilities, *, positive_from: int = 2) -> dict:
+    """Every metric of the DR studies as plain Python numbers (JSON-ready), host-side.
+
+    ``probabilities``: (N, K) class probabilities; the predicted grade is their argmax.  The
+    referable split uses :func:`binarize` for labels and predictions, and the summed probability
+    of grades ``>= positive_from`` as the ROC score.  Undefined values (a class absent) are None.
+    """
+    import math
+
+    probs = jnp.asarray(probabilities)
+    if probs.ndim != 2:
+        raise ValueError(f"report: expected probabilities (N, K); found shape {probs.shape}")
+    k = probs.shape[1]
+    t = _labels(y_true, "y_true")
+    p = probs.argmax(-1)
+    bt, bp = binarize(t, positive_from), binarize(p, positive_from)
+
+    def num(v):
+        v = float(v)
+        return None if math.isnan(v) else v
+
+    return {
+        "n": int(t.shape[0]),
+        "accuracy": num(accuracy(t, p)),
+        "quadratic_weighted_kappa": num(quadratic_weighted_kappa(t, p, k)),
+        "confusion_matrix": [[int(v) for v in row] for row in confusion_matrix(t, p, k).tolist()],
+        "sensitivity_per_class": [num(v) for v in sensitivity(t, p, k).tolist()],
+        "specificity_per_class": [num(v) for v in specificity(t, p, k).tolist()],
+        "referable": {
+            "positive_from_grade": positive_from,
+            "accuracy": num(accuracy(bt, bp)),
+            "sensitivity": num(sensitivity(bt, bp, 2)[1]),
+            "specificity": num(specificity(bt, bp, 2)[1]),
+            "roc_auc": num(roc_auc(bt, probs[:, positive_from:].sum(-1))),
+        },
+    }

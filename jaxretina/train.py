@@ -37,7 +37,7 @@ from jaxretina.taps import _params_only
 
 __all__ = [
     "SEED001_TRAINABLE", "SEED002_TRAINABLE", "SEED001_SCHEDULE", "piecewise_constant", "trainable_paths",
-    "resize_to", "TrainState", "Trainer",
+    "resize_to", "transfer_variables", "TrainState", "Trainer",
 ]
 
 # Seed 001: the two added fully connected layers and the 5-way output (InceptionV3 head="seed001").
@@ -74,6 +74,33 @@ def trainable_paths(params: Mapping[str, Any], trainable: Sequence[str]) -> set[
         raise ValueError(f"trainable: {unmatched or 'nothing given'} match no parameters; module names look like "
                          f"{modules[:3]} … {modules[-3:]} ({len(modules)} modules)")
     return chosen
+
+
+def transfer_variables(source: Mapping[str, Any], model: Any, *, seed: int = 0) -> tuple[dict, list[str]]:
+    """Variables for ``model`` taking every parameter and BatchNorm statistic of ``source`` whose
+    path and shape match, and a fresh initialisation for the rest (a new head: e.g. ImageNet
+    DenseNet121 → 5 DR grades, torchvision Inception V3 → seed 001's head).
+
+    Returns ``(variables, reinitialised)``, the dotted paths that did not come from ``source``.
+
+    Example::
+
+      >>> _, imagenet = jaxretina.load("densenet121", "densenet121-a639ec97.pth")
+      >>> variables, fresh = train.transfer_variables(imagenet, models.DenseNet121(num_classes=5))
+      >>> fresh                                # ['params.classifier.bias', 'params.classifier.kernel']
+    """
+    probe, example = model.shape_probe()
+    fresh = _params_only(jax.jit(probe.init)(jax.random.key(seed), example))
+    src = traverse_util.flatten_dict(_params_only(dict(source)))
+    out, reinitialised = {}, []
+    for path, value in traverse_util.flatten_dict(fresh).items():
+        have = src.get(path)
+        if have is not None and tuple(have.shape) == tuple(value.shape):
+            out[path] = jnp.asarray(have, value.dtype)
+        else:
+            out[path] = value
+            reinitialised.append(_dotted(path))
+    return traverse_util.unflatten_dict(out), reinitialised
 
 
 def resize_to(size: int) -> Callable[[jax.Array], jax.Array]:

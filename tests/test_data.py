@@ -115,3 +115,11 @@ def test_errors(fake, tmp_path):
     (tmp_path / "junk.jpeg").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot decode"):
         data.decode_rgb(tmp_path / "junk.jpeg")
+
+
+def test_stratified_split(fake):
+    src = data.kaggle_manual_dir(fake / "manual", "train")
+    a, b = data.split(src, 0.8, seed=0)
+    assert len(a) + len(b) == len(src) and not set(a.indices) & set(b.indices)
+    assert np.bincount(a.labels, minlength=5).tolist() == [4, 2, 2, 2, 3]   # round(0.8 n) per grade
+    assert a[0].name == src[int(a.indices[0])].name and a.labels[0] == src.labels[a.indices[0]]

@@ -57,3 +57,22 @@ def test_errors():
         metrics.accuracy(jnp.array([0.0, 1.0]), jnp.array([0, 1]))
     with pytest.raises(ValueError, match=r"one value per label, shape \(3,\); found \(2,\)"):
         metrics.roc_auc(jnp.array([0, 1, 1]), jnp.array([0.1, 0.2]))
+
+
+def test_report_matches_the_single_metrics_and_scikit_learn():
+    from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 5, 60)
+    probs = rng.dirichlet(np.ones(5), 60)
+    r = metrics.report(y, probs)
+    pred = probs.argmax(1)
+    assert r["n"] == 60 and r["accuracy"] == pytest.approx((pred == y).mean())
+    assert r["quadratic_weighted_kappa"] == pytest.approx(cohen_kappa_score(y, pred, weights="quadratic"), abs=1e-6)
+    bt, bp = y >= 2, pred >= 2
+    assert r["referable"]["sensitivity"] == pytest.approx((bp & bt).sum() / bt.sum())
+    assert r["referable"]["specificity"] == pytest.approx((~bp & ~bt).sum() / (~bt).sum())
+    assert r["referable"]["roc_auc"] == pytest.approx(roc_auc_score(bt, probs[:, 2:].sum(1)), abs=1e-6)
+    assert np.asarray(r["confusion_matrix"]).sum() == 60
+    one_class = metrics.report(np.zeros(4, int), np.full((4, 5), 0.2))
+    assert one_class["referable"]["roc_auc"] is None

@@ -111,3 +111,27 @@ def test_errors(setup):
         train.Trainer(model, variables, trainable=("features.denseblock9",))
     with pytest.raises(ValueError, match="one positive length per value"):
         train.piecewise_constant((1e-3, 1e-4), (10,))
+
+
+def test_transfer_variables_keeps_matching_and_reinitialises_the_head(setup):
+    _, model, variables = setup
+    five = model.clone(num_classes=7)
+    moved, fresh = train.transfer_variables(variables, five)
+    assert sorted(fresh) == ["params.classifier.bias", "params.classifier.kernel"]
+    a, b = _flat(variables), _flat(moved)
+    assert all(np.array_equal(a[k], b[k]) for k in b if not k.startswith("params.classifier"))
+    assert b["params.classifier.kernel"].shape[-1] == 7
+
+
+def test_trained_variables_save_and_load_back(setup, tmp_path):
+    import jaxretina
+
+    _, model, variables = setup
+    trainer = train.Trainer(model, variables, trainable=TRAINABLE, learning_rate=1e-3)
+    state = trainer.init()
+    out = jaxretina.save("densenet121", model, trainer.variables(state), tmp_path / "tuned", extra={"steps": 0})
+    again, loaded = jaxretina.load("densenet121", out)
+    assert again == model
+    x = jnp.full((1, 48, 48, 3), 100.0)
+    np.testing.assert_allclose(np.asarray(again.apply(loaded, x)), np.asarray(model.apply(trainer.variables(state), x)),
+                               rtol=1e-6)

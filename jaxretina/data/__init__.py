@@ -17,12 +17,13 @@ from jaxretina.data.sampling import (
     SEED001_FRACTIONS, SEED002_WEIGHTS, class_balanced, class_counts, sequential, weighted,
 )
 from jaxretina.data.sources import (
-    GRADES, TFDS_NAME, Example, KaggleFolder, TFDSSource, decode_rgb, kaggle_folder, kaggle_manual_dir,
-    square_resize, tfds_source,
+    GRADES, TFDS_NAME, Example, KaggleFolder, Subset, TFDSSource, decode_rgb, kaggle_folder, kaggle_manual_dir,
+    split, square_resize, tfds_source,
 )
 
 __all__ = [
     "GRADES", "SEED001_FRACTIONS", "SEED002_WEIGHTS", "TFDS_NAME", "Example", "KaggleFolder", "TFDSSource",
     "batches", "class_balanced", "class_counts", "decode_rgb", "fake_fundus", "kaggle_folder", "kaggle_manual_dir",
-    "load_batch", "make_fake_dataset", "sequential", "square_resize", "tfds_source", "weighted",
+    "load_batch", "make_fake_dataset", "sequential", "split", "square_resize", "Subset", "tfds_source",
+    "weighted",
 ]

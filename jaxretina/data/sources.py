@@ -26,7 +26,7 @@ from PIL import Image
 
 __all__ = [
     "Example", "KaggleFolder", "kaggle_folder", "kaggle_manual_dir", "TFDSSource", "tfds_source", "decode_rgb",
-    "square_resize", "TFDS_NAME", "GRADES",
+    "square_resize", "Subset", "split", "TFDS_NAME", "GRADES",
 ]
 
 TFDS_NAME = "diabetic_retinopathy_detection"
@@ -232,3 +232,36 @@ def tfds_source(data_dir: str | os.PathLike | None = None, split: str = "train",
             f"{builder.data_dir}; pass manual_dir= (Kaggle's extracted download) to prepare it, or read that "
             f"directory with jaxretina.data.kaggle_manual_dir. TFDS said: {e}") from None
     return TFDSSource(records)
+
+
+class Subset(Sequence[Example]):
+    """The examples of ``source`` at ``indices`` (in that order), with their ``labels``."""
+
+    def __init__(self, source: Sequence[Example], indices: Any):
+        self.source = source
+        self.indices = np.asarray(indices, np.int64)
+        if self.indices.ndim != 1 or (self.indices.size and (self.indices.min() < 0 or
+                                                              self.indices.max() >= len(source))):
+            raise ValueError(f"Subset: indices must be 1-D within [0, {len(source)})")
+        self.labels = np.asarray(source.labels)[self.indices]
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def __getitem__(self, i: int) -> Example:  # type: ignore[override]
+        return self.source[int(self.indices[i])]
+
+
+def split(source: Sequence[Example], fraction: float = 0.8, *, seed: int = 0) -> tuple[Subset, Subset]:
+    """A random, per-grade stratified split into ``(fraction, 1 − fraction)`` (seed 002: 80/20)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"split: fraction must be in (0, 1); found {fraction!r}")
+    labels = np.asarray(source.labels)
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for k in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == k))
+        cut = int(round(fraction * members.size))
+        first.append(members[:cut])
+        second.append(members[cut:])
+    return Subset(source, np.sort(np.concatenate(first))), Subset(source, np.sort(np.concatenate(second)))
