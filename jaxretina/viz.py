@@ -24,7 +24,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-__all__ = ["heatmap_rgb", "overlay", "signed_map", "signed_overlay", "layer_grid", "save_png", "save_figure"]
+__all__ = ["heatmap_rgb", "overlay", "signed_map", "signed_overlay", "layer_grid", "image_grid", "unit_squares",
+           "save_png", "save_figure"]
 
 
 def _map2d(m: Any, who: str) -> np.ndarray:
@@ -129,6 +130,58 @@ def layer_grid(
         ax.set_title(name, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(rows: Any, *, row_titles: list[str] | None = None, col_titles: list[str] | None = None,
+               panel_size: float = 2.4, title: str | None = None):
+    """A grid of RGB panels, ``rows[i][j]`` (H, W, 3) uint8 or any image :func:`save_png` takes;
+    rows may differ in length.  Returns a matplotlib Figure."""
+    rows = [list(r) for r in rows]
+    if not rows or not any(rows):
+        raise ValueError("image_grid: no panels given")
+    ncols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(panel_size * ncols, panel_size * len(rows) + (0.4 if title else 0)),
+                             squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j < len(row):
+                ax.imshow(_rgb(row[j], "image_grid"))
+            if i == 0 and col_titles and j < len(col_titles):
+                ax.set_title(col_titles[j], fontsize=9)
+            if j == 0 and row_titles and i < len(row_titles):
+                ax.set_ylabel(row_titles[i], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def unit_squares(values: Any, *, row_labels: list[str] | None = None, col_labels: list[str] | None = None,
+                 title: str | None = None, cell: float = 0.35):
+    """Seed 001's unit chart: one square per value, side ∝ √(|v| / max |v|) (area ∝ magnitude),
+    green for positive, red for negative.  ``values``: (rows, units)."""
+    v = np.asarray(values, np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"unit_squares: expected values (rows, units); found shape {v.shape}")
+    top = float(np.abs(v).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(max(3.0, cell * v.shape[1] + 1.5), max(2.0, cell * v.shape[0] + 1.0)))
+    for (i, j), x in np.ndenumerate(v):
+        side = 0.9 * np.sqrt(abs(x) / top)
+        ax.add_patch(plt.Rectangle((j - side / 2, i - side / 2), side, side, color="green" if x >= 0 else "red"))
+    ax.set_xlim(-0.5, v.shape[1] - 0.5)
+    ax.set_ylim(v.shape[0] - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.set_xticks(range(v.shape[1]), col_labels or [str(j) for j in range(v.shape[1])], fontsize=7, rotation=90)
+    ax.set_yticks(range(v.shape[0]), row_labels or [str(i) for i in range(v.shape[0])], fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 

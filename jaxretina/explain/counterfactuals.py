@@ -18,7 +18,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxretina.explain._core import as_baseline, check_input, model_fn, scalar_output, split_fn
+from jaxretina.explain._core import as_baseline, check_input, model_fn, split_fn
+from jaxretina.explain.gradients import _gradient
 from jaxretina.explain.neurons import _layer_values, layer_integrated_gradients
 
 __all__ = ["ig_counterfactual", "gradient_counterfactual", "LinearityStudy", "linearity_study", "exponential_grid"]
@@ -54,18 +55,13 @@ def ig_counterfactual(x: Any, baseline: Any, attribution: Any, c: Any, *, low: f
     return jnp.clip(x + c * jnp.sign(x - b) * a, low, high)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _gradient(fn, data, x):
-    return jax.grad(lambda z: scalar_output(fn(*data, z), who="gradient_counterfactual"))(x)
-
-
 def gradient_counterfactual(f: Callable, x: Any, c: Any, *, low: float = 0.0, high: float = 255.0) -> jax.Array:
     """``clip(x + c·∂f/∂x, low, high)`` for a scalar function ``f`` of one example (seed 001)."""
     who = "gradient_counterfactual"
     x = check_input(x, who=who)
     fn, data = split_fn(f)
     c, _ = _grid(c, x, who)
-    return jnp.clip(x + c * _gradient(fn, data, x), low, high)
+    return jnp.clip(x + c * _gradient(fn, data, x, False), low, high)
 
 
 def exponential_grid(start: float, stop: float, num: int) -> jax.Array:

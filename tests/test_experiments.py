@@ -1,0 +1,48 @@
+"""CI smoke runs of the seed experiments on the generated fake dataset (--quick sizes)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script, out):
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def test_seed001_integrated_gradients_smoke(tmp_path):
+    _run("seed001_integrated_gradients.py", tmp_path)
+    r = json.loads((tmp_path / "seed001.json").read_text())
+    for fig in ("class_ig", "resultant_regions", "counterfactuals", "linearity"):
+        assert (tmp_path / f"seed001_{fig}.png").stat().st_size > 1000
+    assert r["data"]["kind"] == "generated fake dataset" and r["training"]["steps"] == 4
+    assert set(r["metrics"]) >= {"accuracy", "quadratic_weighted_kappa", "referable", "confusion_matrix"}
+    for per_class in r["class_ig"]["per_example"].values():
+        assert set(per_class) == {"grade0", "grade2", "grade4"}
+        assert all(np.isfinite(v["delta"]) for v in per_class.values())
+    ns = r["neuron_study"]
+    assert len(ns["positive"]["indices"]) == 2 and min(ns["positive"]["attributions"]) >= max(
+        ns["negative"]["attributions"])
+    cf = r["counterfactuals"]
+    assert all(0 <= p <= 1 for p in cf["ig"]["probability_grade1"] + cf["gradient"]["probability_grade1"])
+    lin = r["linearity"]
+    assert len(lin["c"]) == 3 and np.all(np.diff(lin["c"]) > 0)
+    assert (tmp_path / "tuned" / "jaxretina.json").exists()
+
+
+def test_seed002_densenet_gradcam_smoke(tmp_path):
+    _run("seed002_densenet_gradcam.py", tmp_path)
+    r = json.loads((tmp_path / "seed002.json").read_text())
+    assert (tmp_path / "seed002_grad_cam.png").stat().st_size > 1000
+    g = r["grad_cam"]
+    assert g["cam_shape"] == [3, 3] and g["cell_pixels"] == [32.0, 32.0]   # 96 px input, 32× downsampling
+    assert g["summary"]["images_with_lesions"] == 4                         # the fake data's masks were found
+    assert 0 <= g["summary"]["mean_cam_mass_in_lesions"] <= 1
+    assert r["data"]["train"] + r["data"]["test"] == 20
