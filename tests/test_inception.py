@@ -15,14 +15,7 @@ from converters.convert import convert  # noqa: E402
 from converters.inception import from_state_dict  # noqa: E402
 from jaxretina import taps  # noqa: E402
 from jaxretina.models import InceptionV3  # noqa: E402
-from tests.reference.densenet_torch import randomize  # noqa: E402
-
-
-def _reference(num_classes=5, aux_logits=True, transform_input=False, seed=0):
-    torch.manual_seed(seed)
-    tv = torchvision.models.inception_v3(weights=None, num_classes=num_classes, aux_logits=aux_logits,
-                                         transform_input=transform_input, init_weights=False)
-    return randomize(tv, seed=seed + 1, mean_std=0.2, bias_std=0.1)
+from tests.reference.inception_torch import Seed001 as _Seed001, reference as _reference  # noqa: E402
 
 
 def _state(model):
@@ -91,23 +84,6 @@ def test_small_sizes_blocks_and_aux_in_training_match_torchvision():
         (logits, aux), _ = train(variables, _nhwc(x))
     assert _rel(logits, want.logits.numpy()) < 1e-3
     assert _rel(aux, want.aux_logits.numpy()) < 1e-3
-
-
-class _Seed001(torch.nn.Module):
-    """Seed 001's grader in PyTorch: torchvision's trunk without its top, two fully connected
-    layers with ReLU, 5 logits."""
-
-    def __init__(self, hidden=(64, 32)):
-        super().__init__()
-        self.trunk = _reference(aux_logits=False, seed=5)
-        self.trunk.fc = torch.nn.Identity()
-        self.head = torch.nn.Module()
-        self.head.fc1, self.head.fc2 = torch.nn.Linear(2048, hidden[0]), torch.nn.Linear(*hidden)
-        self.head.out = torch.nn.Linear(hidden[1], 5)
-
-    def forward(self, x):
-        h = torch.relu(self.head.fc1(self.trunk(x)))
-        return self.head.out(torch.relu(self.head.fc2(h)))
 
 
 def test_seed001_head_read_from_the_file():
