@@ -62,6 +62,33 @@ def open_sources(args: argparse.Namespace, *, eval_split: bool = True) -> tuple[
                          "note": "synthetic images; numbers say nothing about real DR grading"}
 
 
+def start(args: argparse.Namespace, seed_id: str) -> tuple[Path, "Timer", dict]:
+    """The output folder (created), a timer and the JSON record's head."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, Timer(), {"seed": seed_id, "args": vars(args)}
+
+
+def build_model(name: str, model: Any, args: argparse.Namespace) -> tuple[Any, Any, dict]:
+    """``(model, variables, description)``: an Orbax directory saved by an experiment loads as it
+    is; a weight file (e.g. torchvision's ImageNet .pth) fills every matching layer of ``model``
+    and the rest (the new head) starts fresh; no ``--weights``: random initialisation."""
+    import jax
+    import jaxretina
+    from jaxretina import train
+
+    if args.weights and Path(args.weights).is_dir():
+        model, variables = jaxretina.load(name, args.weights)
+        return model, variables, {"weights": args.weights, "reinitialised": []}
+    if args.weights:
+        _, pretrained = jaxretina.load(name, args.weights)
+        variables, fresh = train.transfer_variables(pretrained, model, seed=args.seed)
+        return model, variables, {"weights": args.weights, "reinitialised": fresh}
+    probe, example = model.shape_probe()
+    variables = jax.jit(probe.init)(jax.random.key(args.seed), example)
+    return model, variables, {"weights": None, "note": "random initialisation (no --weights)"}
+
+
 def pick_examples(labels: np.ndarray, predictions: np.ndarray, wanted: dict[str, tuple[int, int | None]]) -> dict:
     """``{role: index}``: the first example with (true grade, predicted grade or None); falls
     back to any example of the grade, then to the highest grade present."""

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, add_data_args, open_sources, pick_examples, write_json  # noqa: E402
+from _common import add_data_args, build_model, open_sources, pick_examples, start, write_json  # noqa: E402
 
 
 def parse(argv=None):
@@ -67,24 +67,6 @@ def seed_schedule(steps: int):
     return train.piecewise_constant(values, scaled), {"values": values, "lengths": scaled}
 
 
-def build_model(args):
-    import jax
-    import jaxretina
-    from jaxretina import models, preprocess, train
-
-    model = models.InceptionV3(num_classes=5, head="seed001", normalization=preprocess.imagenet_normalization(255.0))
-    if args.weights and Path(args.weights).is_dir():
-        model, variables = jaxretina.load("inception_v3", args.weights)
-        return model, variables, {"weights": args.weights, "reinitialised": []}
-    if args.weights:
-        _, imagenet = jaxretina.load("inception_v3", args.weights)
-        variables, fresh = train.transfer_variables(imagenet, model, seed=args.seed)
-        return model, variables, {"weights": args.weights, "reinitialised": fresh}
-    probe, example = model.shape_probe()
-    variables = jax.jit(probe.init)(jax.random.key(args.seed), example)
-    return model, variables, {"weights": None, "note": "random initialisation (no --weights)"}
-
-
 def signed_panel(image, attribution):
     from jaxretina import viz
 
@@ -96,16 +78,14 @@ def main(argv=None):
     import jax
     import jax.numpy as jnp
     import jaxretina
-    from jaxretina import data, explain, metrics, preprocess, targets, train, viz
+    from jaxretina import data, explain, metrics, models, preprocess, targets, train, viz
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    timer = Timer()
-    record: dict = {"seed": "001_5e38d902eb5571cb", "args": vars(args)}
+    out, timer, record = start(args, "001_5e38d902eb5571cb")
     train_src, eval_src, record["data"] = open_sources(args)
     record["data"].update(train=len(train_src), evaluation=len(eval_src),
                           train_grades=np.bincount(train_src.labels, minlength=5).tolist())
-    model, variables, record["model"] = build_model(args)
+    grader = models.InceptionV3(num_classes=5, head="seed001", normalization=preprocess.imagenet_normalization(255.0))
+    model, variables, record["model"] = build_model("inception_v3", grader, args)
     prep = jax.jit(lambda images: preprocess.seed001_input(images, size=args.size))
 
     # -- fine-tuning ------------------------------------------------------------------------------

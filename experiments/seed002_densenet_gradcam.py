@@ -8,7 +8,8 @@ Run (a generated fake dataset, with lesion masks, unless --data/--folder/--tfds-
 
 As in the seed: ImageNet DenseNet121 with a new 5-way classifier; the classifier and the last
 three dense layers of block 4 train (Adam, learning rate 1e-4, cross-entropy), batches drawn with
-per-grade oversampling weights w = [0.1, 1, 0.5, 3, 4]; a stratified 80/20 split; sensitivity,
+per-grade oversampling weights w = [0.1, 1, 0.5, 3, 4] and random rotations, flips, shifts,
+grayscale and colour jitter; a stratified 80/20 split; sensitivity,
 specificity (referable split) and accuracy; Grad-CAM of the predicted grade on the last dense
 block (7×7 at 224×224) upsampled to the input; and, per image, how much of the image one CAM
 cell covers against the lesions' areas (masks: --masks, PNGs named like the images; the fake
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, add_data_args, open_sources, write_json  # noqa: E402
+from _common import add_data_args, build_model, open_sources, start, write_json  # noqa: E402
 
 LAYER = "denseblock4"
 
@@ -50,24 +51,6 @@ def parse(argv=None):
     return args
 
 
-def build_model(args):
-    import jax
-    import jaxretina
-    from jaxretina import models, preprocess, train
-
-    model = models.DenseNet121(num_classes=5, normalization=preprocess.imagenet_normalization(255.0))
-    if args.weights and Path(args.weights).is_dir():
-        model, variables = jaxretina.load("densenet121", args.weights)
-        return model, variables, {"weights": args.weights, "reinitialised": []}
-    if args.weights:
-        _, imagenet = jaxretina.load("densenet121", args.weights)
-        variables, fresh = train.transfer_variables(imagenet, model, seed=args.seed)
-        return model, variables, {"weights": args.weights, "reinitialised": fresh}
-    probe, example = model.shape_probe()
-    return model, jax.jit(probe.init)(jax.random.key(args.seed), example), {
-        "weights": None, "note": "random initialisation (no --weights)"}
-
-
 def lesion_mask(args, data_desc, name, shape_hw):
     """The image's lesion mask at the network's input geometry, or None."""
     from PIL import Image
@@ -90,20 +73,18 @@ def main(argv=None):
     import jax
     import jax.numpy as jnp
     import jaxretina
-    from jaxretina import data, explain, metrics, targets, train, viz
+    from jaxretina import data, explain, metrics, models, preprocess, targets, train, viz
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    timer = Timer()
-    record: dict = {"seed": "002_292ae905e3c4168a", "args": vars(args)}
+    out, timer, record = start(args, "002_292ae905e3c4168a")
     train_src, _, record["data"] = open_sources(args, eval_split=False)
     train_src, test_src = data.split(train_src, 0.8, seed=args.seed)       # the seed: 80 % / 20 %
     record["data"].update(train=len(train_src), test=len(test_src), evaluation="stratified 20 %",
                           train_grades=np.bincount(train_src.labels, minlength=5).tolist())
-    model, variables, record["model"] = build_model(args)
+    grader = models.DenseNet121(num_classes=5, normalization=preprocess.imagenet_normalization(255.0))
+    model, variables, record["model"] = build_model("densenet121", grader, args)
 
     trainer = train.Trainer(model, variables, trainable=train.SEED002_TRAINABLE, learning_rate=args.learning_rate,
-                            preprocess=train.resize_to(args.size), seed=args.seed)
+                            preprocess=train.resize_to(args.size), augment=train.augment_fundus, seed=args.seed)
     order = lambda start: data.weighted(train_src.labels, data.SEED002_WEIGHTS, args.batch_size,  # noqa: E731
                                         seed=args.seed, start=start)
     with timer("train"):
@@ -111,6 +92,7 @@ def main(argv=None):
                                      progress=not args.quick, checkpoint_every=args.checkpoint_every,
                                      checkpoint_dir=None if args.quick else out / "checkpoints")
     record["training"] = {"steps": len(history), "trainable": list(train.SEED002_TRAINABLE),
+                          "augmentation": "rotation, flips, translation, grayscale, brightness/contrast",
                           "sampling_weights": list(data.SEED002_WEIGHTS),
                           "first_losses": [h["loss"] for h in history[:5]],
                           "last_losses": [h["loss"] for h in history[-5:]]}

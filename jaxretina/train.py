@@ -37,7 +37,7 @@ from jaxretina.taps import _params_only
 
 __all__ = [
     "SEED001_TRAINABLE", "SEED002_TRAINABLE", "SEED001_SCHEDULE", "piecewise_constant", "trainable_paths",
-    "resize_to", "transfer_variables", "TrainState", "Trainer",
+    "resize_to", "transfer_variables", "augment_fundus", "TrainState", "Trainer",
 ]
 
 # Seed 001: the two added fully connected layers and the 5-way output (InceptionV3 head="seed001").
@@ -115,6 +115,40 @@ def resize_to(size: int) -> Callable[[jax.Array], jax.Array]:
     return fn
 
 
+def augment_fundus(key: jax.Array, images: jax.Array, *, max_degrees: float = 180.0, max_shift: float = 0.05,
+                   gray_probability: float = 0.1, jitter: float = 0.1) -> jax.Array:
+    """Seed 002's augmentation, per image, on the device: random rotation (±``max_degrees``,
+    bilinear, black outside), horizontal and vertical flips, translation (±``max_shift`` of the
+    size), grayscale with ``gray_probability``, brightness and contrast jitter (×(1 ± jitter)).
+
+    ``images``: float (B, H, W, 3) on 0..255; returns the same shape, clipped to [0, 255].
+    """
+    def one(k, im):
+        ks = jax.random.split(k, 7)
+        h, w = im.shape[:2]
+        angle = jnp.deg2rad(jax.random.uniform(ks[0], (), minval=-max_degrees, maxval=max_degrees))
+        shift = jax.random.uniform(ks[1], (2,), minval=-max_shift, maxval=max_shift) * jnp.array([h, w], im.dtype)
+        flips = jax.random.bernoulli(ks[2], 0.5, (2,))
+        rows, cols = jnp.meshgrid(jnp.arange(h, dtype=im.dtype), jnp.arange(w, dtype=im.dtype), indexing="ij")
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+        y, x = rows - cy - shift[0], cols - cx - shift[1]
+        y = jnp.where(flips[0], -y, y)
+        x = jnp.where(flips[1], -x, x)
+        cos, sin = jnp.cos(angle), jnp.sin(angle)
+        src = (cos * y - sin * x + cy, sin * y + cos * x + cx)
+        out = jnp.stack([jax.scipy.ndimage.map_coordinates(im[..., c], src, order=1, mode="constant", cval=0.0)
+                         for c in range(im.shape[-1])], axis=-1)
+        gray = jnp.broadcast_to(out.mean(-1, keepdims=True), out.shape)
+        out = jnp.where(jax.random.bernoulli(ks[3], gray_probability), gray, out)
+        bright = 1 + jax.random.uniform(ks[4], (), minval=-jitter, maxval=jitter)
+        contrast = 1 + jax.random.uniform(ks[5], (), minval=-jitter, maxval=jitter)
+        mean = out.mean()
+        return jnp.clip((out - mean) * contrast + mean * bright, 0.0, 255.0)
+
+    images = images.astype(jnp.float32)
+    return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
+
+
 class TrainState(NamedTuple):
     """Everything a resumed run needs: ``step`` (int32), trainable and frozen parameters (nested
     dicts), ``batch_stats`` and the optimizer state of the trainable parameters."""
@@ -147,12 +181,16 @@ class Trainer:
       trainable: dotted module prefixes to train (:data:`SEED001_TRAINABLE`, :data:`SEED002_TRAINABLE`).
       learning_rate: a float or an optax schedule (e.g. ``piecewise_constant(*SEED001_SCHEDULE)``).
       preprocess: jittable uint8 batch (B, S, S, 3) -> model input batch (default: to float32).
+      augment: optional jittable ``(key, float images 0..255) -> images`` applied before
+        ``preprocess`` in training only (e.g. :func:`augment_fundus`); keys from (seed, step).
       aux_weight: weight of an auxiliary head's loss (InceptionV3 with ``aux_logits``; torchvision 0.4).
       seed: dropout randomness (folded with the step).
     """
 
     def __init__(self, model: Any, variables: Any, *, trainable: Sequence[str], learning_rate: Any = 1e-4,
-                 preprocess: Callable[[jax.Array], jax.Array] | None = None, aux_weight: float = 0.4, seed: int = 0):
+                 preprocess: Callable[[jax.Array], jax.Array] | None = None,
+                 augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None, aux_weight: float = 0.4,
+                 seed: int = 0):
         variables = _params_only(variables)
         if "params" not in variables:
             raise ValueError(f"Trainer: variables need a 'params' collection; found {sorted(variables)}")
@@ -160,6 +198,7 @@ class Trainer:
         self.mode = Training(tuple([trainable] if isinstance(trainable, str) else trainable))
         self.chosen = trainable_paths(variables["params"], self.mode.trainable)
         self.preprocess = preprocess or (lambda images: images.astype(jnp.float32))
+        self.augment = augment
         self.optimizer = optax.adam(learning_rate)
         self._variables = variables
         self._train_step = jax.jit(self._step, donate_argnums=0)
@@ -187,6 +226,8 @@ class Trainer:
         if state.batch_stats:
             variables["batch_stats"] = state.batch_stats
         rng = jax.random.fold_in(jax.random.key(self.seed), state.step)
+        if self.augment is not None:
+            images = self.augment(jax.random.fold_in(rng, 1), images.astype(jnp.float32))
         out, updates = self.model.apply(variables, self.preprocess(images), train=self.mode,
                                         mutable=["batch_stats"], rngs={"dropout": rng})
         logits, aux = out if isinstance(out, tuple) else (out, None)

@@ -135,3 +135,30 @@ def test_trained_variables_save_and_load_back(setup, tmp_path):
     x = jnp.full((1, 48, 48, 3), 100.0)
     np.testing.assert_allclose(np.asarray(again.apply(loaded, x)), np.asarray(model.apply(trainer.variables(state), x)),
                                rtol=1e-6)
+
+
+def test_augment_fundus_is_a_random_rigid_motion_and_jitter():
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.uniform(0, 255, (3, 33, 33, 3)), jnp.float32)
+    # identity settings: no rotation, shift, gray or jitter -> only flips (which are exact)
+    out = train.augment_fundus(jax.random.key(0), images, max_degrees=0.0, max_shift=0.0, gray_probability=0.0,
+                               jitter=0.0)
+    for o, im in zip(np.asarray(out), np.asarray(images)):
+        candidates = [im, im[::-1], im[:, ::-1], im[::-1, ::-1]]
+        assert min(np.abs(o - c).max() for c in candidates) < 1e-3
+    # rotations are rigid about the centre: a bright blob keeps its distance from it
+    blob = np.zeros((1, 41, 41, 3), np.float32)
+    blob[0, 20 - 2 : 20 + 3, 30 - 2 : 30 + 3] = 255.0                       # centre (20, 30): radius 10
+    for k in range(4):
+        turned = np.asarray(train.augment_fundus(jax.random.key(10 + k), jnp.asarray(blob), max_shift=0.0,
+                                                 gray_probability=0.0, jitter=0.0))[0, ..., 0]
+        rows, cols = np.mgrid[:41, :41]
+        r, c = (turned * rows).sum() / turned.sum(), (turned * cols).sum() / turned.sum()   # blob centroid
+        assert abs(np.hypot(r - 20, c - 20) - 10) <= 0.5 and turned.sum() == pytest.approx(blob[0, ..., 0].sum(),
+                                                                                        rel=0.02)
+    out = train.augment_fundus(jax.random.key(1), images, max_degrees=0.0, max_shift=0.0, gray_probability=1.0,
+                               jitter=0.0)
+    assert np.allclose(np.asarray(out)[..., 0], np.asarray(out)[..., 2])          # grayscale
+    a = train.augment_fundus(jax.random.key(2), images)
+    assert a.shape == images.shape and float(a.min()) >= 0 and float(a.max()) <= 255
+    assert not np.allclose(np.asarray(a), np.asarray(train.augment_fundus(jax.random.key(3), images)))
