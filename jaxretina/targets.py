@@ -20,6 +20,8 @@ Example::
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -60,6 +62,23 @@ def _check_class_output(out: jax.Array, c: Any, what: str) -> None:
         raise ValueError(f"{what}: class {c} out of range for {out.shape[0]} classes")
 
 
+def _reused(factory):
+    """Return the same Target for the same (hashable) arguments: explainers compile once per
+    target object, so ``targets.class_logit(4)`` written inline in a loop must not recompile."""
+    cached = functools.lru_cache(maxsize=256, typed=True)(factory)
+
+    @functools.wraps(factory)
+    def wrapper(*args, **kwargs):
+        try:
+            hash((args, tuple(sorted(kwargs.items()))))
+        except TypeError:  # an array mask: a new target each call (build it once and reuse it)
+            return factory(*args, **kwargs)
+        return cached(*args, **kwargs)
+
+    return wrapper
+
+
+@_reused
 def class_logit(c: int) -> Target:
     """``out[c]`` of one example's logits (num_classes,)."""
 
@@ -70,6 +89,7 @@ def class_logit(c: int) -> Target:
     return Target(fn, f"class_logit(c={c})")
 
 
+@_reused
 def class_probability(c: int) -> Target:
     """``softmax(out)[c]`` of one example's logits (num_classes,)."""
 
@@ -101,6 +121,7 @@ def _check_mask(mask: Any, shape: tuple[int, ...], what: str) -> jax.Array:
     return mask
 
 
+@_reused
 def segmentation_sum(channel: int = 0, mask: Any = None, probability: bool = True) -> Target:
     """``Σ_p m_p · y_p`` over pixels (voxels) ``p`` of channel ``channel``.
 
@@ -119,6 +140,7 @@ def segmentation_sum(channel: int = 0, mask: Any = None, probability: bool = Tru
     return Target(fn, desc)
 
 
+@_reused
 def segmentation_mean(channel: int = 0, mask: Any = None, probability: bool = True) -> Target:
     """Mean of channel ``channel`` over the pixels in ``mask`` (all pixels if ``None``).
 
@@ -136,6 +158,7 @@ def segmentation_mean(channel: int = 0, mask: Any = None, probability: bool = Tr
     return Target(fn, desc)
 
 
+@_reused
 def pixel(i: int, j: int, channel: int = 0, probability: bool = True) -> Target:
     """The output at pixel ``(i, j)`` of channel ``channel`` (probability or logit)."""
 

@@ -94,3 +94,20 @@ def test_layer_names_errors():
 
     with pytest.raises(ValueError, match="NoTaps has no tap points"):
         taps.layer_names(NoTaps(), (1, 3))
+
+
+def test_inline_targets_are_reused_so_explainers_do_not_recompile(driu_small):
+    from jaxretina import explain
+    from jaxretina.explain import gradients
+
+    assert targets.class_logit(3) is targets.class_logit(3)
+    assert targets.segmentation_sum(channel=0) is targets.segmentation_sum(channel=0)
+    assert targets.class_logit(3) is not targets.class_logit(4)
+    mask = np.ones((8, 8), bool)
+    assert targets.segmentation_sum(mask=mask) is not targets.segmentation_sum(mask=mask)   # arrays: not cached
+    model, variables, x = driu_small
+    before = gradients._ig_whole._cache_size()
+    for _ in range(2):
+        explain.integrated_gradients(explain.model_fn(model, variables, targets.segmentation_mean()), x,
+                                     baseline=0.0, steps=2, chunk="all", stem=False)
+    assert gradients._ig_whole._cache_size() == before + 1

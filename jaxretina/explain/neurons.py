@@ -49,6 +49,7 @@ class _JacobianTerm(NamedTuple):
         data, x, baseline = consts
         alpha, weight = node
         out, pullback = jax.vjp(lambda z: self.fn(*data, z), baseline + alpha * (x - baseline))
+        _check_vector(out)
         (grads,) = jax.vmap(pullback)(jnp.eye(out.shape[0], dtype=out.dtype))
         return weight * grads
 
@@ -61,12 +62,11 @@ def _vector_finish(fn, data, x, baseline, grad_sum):
     return Attribution(values, delta)
 
 
-def _vector_output(fn, data, x, who):
-    out = jax.eval_shape(lambda z: fn(*data, z), x)
-    if len(out.shape) != 1:
-        raise ValueError(f"{who}: the function must map one example to a vector (K,); it returned shape "
-                         f"{out.shape}")
-    return out.shape[0]
+def _check_vector(out):
+    # at trace time (no extra tracing of the model: eval_shape of Inception V3 costs ~0.5 s a call)
+    if out.ndim != 1:
+        raise ValueError(f"integrated_gradients_vector: the function must map one example to a vector (K,); "
+                         f"it returned shape {out.shape}")
 
 
 def integrated_gradients_vector(
@@ -95,7 +95,6 @@ def integrated_gradients_vector(
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"{who}: steps must be a positive int; found {steps!r}")
     fn, data = split_fn(f)
-    _vector_output(fn, data, x, who)
     alphas, weights = (a.astype(x.dtype) for a in quadrature(rule, steps))
     grad_sum = chunked_sum(_JacobianTerm(fn), (data, x, b), (alphas, weights),
                            chunk=check_chunk(chunk, steps, who=who))
@@ -126,10 +125,17 @@ def class_integrated_gradients(
     return integrated_gradients_vector(f, x, baseline=baseline, steps=steps, rule=rule, chunk=chunk)
 
 
+@functools.lru_cache(maxsize=64)
+def _all_layer_shapes(model, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    # Tracing a model's init costs ~0.5-1 s for Inception V3 (Flax overhead, no compute): once per
+    # (model, input shape), not once per call.
+    return {name: tuple(s.shape[1:]) for name, s in taps.layer_shapes(model, None, (1, *shape), jnp.float32).items()}
+
+
 def _layer_shape(model, x, layer, who) -> tuple[int, ...]:
-    shapes = taps.layer_shapes(model, None, (1, *x.shape), jnp.float32)
+    shapes = _all_layer_shapes(model, tuple(x.shape))
     taps.select_layers(tuple(shapes), layer)  # unknown names: the error lists the valid ones
-    return tuple(shapes[layer].shape[1:])
+    return shapes[layer]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
