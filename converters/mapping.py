@@ -115,7 +115,13 @@ def assemble(like: Mapping[str, Any], entries: Mapping[str, Entry], report: Repo
         )
     host = {}
     for path, spec in want.items():
-        arr = np.asarray(entries[path].array, dtype=spec.dtype)
+        given = entries[path].array
+        arr = np.asarray(given, dtype=spec.dtype)
+        if arr.flags.writeable and np.may_share_memory(arr, given):
+            # On the CPU, device_put may alias host memory: a caller's writable arrays (e.g.
+            # tensor.numpy() of a model that keeps training) would change the variables later.
+            # Our own readers hand out read-only views of the file's bytes: those stay zero-copy.
+            arr = arr.copy()
         if not _all_finite(arr):
             raise ValueError(f"{source}: {entries[path].source} (-> {path}) holds NaN or infinite values")
         host[path] = arr

@@ -161,3 +161,20 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match=r"missing .*denseblock2.denselayer3.*unexpected 0"):
         state = {k: v for k, v in ref.state_dict().items() if "denselayer3" not in k}
         jaxretina.load("densenet121", _save(tmp_path, "cut.pth", state), **SMALL)
+
+
+def test_variables_do_not_alias_the_callers_arrays():
+    # A torch model that keeps training updates its buffers in place; variables converted from
+    # its tensor.numpy() views must not change with them (JAX may alias host memory on the CPU).
+    from converters.densenet import from_state_dict
+
+    ref = randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=2)
+    state = {k: v.numpy() for k, v in ref.state_dict().items()}
+    _, variables, _ = from_state_dict(state, "memory", **SMALL)
+    before = np.asarray(variables["batch_stats"]["features"]["norm0"]["mean"]).copy()
+    bias_before = np.asarray(variables["params"]["classifier"]["bias"]).copy()
+    with torch.no_grad():
+        ref.features.norm0.running_mean.add_(1.0)
+        ref.classifier.bias.add_(1.0)
+    np.testing.assert_array_equal(np.asarray(variables["batch_stats"]["features"]["norm0"]["mean"]), before)
+    np.testing.assert_array_equal(np.asarray(variables["params"]["classifier"]["bias"]), bias_before)
