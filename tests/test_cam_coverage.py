@@ -29,17 +29,20 @@ def test_cell_and_lesion_numbers_by_hand():
         explain.cam_coverage((224, 224), np.ones((7, 7, 2)))
 
 
-@pytest.mark.fullsize
-def test_seed002_grad_cam_last_dense_block_is_7x7_at_224():
-    model = models.DenseNet121(num_classes=5)
-    x = jax.random.uniform(jax.random.key(0), (224, 224, 3))
+def test_seed002_grad_cam_last_dense_block_is_7x7_at_224_and_upsampled_bilinearly():
+    from jaxretina import taps
+
+    # the full DenseNet121 at 224²: shapes only (no compile)
+    shapes = taps.layer_shapes(models.DenseNet121(num_classes=5), None, (1, 224, 224, 3))
+    assert shapes["denseblock4"].shape == (1, 7, 7, 1024)
+    # the upsampled map is the bilinear resize of the raw one (a small DenseNet, 96² -> 3×3)
+    model = models.DenseNet121(num_classes=5, growth_rate=8, block_config=(1, 1, 1, 1), num_init_features=16,
+                               bn_size=2)
+    x = jax.random.uniform(jax.random.key(0), (96, 96, 3))
     variables = jax.jit(model.init)(jax.random.key(1), x[None])
-    raw = explain.grad_cam(model, variables, x, targets.class_logit(4), layers="denseblock4", resize=False,
-                           relu=False, normalize=False)["denseblock4"]
-    assert raw.shape == (7, 7)
-    up = explain.grad_cam(model, variables, x, targets.class_logit(4), layers="denseblock4", resize=True,
-                          relu=False, normalize=False)["denseblock4"]
-    assert up.shape == (224, 224)
-    # the upsampled map is the bilinear resize of the raw one
-    want = jax.image.resize(raw, (224, 224), method="linear", antialias=False)
+    both = [explain.grad_cam(model, variables, x, targets.class_logit(4), layers="denseblock4", resize=r,
+                             relu=False, normalize=False)["denseblock4"] for r in (False, True)]
+    raw, up = both
+    assert raw.shape == (3, 3) and up.shape == (96, 96)
+    want = jax.image.resize(raw, (96, 96), method="linear", antialias=False)
     np.testing.assert_allclose(np.asarray(up), np.asarray(want), rtol=1e-5, atol=1e-6 * float(jnp.abs(raw).max()))

@@ -60,11 +60,11 @@ def test_seed001_batched_equals_per_image_and_uint8_equals_float():
     a, _ = _disc(120, 150, 100, 70.0, dot=(50, 80))
     b, _ = _disc(120, 150, 80, 80.0, value=(200, 120, 60), dot=(70, 60))
     batch = np.stack([a, b])
-    together = np.asarray(preprocess.seed001_input(batch, size=64))
-    alone = np.stack([np.asarray(preprocess.seed001_input(im, size=64)) for im in batch])
+    prep = jax.jit(lambda im: preprocess.seed001_input(im, size=64))
+    together = np.asarray(prep(batch))
+    alone = np.stack([np.asarray(prep(im)) for im in batch])
     np.testing.assert_allclose(together, alone, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(preprocess.seed001_input(a.astype(np.float32), size=64)),
-                               alone[0], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(prep(a.astype(np.float32))), alone[0], atol=1e-4)
 
 
 def test_seed001_errors():
@@ -90,20 +90,23 @@ def test_imagenet_normalize_matches_torchvision():
     np.testing.assert_allclose(ours, t.permute(1, 2, 0).numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("make", [
-    lambda norm: DenseNet121(num_classes=3, growth_rate=4, block_config=(1, 1, 1, 1), num_init_features=8,
-                             bn_size=2, normalization=norm),
-    lambda norm: InceptionV3(num_classes=3, normalization=norm),
-])
-def test_model_normalization_is_the_normalised_input(make):
+def test_model_normalization_is_the_normalised_input():
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.random((1, 80, 80, 3)) * 255, jnp.float32)
-    plain, normed = make(None), make(preprocess.imagenet_normalization(255.0))
+    norm = preprocess.imagenet_normalization(255.0)
+    # DenseNet (small): whole model, and head(stem(x)) == model(x) with the normalisation in the stem
+    plain = DenseNet121(num_classes=3, growth_rate=4, block_config=(1, 1, 1, 1), num_init_features=8, bn_size=2)
+    normed = plain.clone(normalization=norm)
     variables = jax.jit(plain.init)(jax.random.key(0), x)
     want = jax.jit(plain.apply)(variables, preprocess.imagenet_normalize(x))
     got = jax.jit(normed.apply)(variables, x)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
-    # the normalisation belongs to the affine stem: head(stem(x)) == model(x)
     stem = jax.jit(lambda v, z: normed.apply(v, z, part="stem"))(variables, x)
     head = jax.jit(lambda v, z: normed.apply(v, z, part="head"))(variables, stem)
     np.testing.assert_allclose(np.asarray(head), np.asarray(got), rtol=1e-4, atol=1e-5)
+    # Inception V3: its stem (the first convolution + BatchNorm) sees the normalised image
+    inc = InceptionV3(num_classes=3)
+    v = jax.jit(lambda k, z: inc.init(k, z, part="stem"))(jax.random.key(0), x)   # the stem's variables only
+    stem_of = lambda m: jax.jit(lambda vv, z: m.apply(vv, z, part="stem"))  # noqa: E731
+    np.testing.assert_allclose(np.asarray(stem_of(inc.clone(normalization=norm))(v, x)),
+                               np.asarray(stem_of(inc)(v, preprocess.imagenet_normalize(x))), rtol=1e-4, atol=1e-4)

@@ -88,14 +88,15 @@ class LinearityStudy(NamedTuple):
 
 def linearity_study(
     model: Any, variables: Any, x: Any, layer: str, target: Callable, c: Any, *, baseline: Any,
-    steps: int = 32, rule: str = "gausslegendre", chunk: int | str | None = "all",
+    steps: int = 32, rule: str = "gausslegendre", chunk: int | str | None = None,
 ) -> LinearityStudy:
     """Seed 001's linearity study: attributions of ``layer``'s units on gradient counterfactuals.
 
     ``x_c = clip(x + c·∂F/∂x, 0, 255)`` for every ``c`` of the grid; IG of ``F = target∘model``
     with respect to the layer's units at each ``x_c`` (half-gray image activations as the layer
     baseline, :func:`layer_integrated_gradients`).  All ``c`` run in one ``vmap``-ed, jitted
-    program.  If F is close to linear in the units, ``mean_gradients`` stay constant while
+    program; memory ≈ ``len(c) × chunk`` evaluations of the model after ``layer`` (small for the
+    seed's fully connected layers, large for an early convolution: lower ``chunk`` there).  If F is close to linear in the units, ``mean_gradients`` stay constant while
     ``attributions`` grow with ``a(x_c) − a'``.
 
     Example::
