@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-__all__ = ["run_case"]
+__all__ = ["run_case", "write_results"]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,3 +28,12 @@ def run_case(module: str, function: str, *args, env: dict | None = None) -> dict
     if out.returncode:
         raise RuntimeError(f"{module}.{call} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_results(path: str, obj) -> str:
+    """Write a benchmark's JSON (creating folders), say where, return the path."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(obj, fh, indent=1)
+    print(f"wrote {path}")
+    return path

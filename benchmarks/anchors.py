@@ -31,7 +31,6 @@ added with the same command.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -41,7 +40,7 @@ import time
 import numpy as np
 
 from benchmarks._memory import PeakSampler, rss_mb
-from benchmarks._process import run_case
+from benchmarks._process import run_case, write_results
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -326,10 +325,7 @@ def main(argv=None) -> int:
               "device": rows[0].get("device") if rows else None, "rows": rows}
     jm = machine["matmul_flops_per_s"]
     print(f"matmul 4096² float32: JAX {jm['jax'] / 1e9:.0f} GFLOP/s, PyTorch {jm['torch'] / 1e9:.0f} GFLOP/s")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(record, fh, indent=1)
-    print(f"wrote {args.out}")
+    write_results(args.out, record)
     return 0
 
 

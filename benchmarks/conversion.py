@@ -23,7 +23,6 @@ Cases:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import time
 import numpy as np
 
 from benchmarks._memory import PeakSampler, rss_mb
-from benchmarks._process import run_case
+from benchmarks._process import run_case, write_results
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -139,10 +138,7 @@ def main(argv=None) -> int:
         r["ratio_to_read"] = r["seconds"] / read
         print(f"{r['file']:26s} {r['mb']:6.1f} {r['cache']:5s} {r['case']:42s} {r['first_seconds']:8.3f} "
               f"{r['seconds']:7.3f} {r['ratio_to_read']:7.2f} {r['peak_mb_over_imports']:8.0f}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(rows, fh, indent=1)
-    print(f"wrote {args.out}")
+    write_results(args.out, rows)
     return 0
 
 

@@ -18,13 +18,12 @@ from GPUs/TPUs can be added with the same command.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
 import time
 
-from benchmarks._process import run_case
+from benchmarks._process import run_case, write_results
 
 
 def _case(spec: dict) -> dict:
@@ -179,10 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 line += (f" {theirs['run_s']:18.2f} {theirs['run_s'] / ours['run_s']:8.2f}x "
                          f"{theirs['peak_rss_gb']:8.2f}")
         print(line, flush=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump({"cases": rows, "python": sys.version.split()[0]}, fh, indent=2)
-    print(f"wrote {args.out}")
+    write_results(args.out, {"cases": rows, "python": sys.version.split()[0]})
     return 0
 
 

@@ -22,7 +22,6 @@ Every Captum call uses ``internal_batch_size`` = our chunk (8) and the same rule
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import tempfile
 import numpy as np
 
 from benchmarks._memory import rss_mb
-from benchmarks._process import run_case
+from benchmarks._process import run_case, write_results
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
@@ -153,10 +152,7 @@ def main(argv=None) -> int:
                       f"peak {r['peak_mb']:7.0f} MB" + (f"  {row['vs_captum']:.2f}x Captum, max rel diff "
                                                         f"{row['max_rel_diff']:.1e}" if who != "captum" else ""),
                       flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(rows, fh, indent=1)
-    print(f"wrote {args.out}")
+    write_results(args.out, rows)
     return 0
 
 

@@ -89,6 +89,12 @@ def build_model(name: str, model: Any, args: argparse.Namespace) -> tuple[Any, A
     return model, variables, {"weights": None, "note": "random initialisation (no --weights)"}
 
 
+def finish(out: Path, name: str, record: dict, timer: "Timer") -> Path:
+    """Add the timings and write ``out/<name>.json``."""
+    record["seconds"] = timer.seconds
+    return write_json(out / f"{name}.json", record)
+
+
 def pick_examples(labels: np.ndarray, predictions: np.ndarray, wanted: dict[str, tuple[int, int | None]]) -> dict:
     """``{role: index}``: the first example with (true grade, predicted grade or None); falls
     back to any example of the grade, then to the highest grade present."""

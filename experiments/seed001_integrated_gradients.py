@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_data_args, build_model, open_sources, pick_examples, start, write_json  # noqa: E402
+from _common import add_data_args, build_model, finish, open_sources, pick_examples, start  # noqa: E402
 
 
 def parse(argv=None):
@@ -202,8 +202,7 @@ def main(argv=None):
                            col_labels=[str(u) for u in top], title=f"{args.linearity_layer}: attribution per unit")
     viz.save_figure(fig, out / "seed001_linearity.png")
 
-    record["seconds"] = timer.seconds
-    write_json(out / "seed001.json", record)
+    finish(out, "seed001", record, timer)
     print(f"wrote {out / 'seed001.json'} and figures; metrics: accuracy {record['metrics']['accuracy']}, "
           f"kappa {record['metrics']['quadratic_weighted_kappa']}")
     return record

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_data_args, build_model, open_sources, start, write_json  # noqa: E402
+from _common import add_data_args, build_model, finish, open_sources, start  # noqa: E402
 
 LAYER = "denseblock4"
 
@@ -148,8 +148,7 @@ def main(argv=None):
                          row_titles=[f"{ex.name} g{ex.label}→{p}" for ex, p in zip(examples, preds)])
     viz.save_figure(fig, out / "seed002_grad_cam.png")
 
-    record["seconds"] = timer.seconds
-    write_json(out / "seed002.json", record)
+    finish(out, "seed002", record, timer)
     print(f"wrote {out / 'seed002.json'} and figures; accuracy {record['metrics']['accuracy']}, one CAM cell = "
           f"{record['grad_cam']['cell_fraction']:.3%} of the image")
     return record
