@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="DRIU variant (default: from --weights, else vessel)")
     conv = sub.add_parser("convert", help="convert Caffe / PyTorch weights to an Orbax checkpoint + JSON record")
     conv.add_argument("src", help="a .caffemodel, .pth/.pt or .safetensors file")
-    conv.add_argument("--model", required=True, choices=["driu", "densenet121", "inception_v3"])
+    conv.add_argument("--model", required=True, choices=["driu", "densenet121", "inception_v3", "unet3d"])
     conv.add_argument("--out", required=True, help="new output directory")
     conv.add_argument("--variant", default=None, choices=["vessel", "optic_disc"],
                       help="DRIU variant (default: from the file)")

@@ -35,6 +35,7 @@ _REGISTRY = {
     "driu": ("DRIU", "converters.driu"),
     "densenet121": ("DenseNet121", "converters.densenet"),
     "inception_v3": ("InceptionV3", "converters.inception"),
+    "unet3d": ("UNet3D", "converters.unet3d"),
 }
 MODELS = tuple(_REGISTRY)
 RECORD_NAME = "jaxretina.json"  # the conversion record inside a converted checkpoint directory
