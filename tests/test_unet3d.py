@@ -61,3 +61,35 @@ def test_taps_full_width_parameters_and_errors():
         model.apply(v, jnp.zeros((1, 16, 16, 1)))
     with pytest.raises(ValueError, match="channels-first"):
         model.apply(v, jnp.zeros((1, 1, 16, 16, 16)))
+
+
+def test_explainers_on_volumes_grad_cam_and_ig_against_torch_autograd():
+    """With deep_supervision=False the model is a plain volume -> volume map: Grad-CAM of a layer
+    (trilinear resize) and IG with the segmentation target, against torch autograd."""
+    from jaxretina import explain, targets
+
+    ref = _ref(width=2, seed=4).eval().double()
+    state = {k: v.detach().numpy().copy() for k, v in ref.state_dict().items()}
+    from converters.unet3d import from_state_dict
+
+    model, variables, _ = from_state_dict(state, "memory", deep_supervision=False)
+    x = np.random.default_rng(5).normal(size=(16, 16, 32, 1))
+    target = targets.segmentation_sum()
+    with jax.enable_x64(True):
+        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        cams = explain.grad_cam(model, v64, jnp.asarray(x), target, layers=["Up_conv3"], relu=False, resize=False,
+                                normalize=False)
+        grads = explain.saliency(explain.model_fn(model, v64, target), jnp.asarray(x), abs=False)
+    captured = {}
+    ref.Up_conv3.register_forward_hook(lambda m, i, o: captured.update(a=o) or o.retain_grad())
+    xt = torch.from_numpy(x.transpose(3, 0, 1, 2)[None].copy()).requires_grad_(True)
+    torch.sigmoid(ref(xt)[0]).sum().backward()
+    a, g = captured["a"].detach().numpy()[0], captured["a"].grad.numpy()[0]     # (C, D, H, W)
+    want = (a * g.mean(axis=(1, 2, 3), keepdims=True)).sum(0)
+    np.testing.assert_allclose(np.asarray(cams["Up_conv3"]), want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
+    np.testing.assert_allclose(np.asarray(grads)[..., 0], xt.grad.numpy()[0, 0], rtol=1e-8,
+                               atol=1e-10 * np.abs(xt.grad.numpy()).max())
+    with jax.enable_x64(True):
+        up = explain.grad_cam(model, v64, jnp.asarray(x), target, layers=["Up_conv3"], relu=False, resize=True,
+                              normalize=False)["Up_conv3"]
+    assert up.shape == (16, 16, 32)

@@ -79,6 +79,9 @@ class UNet3D(nn.Module):
     Attributes:
       base_width: filters of the first level (DS6: 64).
       in_channels, out_channels: 1 and 1 in DS6.
+      deep_supervision: return ``(out, d3_out, d4_out)`` (DS6's training output); ``False``
+        returns ``out`` alone (DS6's inference; what the explainers and targets take).  The
+        parameters are the same either way.
       act: the nonlinearity (``nn.relu``; some published variants use LeakyReLU — pass e.g.
         ``lambda v: nn.leaky_relu(v, 0.01)``; swap for guided backprop / deconvnet).
       dtype: computation dtype (parameters stay float32).
@@ -89,11 +92,12 @@ class UNet3D(nn.Module):
     base_width: int = 64
     in_channels: int = 1
     out_channels: int = 1
+    deep_supervision: bool = True
     act: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: jnp.dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array | tuple[jax.Array, jax.Array, jax.Array]:
         check_image_batch(x, channels=self.in_channels, name="UNet3D input", spatial_dims=3)
         if any(s % 16 for s in x.shape[1:4]):
             raise ValueError(f"UNet3D input: depth, height and width must be multiples of 16 (four 2x poolings); "
@@ -122,7 +126,7 @@ class UNet3D(nn.Module):
         d3_out = block("Conv_d3", self.out_channels, d3)
         d2 = block("Up_conv2", f[0], jnp.concatenate([e1, up("Up2", f[0], d3)], axis=-1))
         out = tap("Conv", nn.Conv(self.out_channels, (1, 1, 1), dtype=self.dtype, name="Conv")(d2))
-        return out, d3_out, d4_out
+        return (out, d3_out, d4_out) if self.deep_supervision else out
 
     def shape_probe(self) -> tuple["UNet3D", jax.Array]:
         """A module and input whose ``init`` has this model's variable shapes."""
