@@ -6,7 +6,8 @@
   (or ``steps="auto"`` until a completeness tolerance),
   with the completeness error ``delta``.
 * :func:`saliency`, :func:`gradient_x_input`, :func:`smoothgrad`.
-* :func:`guided_backprop`, :func:`deconvnet` — the model's ReLUs with swapped derivatives.
+* :func:`guided_backprop`, :func:`deconvnet` — the model's ReLUs with swapped derivatives;
+  :func:`layerwise_guided_backprop` — every layer's guided map in one program (seed 003).
 * :func:`integrated_gradients_vector`, :func:`class_integrated_gradients`,
   :func:`layer_integrated_gradients`, :func:`neuron_integrated_gradients`, :func:`neuron_study`
   — IG for several outputs at once, to a layer's neurons, from neurons to pixels (seed 001).
@@ -29,7 +30,9 @@ from jaxretina.explain.neurons import (
     neuron_integrated_gradients, neuron_study, resultant_active_region, top_neurons,
 )
 from jaxretina.explain.quadrature import RULES, quadrature
-from jaxretina.explain.relu_rules import deconvnet, deconvnet_relu, guided_backprop, guided_relu
+from jaxretina.explain.relu_rules import (
+    deconvnet, deconvnet_relu, deconvnet_rule, guided, guided_backprop, guided_relu, layerwise_guided_backprop,
+)
 
 __all__ = [
     "Attribution",
@@ -51,6 +54,9 @@ __all__ = [
     "RULES",
     "deconvnet",
     "deconvnet_relu",
+    "deconvnet_rule",
+    "guided",
+    "layerwise_guided_backprop",
     "grad_cam",
     "grad_cam_plus_plus",
     "gradient_x_input",

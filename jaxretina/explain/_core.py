@@ -34,12 +34,23 @@ __all__ = [
 ]
 
 
+def example_output(out: Any, *, who: str = "target") -> jax.Array:
+    """The one example of a batched model output ``(1, ...)``; a clear error for a model that
+    returns several outputs (the DS6 U-Net with ``deep_supervision=True``)."""
+    if isinstance(out, (tuple, list)):
+        raise ValueError(
+            f"{who}: the model returns {len(out)} outputs (a tuple); explainers need one output map — "
+            "for UNet3D use model.clone(deep_supervision=False), DS6's inference output"
+        )
+    return out[0]
+
+
 class _ModelScore(NamedTuple):
     model: Any
     target: Callable
 
     def __call__(self, variables, x):
-        return self.target(self.model.apply(variables, x[None])[0])
+        return self.target(example_output(self.model.apply(variables, x[None])))
 
     @property
     def has_affine_stem(self) -> bool:
@@ -50,7 +61,7 @@ class _ModelScore(NamedTuple):
         return self.model.apply(variables, x[None], part="stem")[0]
 
     def head(self, variables, z):
-        return self.target(self.model.apply(variables, z[None], part="head")[0])
+        return self.target(example_output(self.model.apply(variables, z[None], part="head")))
 
 
 def model_fn(model: Any, variables: Any, target: Callable) -> Partial:

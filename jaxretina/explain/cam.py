@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina import taps
-from jaxretina.explain._core import check_input, scalar_output
+from jaxretina.explain._core import check_input, example_output, scalar_output
 
 __all__ = ["grad_cam", "grad_cam_plus_plus", "layer_gradients"]
 
@@ -82,7 +82,7 @@ def _tapped_grads(model, variables, x, target, chosen):
 
     def score(d):
         out, acts = fns.tapped(variables, batch, {**fixed, **d})
-        return scalar_output(target(out[0]), who="target"), acts
+        return scalar_output(target(example_output(out)), who="target"), acts
 
     grads, acts = jax.grad(score, has_aux=True)(wanted)
     return {n: acts[n][0] for n in chosen}, {n: grads[n][0] for n in chosen}

@@ -1,7 +1,7 @@
-"""Guided backprop and deconvnet: the model's ReLU with a different backward rule.
+"""Guided backprop and deconvnet: the model's nonlinearity with a different backward rule.
 
-Both keep the forward pass and replace only the derivative of every ReLU the model routes
-through its ``act`` field (``model.clone(act=...)``; no hooks):
+Both keep the forward pass and replace only the derivative of every activation the model
+routes through its ``act`` field (``model.clone(act=...)``; no hooks):
 
 * **guided backprop** (Springenberg et al. 2015): pass the gradient where the ReLU's input
   *and* the incoming gradient are positive, ``g_in = g · [x > 0] · [g > 0]``;
@@ -12,28 +12,41 @@ These are Captum's ``GuidedBackprop`` / ``Deconvolution`` rules (a backward hook
 ``relu(grad_input)`` or ``relu(grad_output)`` on every ``nn.ReLU``).  The attribution is the
 modified gradient of the target with respect to the input (shape of ``x``), as in Captum.
 
-Which ReLUs change: those behind ``act`` — every ReLU of DenseNet, DRIU's trunk ReLUs (its
-side branches are linear).  Captum only reaches ``nn.ReLU`` modules, so a functional
-``F.relu`` in a PyTorch model (torchvision DenseNet's last one) keeps its plain gradient there.
+Which activations change: those behind ``act`` — every ReLU of DenseNet, Inception V3 and the
+DS6 U-Net, DRIU's trunk ReLUs (its side branches are linear).  A model whose ``act`` is not
+the ReLU (DS6's LeakyReLU variants) gets the rules' natural extension, forward unchanged:
+guided ``g_in = act'(x) · max(g, 0)`` (for the ReLU, ``act'(x) = [x > 0]``: the rule above) and
+deconvnet ``g_in = max(g, 0)``.  Captum only reaches ``nn.ReLU`` modules, so it leaves a
+LeakyReLU — and a functional ``F.relu`` in a PyTorch model (torchvision's Inception
+``BasicConv2d``, DenseNet's last ReLU) — with its plain gradient.
+
+:func:`layerwise_guided_backprop` (seed 003, Fig. 5) gives the guided-backprop map of every
+layer's activation in one program.
 
 Example::
 
     >>> gb = explain.guided_backprop(model, variables, x, targets.class_logit(3))
     >>> gb.shape == x.shape
     True
+    >>> maps = explain.layerwise_guided_backprop(model, variables, volume)   # (L, D, H, W, 1)
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from jaxretina.explain._core import model_fn
+from jaxretina import taps
+from jaxretina.explain._core import check_chunk, check_input, model_fn
 from jaxretina.explain.gradients import saliency
 
-__all__ = ["guided_relu", "deconvnet_relu", "guided_backprop", "deconvnet"]
+__all__ = [
+    "guided_relu", "deconvnet_relu", "guided", "deconvnet_rule", "guided_backprop", "deconvnet",
+    "layerwise_guided_backprop",
+]
 
 
 @jax.custom_vjp
@@ -70,11 +83,49 @@ def _deconv_bwd(_, g):
 deconvnet_relu.defvjp(_deconv_fwd, _deconv_bwd)
 
 
-def _with_act(model: Any, act: Callable, who: str) -> Any:
+@functools.lru_cache(maxsize=64)
+def guided(act: Callable) -> Callable:
+    """``act`` with guided backprop's backward rule ``act'(x) · max(g, 0)`` (forward unchanged).
+
+    The ReLU gives :func:`guided_relu`.  Cached per ``act``: the same function object each
+    call, so a cloned model compares equal and explainers do not recompile.
+    """
+    if act is jax.nn.relu or act is guided_relu:
+        return guided_relu
+
+    @jax.custom_vjp
+    def rule(x):
+        return act(x)
+
+    def fwd(x):
+        return act(x), x
+
+    def bwd(x, g):
+        return jax.vjp(act, x)[1](jax.nn.relu(g))
+
+    rule.defvjp(fwd, bwd)
+    return rule
+
+
+@functools.lru_cache(maxsize=64)
+def deconvnet_rule(act: Callable) -> Callable:
+    """``act`` with deconvnet's backward rule ``max(g, 0)`` (forward unchanged); cached per ``act``."""
+    if act is jax.nn.relu or act is deconvnet_relu:
+        return deconvnet_relu
+
+    @jax.custom_vjp
+    def rule(x):
+        return act(x)
+
+    rule.defvjp(lambda x: (act(x), None), lambda _, g: (jax.nn.relu(g),))
+    return rule
+
+
+def _with_act(model: Any, rule: Callable, who: str) -> Any:
     if not hasattr(model, "act"):
         raise TypeError(f"{who}: {type(model).__name__} has no 'act' field to swap; jaxretina models route "
                         "their ReLUs through `act` (found none)")
-    return model.clone(act=act)
+    return model.clone(act=rule(model.act))
 
 
 def guided_backprop(model: Any, variables: Any, x: Any, target: Callable) -> jax.Array:
@@ -82,9 +133,84 @@ def guided_backprop(model: Any, variables: Any, x: Any, target: Callable) -> jax
 
     Compiles once per (model, target, shape): the cloned model compares equal across calls.
     """
-    return saliency(model_fn(_with_act(model, guided_relu, "guided_backprop"), variables, target), x, abs=False)
+    return saliency(model_fn(_with_act(model, guided, "guided_backprop"), variables, target), x, abs=False)
 
 
 def deconvnet(model: Any, variables: Any, x: Any, target: Callable) -> jax.Array:
     """Deconvnet attribution of ``target`` for one example ``x``: shape of ``x``."""
-    return saliency(model_fn(_with_act(model, deconvnet_relu, "deconvnet"), variables, target), x, abs=False)
+    return saliency(model_fn(_with_act(model, deconvnet_rule, "deconvnet"), variables, target), x, abs=False)
+
+
+class _LayerScores(NamedTuple):
+    """``(L,)``: ``Σ |A_l|`` (or over one channel) of each chosen layer, one forward pass."""
+
+    model: Any
+    chosen: tuple[str, ...]
+    channel: int | None
+
+    def __call__(self, variables, x):
+        fns = taps.tap_functions(self.model)
+        _, acts = fns.tapped(variables, x[None], fns.zeros(variables, x[None]))
+        scores = []
+        for name in self.chosen:
+            a = acts[name][0]
+            if self.channel is not None:
+                if not -a.shape[-1] <= self.channel < a.shape[-1]:
+                    raise ValueError(f"layerwise_guided_backprop: channel {self.channel} out of range for layer "
+                                     f"{name!r} with {a.shape[-1]} channels")
+                a = a[..., self.channel]
+            scores.append(jnp.abs(a).sum())
+        return jnp.stack(scores)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _layerwise_program(scores, chunk, variables, x):
+    out, pullback = jax.vjp(lambda z: scores(variables, z), x)
+    eye = jnp.eye(out.shape[0], dtype=out.dtype)
+    # Chunks of layers, each a vmap of the pullback: one program, memory ~ chunk backward passes.
+    parts = [jax.vmap(pullback)(eye[i:i + chunk])[0] for i in range(0, out.shape[0], chunk)]
+    return jnp.concatenate(parts, axis=0)
+
+
+@functools.lru_cache(maxsize=64)
+def _tap_names(model, shape: tuple[int, ...], dtype) -> tuple[str, ...]:
+    return taps.layer_names(model, (1, *shape))
+
+
+def layerwise_guided_backprop(
+    model: Any, variables: Any, x: Any, layers: str | Sequence[str] = "all", *, channel: int | None = None,
+    rule: str = "guided", chunk: int | str | None = "all",
+) -> tuple[jax.Array, tuple[str, ...]]:
+    """Guided-backprop map of every layer's activation with respect to the input (seed 003, Fig. 5).
+
+    For each chosen layer ``l`` with activation ``A_l(x)`` (its tap: after the layer's
+    nonlinearity), the map is ``∂̃ Σ |A_l(x)| / ∂x`` with the guided rule on every ``act`` —
+    the "layer activation with guided backprop" of the CNN-visualisation library the seed used,
+    which sums ``|A_l|`` over one filter (``channel``; ``None`` = all channels).  One forward
+    pass and ``L`` backward passes as a ``vmap`` of the pullback over the ``L`` unit covectors —
+    one compiled program per (model, layers, shape), no Python loop over layers.
+
+    Args:
+      x: one example (H, W, C) or (D, H, W, C), no batch axis.
+      layers: ``"all"`` (every tap, in execution order) or names.
+      channel: one filter of every layer (must exist in each), or ``None``.
+      rule: ``"guided"`` or ``"deconvnet"`` (the same construction with deconvnet's rule).
+      chunk: layers per ``vmap`` inside the program: ``"all"`` (fastest; memory ~ L backward
+        passes), an int, or ``None`` (= 8).
+
+    Returns:
+      ``(maps, names)``: ``maps`` of shape ``(L, *x.shape)``, ``names`` the L layer names.
+
+    Example::
+
+      >>> maps, names = explain.layerwise_guided_backprop(model, variables, patch)   # (16, 64, 64, 64, 1)
+    """
+    who = "layerwise_guided_backprop"
+    x = check_input(x, who=who)
+    if rule not in ("guided", "deconvnet"):
+        raise ValueError(f"{who}: rule must be 'guided' or 'deconvnet'; found {rule!r}")
+    swapped = _with_act(model, guided if rule == "guided" else deconvnet_rule, who)
+    chosen = taps.select_layers(_tap_names(model, tuple(x.shape), x.dtype), layers)
+    scores = _LayerScores(swapped, chosen, channel)
+    maps = _layerwise_program(scores, check_chunk(chunk, len(chosen), who=who), taps._params_only(variables), x)
+    return maps, chosen

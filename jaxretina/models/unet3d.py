@@ -38,8 +38,10 @@ __all__ = ["UNet3D"]
 
 
 def _pool(x):
-    n, d, h, w, c = x.shape
-    return x.reshape(n, d // 2, 2, h // 2, 2, w // 2, 2, c).max(axis=(2, 4, 6))
+    # reduce_window, whose gradient (select-and-scatter) routes each window's gradient to one
+    # maximum, the first among ties — as PyTorch's MaxPool3d.  A reshape-and-max would split it
+    # among ties, which deconvnet exposes (its rule passes gradient into all-zero windows).
+    return nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2))
 
 
 def _upsample(x):
