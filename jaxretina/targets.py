@@ -9,6 +9,17 @@ for traced ``c``.
 Segmentation targets turn logits into probabilities with ``probability=True``: a sigmoid
 when the output has one channel (DRIU, DS6), a softmax over channels otherwise.
 
+Seed 003's segmentation wrapper (argmax per voxel, then per class) comes in three forms,
+which differ in the gradient they give:
+
+* :func:`argmax_count` — the number of voxels of class ``c``: the seed's C-vector entry; zero
+  gradient almost everywhere (for reporting, not for gradient methods);
+* :func:`argmax_score` — class ``c``'s score summed over the voxels assigned to ``c``: the
+  gradient of those voxels' scores (what gradient libraries compute for the seed's wrapper);
+* :func:`soft_count` — ``Σ softmax(y / T)_c``: a smooth count, gradient at every voxel.
+
+:func:`class_vector` stacks one of them over classes (the seed's ``C × 1`` vector).
+
 Example::
 
     >>> import jax.numpy as jnp
@@ -34,6 +45,10 @@ __all__ = [
     "segmentation_sum",
     "segmentation_mean",
     "pixel",
+    "argmax_score",
+    "argmax_count",
+    "soft_count",
+    "class_vector",
 ]
 
 
@@ -171,3 +186,104 @@ def pixel(i: int, j: int, channel: int = 0, probability: bool = True) -> Target:
         return y[i, j]
 
     return Target(fn, f"pixel(i={i}, j={j}, channel={channel}, probability={probability})")
+
+
+def _class_scores(out: jax.Array, probability: bool, what: str) -> jax.Array:
+    """Per-voxel class scores ``(..., K)``: a one-channel output is two classes (background,
+    foreground) with logits ``(0, z)`` — probabilities ``(1 − σ(z), σ(z))`` —, K > 1 channels
+    are K classes (softmax)."""
+    if out.ndim not in (3, 4):
+        raise ValueError(
+            f"{what}: expected one example's segmentation output (H, W, C) or (D, H, W, C); "
+            f"found shape {out.shape} (a batch goes through jax.vmap)"
+        )
+    if out.shape[-1] == 1:
+        out = jnp.concatenate([jnp.zeros_like(out), out], axis=-1)
+    return jax.nn.softmax(out, axis=-1) if probability else out
+
+
+def _check_class(c: int, k: int, what: str) -> None:
+    if not -k <= c < k:
+        raise ValueError(f"{what}: class {c} out of range for {k} classes (a one-channel output has 2: "
+                         "background 0 and foreground 1)")
+
+
+@_reused
+def argmax_score(c: int = 1, probability: bool = True) -> Target:
+    """Seed 003's segmentation wrapper, differentiable form: ``Σ_p [argmax_k y_p,k = c] · y_p,c``.
+
+    Every voxel is assigned its argmax class; the target sums class ``c``'s score over the
+    voxels assigned to ``c`` (Captum's segmentation recipe; ``y`` = probabilities or, with
+    ``probability=False``, logits).  Its gradient is the gradient of ``y_p,c`` summed over
+    those voxels only: the assignment is piecewise constant, so it contributes nothing where
+    it is differentiable, and voxels of other classes pass no gradient.  A one-channel output
+    (DS6, DRIU) is two classes: 0 background (``σ(z) ≤ 0.5``), 1 vessel.
+    """
+
+    def fn(out):
+        y = _class_scores(out, probability, "argmax_score")
+        _check_class(c, y.shape[-1], "argmax_score")
+        chosen = jnp.argmax(y, axis=-1) == (c % y.shape[-1])
+        return jnp.where(chosen, y[..., c], 0).sum()
+
+    return Target(fn, f"argmax_score(c={c}, probability={probability})")
+
+
+@_reused
+def argmax_count(c: int = 1) -> Target:
+    """Seed 003's wrapper as a count: the number of voxels whose argmax class is ``c``.
+
+    Piecewise constant in the input: its gradient is zero almost everywhere (gradient methods
+    return zeros; IG's completeness then fails by the count's change).  Use it to *report* the
+    quantity the seed's C-vector holds; explain :func:`argmax_score` (the same assignment, a
+    usable gradient) or :func:`soft_count` (the count made smooth).
+    """
+
+    def fn(out):
+        y = _class_scores(out, False, "argmax_count")
+        _check_class(c, y.shape[-1], "argmax_count")
+        return (jnp.argmax(y, axis=-1) == (c % y.shape[-1])).sum().astype(out.dtype)
+
+    return Target(fn, f"argmax_count(c={c})")
+
+
+@_reused
+def soft_count(c: int = 1, temperature: float = 1.0) -> Target:
+    """Differentiable count of class ``c``: ``Σ_p softmax(y_p / T)_c`` over logits ``y``.
+
+    At ``T = 1`` this is the expected number of voxels of class ``c`` (the sum of its
+    probabilities; for one channel ``Σ σ(z)``, :func:`segmentation_sum`); as ``T → 0`` it tends
+    to :func:`argmax_count`.  Its gradient is nonzero at every voxel, largest where the class
+    is uncertain (``σ'`` peaks at the decision boundary).
+    """
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ValueError(f"soft_count: temperature must be a positive number; found {temperature!r}")
+
+    def fn(out):
+        logits = _class_scores(out, False, "soft_count")
+        _check_class(c, logits.shape[-1], "soft_count")
+        return jax.nn.softmax(logits / temperature, axis=-1)[..., c].sum()
+
+    return Target(fn, f"soft_count(c={c}, temperature={temperature})")
+
+
+class _ClassVector(NamedTuple):
+    factory: Callable[[int], Target]
+    classes: tuple[int, ...]
+
+    def __call__(self, out):
+        return jnp.stack([self.factory(c)(out) for c in self.classes])
+
+
+def class_vector(factory: Callable[[int], Target], classes: Any) -> Callable[[jax.Array], jax.Array]:
+    """Seed 003's C-vector: ``out -> (t_c(out))_c`` for ``t_c = factory(c)``, shape ``(len(classes),)``.
+
+    For :func:`jaxretina.explain.integrated_gradients_vector` (every class's map in one program)
+    or for reporting.  Hashable: build it once and reuse it.
+
+    Example::
+
+      >>> counts = targets.class_vector(targets.argmax_count, (0, 1))
+      >>> counts(out)                                   # (2,): background and vessel voxels
+    """
+    return _ClassVector(factory, tuple(int(c) for c in classes))
