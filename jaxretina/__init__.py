@@ -24,11 +24,11 @@ from jaxretina import _xla
 
 _xla.apply_defaults()  # before anything creates a JAX backend; see jaxretina/_xla.py
 
-from jaxretina import data, explain, metrics, models, preprocess, targets, taps, train  # noqa: E402
+from jaxretina import data, explain, metrics, models, preprocess, targets, taps, train, views, volumes  # noqa: E402
 from jaxretina.explain import Attribution  # noqa: E402
 from jaxretina.loading import load, save  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["Attribution", "data", "explain", "load", "metrics", "models", "preprocess", "save", "targets", "taps",
-           "train", "__version__"]
+           "train", "views", "volumes", "__version__"]

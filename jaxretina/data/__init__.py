@@ -1,6 +1,7 @@
 """Diabetic-retinopathy data: sources (Kaggle folder + CSV, Kaggle/TFDS manual directory, TFDS),
 samplers (seed 001's class-balanced batches, seed 002's weighted oversampling), fixed-shape
-batches, and a generated fake dataset for tests and demos.
+batches, and a generated fake dataset for tests and demos; NIfTI volumes and a synthetic
+vessel phantom for the 3D U-Net (seed 003).
 
 Example::
 
@@ -13,6 +14,8 @@ Example::
 
 from jaxretina.data.batching import batches, load_batch
 from jaxretina.data.fake import fake_fundus, make_fake_dataset
+from jaxretina.data.nifti import NiftiVolume, read_nifti, write_nifti
+from jaxretina.data.phantom import Phantom, vessel_phantom
 from jaxretina.data.sampling import (
     SEED001_FRACTIONS, SEED002_WEIGHTS, class_balanced, class_counts, sequential, weighted,
 )
@@ -25,5 +28,5 @@ __all__ = [
     "GRADES", "SEED001_FRACTIONS", "SEED002_WEIGHTS", "TFDS_NAME", "Example", "KaggleFolder", "TFDSSource",
     "batches", "class_balanced", "class_counts", "decode_rgb", "fake_fundus", "kaggle_folder", "kaggle_manual_dir",
     "load_batch", "make_fake_dataset", "sequential", "split", "square_resize", "Subset", "tfds_source",
-    "weighted",
+    "weighted", "NiftiVolume", "read_nifti", "write_nifti", "Phantom", "vessel_phantom",
 ]
