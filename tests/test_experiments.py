@@ -46,3 +46,20 @@ def test_seed002_densenet_gradcam_smoke(tmp_path):
     assert g["summary"]["images_with_lesions"] == 4                         # the fake data's masks were found
     assert 0 <= g["summary"]["mean_cam_mass_in_lesions"] <= 1
     assert r["data"]["train"] + r["data"]["test"] == 20
+
+
+def test_seed003_unet3d_attributions_smoke(tmp_path):
+    _run("seed003_unet3d_attributions.py", tmp_path)
+    r = json.loads((tmp_path / "seed003.json").read_text())
+    for fig in ("input", "guided_backprop", "deconvnet", "integrated_gradients", "layerwise_gbp"):
+        assert (tmp_path / f"seed003_{fig}.png").stat().st_size > 1000
+    import nibabel as nib
+    assert nib.load(tmp_path / "seed003_guided_backprop.nii.gz").shape == (48, 32, 32)
+    assert nib.load(tmp_path / "seed003_layerwise_gbp.nii.gz").shape == (48, 32, 32, 16)
+    assert r["data"]["kind"] == "vessel phantom" and r["window"]["patches"] == 2 and r["training"]["steps"] == 3
+    for m in ("guided_backprop", "deconvnet", "integrated_gradients"):
+        assert 0 < r["methods"][m]["max_abs"] <= 1 + 1e-6          # per-patch normalised, averaged
+        assert 0 <= r["methods"][m]["mass_on_vessels"] <= 1
+    assert len(r["layers"]) == 16 and set(r["agreement"]) == {
+        "guided_backprop~deconvnet", "guided_backprop~integrated_gradients", "deconvnet~integrated_gradients"}
+    assert np.isfinite(r["ig_first_patch"]["delta"])

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from jaxretina import data, explain, targets, views, volumes
-from jaxretina.models import UNet3D
 
 
 class _Squash:
@@ -68,9 +67,8 @@ def test_grid_covers_every_voxel_and_short_axes_are_padded():
 
 
 @pytest.fixture(scope="module")
-def unet():
-    model = UNet3D(base_width=2, deep_supervision=False)
-    return model, jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 16, 16, 16, 1)))
+def unet(unet_small):
+    return unet_small
 
 
 def test_single_patch_equals_the_model_and_the_explainer(unet):

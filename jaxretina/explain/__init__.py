@@ -5,6 +5,7 @@
 * :func:`integrated_gradients` — all quadrature steps ``vmap``-ed, chunked to a memory budget
   (or ``steps="auto"`` until a completeness tolerance),
   with the completeness error ``delta``.
+  :func:`ig_chunk_for_budget` picks the chunk for a memory budget from XLA's own accounting.
 * :func:`saliency`, :func:`gradient_x_input`, :func:`smoothgrad`.
 * :func:`guided_backprop`, :func:`deconvnet` — the model's ReLUs with swapped derivatives;
   :func:`layerwise_guided_backprop` — every layer's guided map in one program (seed 003).
@@ -29,6 +30,7 @@ from jaxretina.explain.neurons import (
     NeuronStudy, class_integrated_gradients, integrated_gradients_vector, layer_integrated_gradients,
     neuron_integrated_gradients, neuron_study, resultant_active_region, top_neurons,
 )
+from jaxretina.explain.memory import ig_chunk_for_budget, ig_chunk_memory
 from jaxretina.explain.quadrature import RULES, quadrature
 from jaxretina.explain.relu_rules import (
     deconvnet, deconvnet_relu, deconvnet_rule, guided, guided_backprop, guided_relu, layerwise_guided_backprop,
@@ -43,6 +45,8 @@ __all__ = [
     "class_integrated_gradients",
     "exponential_grid",
     "gradient_counterfactual",
+    "ig_chunk_for_budget",
+    "ig_chunk_memory",
     "ig_counterfactual",
     "integrated_gradients_vector",
     "layer_integrated_gradients",
