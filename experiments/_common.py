@@ -128,8 +128,9 @@ def _plain(v):
 class Timer:
     """``with timer("name"):`` accumulates wall seconds per name (results are blocked on)."""
 
-    def __init__(self):
+    def __init__(self, verbose: bool = True):
         self.seconds: dict[str, float] = {}
+        self.verbose = verbose
 
     def __call__(self, name: str):
         timer = self
@@ -140,5 +141,7 @@ class Timer:
 
             def __exit__(self, *exc):
                 timer.seconds[name] = round(timer.seconds.get(name, 0.0) + time.perf_counter() - self.t0, 3)
+                if timer.verbose:
+                    print(f"{name}: {timer.seconds[name]:.1f} s", flush=True)
 
         return _T()

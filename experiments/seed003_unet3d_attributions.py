@@ -15,8 +15,8 @@ vessel class's score summed over its voxels: ``targets.argmax_score(1)``; ``--ta
 are also written as NIfTI next to the figures, and seed003.json holds every number.
 
 Without --weights the network is initialised at random (--width) and, on the phantom, trained
-for --train-steps Adam steps on the phantom's own mask (binary cross-entropy on the main output,
-BatchNorm statistics frozen) so that the maps have something to explain; the numbers then say
+for --train-steps Adam steps on the phantom's own mask (class-balanced binary cross-entropy on
+the main output, BatchNorm statistics frozen) so that the maps have something to explain; the numbers then say
 nothing about DS6.
 """
 
@@ -93,7 +93,8 @@ def build(args):
 
 
 def train_on_phantom(model, variables, volume, mask, args):
-    """A few Adam steps of binary cross-entropy on random patches (BatchNorm statistics frozen)."""
+    """A few Adam steps of class-balanced binary cross-entropy on random patches (BatchNorm
+    statistics frozen)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -105,11 +106,17 @@ def train_on_phantom(model, variables, volume, mask, args):
     state = opt.init(params)
     p = args.patch
 
+    # vessels are ~2 % of the voxels: weight them so both classes count equally (else the net
+    # learns "no vessel anywhere" first and the argmax target has nothing to explain)
+    pos_weight = float(0.5 / max(mask.mean(), 1e-3))
+    neg_weight = float(0.5 / max(1 - mask.mean(), 1e-3))
+
     @jax.jit
     def step(params, state, x, y):
         def loss(params):
             logits = model.apply({"params": params, **rest}, x)
-            return optax.sigmoid_binary_cross_entropy(logits, y).mean()
+            weights = jnp.where(y > 0, pos_weight, neg_weight)
+            return (weights * optax.sigmoid_binary_cross_entropy(logits, y)).mean()
 
         value, grads = jax.value_and_grad(loss)(params)
         with jax.numpy_dtype_promotion("standard"):
@@ -164,6 +171,10 @@ def main(argv=None):
     target = {"argmax_score": targets.argmax_score(1), "soft_count": targets.soft_count(1),
               "segmentation_sum": targets.segmentation_sum()}[args.target]
     record["target"] = repr(target)
+    if args.target == "argmax_score" and not (prob > 0.5).any():
+        record["warning"] = ("no voxel is segmented as vessel: argmax_score(1) is 0 with zero gradient and every "
+                             "map is 0 (train longer, or use --target soft_count)")
+        print(record["warning"], flush=True)
     options = {"integrated_gradients": dict(baseline=0.0, steps=args.ig_steps, chunk=args.ig_chunk)}
     maps = {}
     for method in METHODS:
@@ -200,8 +211,8 @@ def main(argv=None):
 
     # numbers: agreement between methods (the seed: "similar focus areas"), mass on vessels
     flat = {m: np.abs(maps[m]).ravel() for m in METHODS}
-    record["agreement"] = {f"{a}~{b}": float(np.corrcoef(flat[a], flat[b])[0, 1])
-                           for i, a in enumerate(METHODS) for b in METHODS[i + 1:]}
+    record["agreement"] = {f"{a}~{b}": float(np.corrcoef(flat[a], flat[b])[0, 1]) if flat[a].std() * flat[b].std()
+                           else None for i, a in enumerate(METHODS) for b in METHODS[i + 1:]}
     record["methods"] = {m: {"max_abs": float(np.abs(maps[m]).max()), "mean_abs": float(np.abs(maps[m]).mean())}
                          for m in METHODS}
     record["layers"] = {n: {"max_abs": float(np.abs(layer_maps[i]).max())} for i, n in enumerate(names)}

@@ -12,10 +12,11 @@ with the end, so every voxel is covered.  Voxel value = mean over the patches co
 (each patch's map first divided by its maximum when ``normalize="max"``, by its largest
 magnitude when ``normalize="absmax"``: signed maps keep their sign).
 
-One program per (function, volume shape, patch, batch): a batch of patches is cut out on the
-device (``vmap`` of ``dynamic_slice``), mapped with ``vmap(fn)`` and added into the running sum
+Programs per (function, volume shape, patch, batch): a batch of patches is cut out on the
+device (``vmap`` of ``dynamic_slice``), mapped with ``vmap(fn)`` (compiled, for a forward pass)
+or handed to an explainer that runs its own compiled programs, and added into the running sum
 and count in place (buffers donated); a short last batch is padded with zero-weight patches,
-so it reuses the program.  Nothing leaves the device until the caller reads the result.
+so it reuses the programs.  Nothing leaves the device until the caller reads the result.
 
 Example::
 
@@ -82,10 +83,19 @@ def _normalized(maps: jax.Array, how: str | None) -> jax.Array:
     return jnp.where(top > 0, maps / jnp.where(top > 0, top, 1), 0)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(5, 6))
-def _window_step(fn, normalize, patch, data, volume, total, count, origins, weights):
-    cut = jax.vmap(lambda o: jax.lax.dynamic_slice(volume, (*o, 0), (*patch, volume.shape[-1])))(origins)
-    maps = _normalized(jax.vmap(lambda p: fn(*data, p))(cut), normalize)
+@functools.partial(jax.jit, static_argnums=0)
+def _cut(patch, volume, origins):
+    return jax.vmap(lambda o: jax.lax.dynamic_slice(volume, (*o, 0), (*patch, volume.shape[-1])))(origins)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _mapped(fn, normalize, data, patches):
+    return _normalized(jax.vmap(lambda p: fn(*data, p))(patches), normalize)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3))
+def _accumulate(normalize, patch, total, count, maps, origins, weights):
+    maps = _normalized(maps, normalize)
     lead = total.ndim - 4
 
     def add(i, carry):
@@ -99,6 +109,17 @@ def _window_step(fn, normalize, patch, data, volume, total, count, origins, weig
     return jax.lax.fori_loop(0, origins.shape[0], add, (total, count))
 
 
+def _step(fn, normalize, patch, data, volume, total, count, origins, weights, jit):
+    patches = _cut(patch, volume, origins)
+    if jit:  # fn compiled with the batch's vmap (model forward passes)
+        maps = _mapped(fn, None, data, patches)
+    elif patches.shape[0] == 1:  # fn runs its own compiled programs (explainers): called as it is
+        maps = fn(*data, patches[0])[None]
+    else:
+        maps = jax.vmap(lambda p: fn(*data, p))(patches)
+    return _accumulate(normalize, patch, total, count, maps, origins, weights)
+
+
 @functools.lru_cache(maxsize=64)
 def _output_shape(fn, treedef, leaf_shapes, patch_shape, dtype):
     data = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaf_shapes])
@@ -107,7 +128,7 @@ def _output_shape(fn, treedef, leaf_shapes, patch_shape, dtype):
 
 def sliding_window(
     fn: Callable, volume: Any, *, patch: int | Sequence[int] = 64, overlap: float = 0.5, batch: int = 1,
-    normalize: str | None = None,
+    normalize: str | None = None, jit: bool = True,
 ) -> jax.Array:
     """Apply ``fn`` to overlapping patches of one volume and average the overlaps.
 
@@ -122,6 +143,11 @@ def sliding_window(
         torchio grid: 0.5).  batch: patches per ``vmap`` (memory grows with it).
       normalize: ``None``, ``"max"`` (each patch map divided by its maximum: DS6) or
         ``"absmax"`` (by its largest magnitude: signed attributions).
+      jit: compile ``vmap(fn)`` over a batch of patches (for a model's forward pass).
+        ``False`` for a function that runs compiled programs of its own (jaxretina's
+        explainers): it is called as it is — one patch at a time, or under ``vmap`` for
+        ``batch > 1`` — so its programs (e.g. IG's chunk program) compile once and are reused
+        for every patch, instead of being unrolled into one large program.
 
     Returns:
       ``(*lead, D, H, W, C')``: the averaged map.
@@ -154,8 +180,8 @@ def sliding_window(
     total = jnp.zeros((*lead, *padded, out.shape[-1]), out.dtype)
     count = jnp.zeros((*padded, 1), out.dtype)
     for i in range(0, n, batch):
-        total, count = _window_step(static, normalize, patch, data, volume, total, count,
-                                    jnp.asarray(origins[i:i + batch]), jnp.asarray(weights[i:i + batch], out.dtype))
+        total, count = _step(static, normalize, patch, data, volume, total, count,
+                             jnp.asarray(origins[i:i + batch]), jnp.asarray(weights[i:i + batch], out.dtype), jit)
     result = total / count
     return result[..., : shape[0], : shape[1], : shape[2], :]
 
@@ -178,7 +204,7 @@ def predict(
     if getattr(model, "deep_supervision", False):
         model = model.clone(deep_supervision=False)
     f = Partial(_Probability(model), taps._params_only(variables))
-    return sliding_window(f, volume, patch=patch, overlap=overlap, batch=batch, normalize=normalize)
+    return sliding_window(f, volume, patch=patch, overlap=overlap, batch=batch, normalize=normalize, jit=True)
 
 
 METHODS = ("guided_backprop", "deconvnet", "saliency", "integrated_gradients", "layerwise_guided_backprop")
@@ -233,4 +259,4 @@ def attribute(
         model = model.clone(deep_supervision=False)
     options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
     f = Partial(_PatchMethod(method, model, target, options), taps._params_only(variables))
-    return sliding_window(f, volume, patch=patch, overlap=overlap, batch=batch, normalize=normalize)
+    return sliding_window(f, volume, patch=patch, overlap=overlap, batch=batch, normalize=normalize, jit=False)

@@ -94,11 +94,16 @@ def test_one_program_per_shape_and_errors(unet):
     model, variables = unet
     vol = np.random.default_rng(2).normal(size=(32, 16, 24, 1)).astype(np.float32)
     volumes.predict(model, variables, vol, patch=16, batch=2)
-    size = volumes._window_step._cache_size()
+    from jaxretina.explain import gradients
+
+    programs = lambda: (volumes._mapped._cache_size(), volumes._accumulate._cache_size(),  # noqa: E731
+                        gradients._gradient._cache_size())
+    mapped, acc, grad = programs()
     volumes.predict(model, variables, vol + 1, patch=16, batch=2)   # another volume of the same shape
-    volumes.attribute("saliency", model, variables, vol, targets.argmax_score(1), patch=16, batch=2)
-    volumes.attribute("saliency", model, variables, vol * 2, targets.argmax_score(1), patch=16, batch=2)
-    assert volumes._window_step._cache_size() == size + 1
+    assert programs() == (mapped, acc, grad)
+    volumes.attribute("saliency", model, variables, vol, targets.argmax_score(1), patch=16, batch=1)
+    volumes.attribute("saliency", model, variables, vol * 2, targets.argmax_score(1), patch=16, batch=1)
+    assert programs() == (mapped, acc + 1, grad + 1)
     with pytest.raises(ValueError, match="rank 4"):
         volumes.predict(model, variables, vol[..., 0], patch=16)
     with pytest.raises(ValueError, match="unknown method"):
