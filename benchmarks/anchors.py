@@ -60,6 +60,25 @@ def _timed(call, repeats, base=None):
     return first, best, mem.peak - base, result
 
 
+def first_and_best(call, repeats, base, result_path, warm=None) -> dict:
+    """``warm()`` (default: ``call()``) timed apart — jaxretina's compiles, PyTorch's first
+    allocations — then ``max(repeats, 1)`` timed calls; peak resident memory over ``base``
+    across all of them.  A cheaper ``warm`` (e.g. IG with one chunk of steps: the same compiled
+    program) keeps long cases to one measured run.  Saves the last result for the
+    cross-process comparison.  ``{"first_s", "best_s", "peak_mb"}``."""
+    with PeakSampler() as mem:
+        t0 = time.perf_counter()
+        (warm or call)()
+        first = time.perf_counter() - t0
+        best = float("inf")
+        for _ in range(max(repeats, 1)):
+            t0 = time.perf_counter()
+            out = call()
+            best = min(best, time.perf_counter() - t0)
+    np.save(result_path, np.asarray(out, np.float32))
+    return {"first_s": first, "best_s": best, "peak_mb": mem.peak - base}
+
+
 def _worker(spec: dict) -> dict:
     """One case, in this process."""
     import jax

@@ -61,7 +61,7 @@ def _worker(case: str, contender: str, steps: int, repeats: int, result: str) ->
     import jax.numpy as jnp
 
     import jaxretina  # noqa: F401 - XLA defaults before the backend starts
-    from benchmarks.anchors import _timed
+    from benchmarks.anchors import first_and_best
     from jaxretina import explain, preprocess, targets
 
     model, variables, ref, probs, x = _pair()
@@ -112,14 +112,7 @@ def _worker(case: str, contender: str, steps: int, repeats: int, result: str) ->
             call = lambda: jax.block_until_ready(explain.layer_integrated_gradients(  # noqa: E731
                 model, variables, xj, LAYER, targets.class_probability(4), baseline=gray, steps=steps, rule=RULE,
                 chunk=CHUNK).values)
-    import time
-
-    t0 = time.perf_counter()
-    call()
-    first = time.perf_counter() - t0
-    _, best, peak, out = _timed(call, repeats, base)
-    np.save(result, np.asarray(out, np.float32))
-    return {"first_s": first, "best_s": best, "peak_mb": peak}
+    return first_and_best(call, repeats, base, result)
 
 
 CONTENDERS = {"classes": ("captum", "jaxretina", "jaxretina-separate"), "neurons": ("captum", "jaxretina"),

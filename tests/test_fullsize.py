@@ -1,4 +1,5 @@
-"""One full-size run per model: DRIU at DRIVE's 584×565 (ceil pooling, crops, one-pass CAM)."""
+"""One full-size run per model here: DRIU at DRIVE's 584×565 (ceil pooling, crops, one-pass CAM) and the
+DS6 U-Net at width 64 on a 64³ patch (DenseNet121 and Inception V3 have theirs in their own files)."""
 
 import jax
 import jax.numpy as jnp
@@ -30,3 +31,27 @@ def test_driu_drive_size_all_layer_grad_cam():
     alone = explain.grad_cam(model, variables, x, target, layers=["conv4_3"], relu=False)
     np.testing.assert_allclose(alone["conv4_3"], cams["conv4_3"], rtol=1e-4,
                                atol=1e-5 * float(jnp.abs(cams["conv4_3"]).max()))
+
+
+@pytest.mark.fullsize
+def test_unet3d_ds6_width_on_a_64_cube_matches_pytorch():
+    """DS6 at its published width (64; 103,546,883 parameters) on one 64³ patch — the size it
+    segments and is explained at — with random weights and BatchNorm statistics, all three
+    outputs against the PyTorch reference through the converter."""
+    torch = pytest.importorskip("torch")
+    from converters.unet3d import from_state_dict
+    from tests.reference.densenet_torch import randomize
+    from tests.reference.ds6_torch import UNetDeepSup
+
+    torch.manual_seed(0)
+    ref = randomize(UNetDeepSup(64), seed=1, mean_std=0.2, bias_std=0.1).eval()
+    model, variables, _ = from_state_dict({k: v.numpy() for k, v in ref.state_dict().items()}, "fullsize")
+    x = np.random.default_rng(0).random((1, 64, 64, 64, 1), dtype=np.float32)
+    with torch.no_grad():
+        want = [np.moveaxis(t.numpy(), 1, -1) for t in ref(torch.from_numpy(np.moveaxis(x, -1, 1).copy()))]
+    del ref
+    with jax.default_matmul_precision("highest"):
+        got = jax.jit(model.apply)(variables, jnp.asarray(x))
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        assert np.abs(np.asarray(g) - w).max() <= 1e-4 * np.abs(w).max()

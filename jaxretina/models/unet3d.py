@@ -31,23 +31,11 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxretina.models.layers import torch_batch_norm
+from jaxretina.models.layers3d import Conv3D, max_pool_2x2x2 as _pool, upsample_nearest_2x as _upsample
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
 
 __all__ = ["UNet3D"]
-
-
-def _pool(x):
-    # reduce_window, whose gradient (select-and-scatter) routes each window's gradient to one
-    # maximum, the first among ties — as PyTorch's MaxPool3d.  A reshape-and-max would split it
-    # among ties, which deconvnet exposes (its rule passes gradient into all-zero windows).
-    return nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2))
-
-
-def _upsample(x):
-    for axis in (1, 2, 3):
-        x = jnp.repeat(x, 2, axis=axis)
-    return x
 
 
 class _ConvBlock(nn.Module):
@@ -59,7 +47,7 @@ class _ConvBlock(nn.Module):
     def __call__(self, x, train):
         # names mirror torch's nn.Sequential indices: conv.0 conv, conv.1 BN, (conv.2 ReLU), conv.3, conv.4
         for conv, bn in (("0", "1"), ("3", "4")):
-            x = nn.Conv(self.feats, (3, 3, 3), padding=1, dtype=self.dtype, name=f"conv.{conv}")(x)
+            x = Conv3D(self.feats, dtype=self.dtype, name=f"conv.{conv}")(x)
             x = self.act(torch_batch_norm(f"conv.{bn}", train, self.dtype)(x))
         return x
 
@@ -71,7 +59,7 @@ class _UpConv(nn.Module):
 
     @nn.compact
     def __call__(self, x, train):
-        x = nn.Conv(self.feats, (3, 3, 3), padding=1, dtype=self.dtype, name="up.1")(_upsample(x))
+        x = Conv3D(self.feats, dtype=self.dtype, name="up.1")(_upsample(x))
         return self.act(torch_batch_norm("up.2", train, self.dtype)(x))
 
 

@@ -13,7 +13,7 @@ def randomize(model: torch.nn.Module, seed: int, *, mean_std: float = 0.3, bias_
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):  # 2d and 3d (DS6) alike
                 mod.running_mean.normal_(0, mean_std, generator=g)
                 mod.running_var.uniform_(0.5, 2.0, generator=g)
                 mod.weight.uniform_(0.5, 1.5, generator=g)
