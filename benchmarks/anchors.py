@@ -45,12 +45,13 @@ from benchmarks._process import run_case, write_results
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _timed(call, repeats, base=None):
-    """(first seconds, best seconds, peak MB over ``base`` (default: now), result) of ``call``."""
+def _timed(call, repeats, base=None, warm=None):
+    """(first seconds, best seconds, peak MB over ``base`` (default: now), result) of ``call``:
+    ``warm()`` (default: ``call()``) timed as the first call, then ``repeats`` more calls."""
     base = rss_mb() if base is None else base
     with PeakSampler() as mem:
         t0 = time.perf_counter()
-        result = call()
+        result = (warm or call)()
         first = time.perf_counter() - t0
         best = float("inf")
         for _ in range(repeats):
@@ -63,20 +64,12 @@ def _timed(call, repeats, base=None):
 def first_and_best(call, repeats, base, result_path, warm=None) -> dict:
     """``warm()`` (default: ``call()``) timed apart — jaxretina's compiles, PyTorch's first
     allocations — then ``max(repeats, 1)`` timed calls; peak resident memory over ``base``
-    across all of them.  A cheaper ``warm`` (e.g. IG with one chunk of steps: the same compiled
-    program) keeps long cases to one measured run.  Saves the last result for the
+    across all of them.  A cheaper ``warm`` (e.g. IG with two chunks of steps: the same compiled
+    chunk program) keeps long cases to one measured run.  Saves the last result for the
     cross-process comparison.  ``{"first_s", "best_s", "peak_mb"}``."""
-    with PeakSampler() as mem:
-        t0 = time.perf_counter()
-        (warm or call)()
-        first = time.perf_counter() - t0
-        best = float("inf")
-        for _ in range(max(repeats, 1)):
-            t0 = time.perf_counter()
-            out = call()
-            best = min(best, time.perf_counter() - t0)
+    first, best, peak, out = _timed(call, max(repeats, 1), base, warm)
     np.save(result_path, np.asarray(out, np.float32))
-    return {"first_s": first, "best_s": best, "peak_mb": mem.peak - base}
+    return {"first_s": first, "best_s": best, "peak_mb": peak}
 
 
 def _worker(spec: dict) -> dict:

@@ -146,8 +146,8 @@ def _worker(case: str, contender: str, width: int, steps: int, chunk: int, repea
 
 
 ANCHOR = {"ig": "captum", "layerwise": "captum", "gradcam": "monai"}
-LABEL = {"ig": "IG {steps} GL steps, chunk {chunk}", "layerwise": "layer-wise GBP, 16 layers",
-         "gradcam": "Grad-CAM, 14 blocks"}
+LABEL = {"ig": "IG {steps} GL steps, chunk {chunk}", "layerwise": f"layer-wise GBP, {len(BLOCKS)} layers",
+         "gradcam": f"Grad-CAM, {len(CAM_BLOCKS)} blocks"}
 
 
 def table(rows: list[dict], chunk: int = 4) -> str:

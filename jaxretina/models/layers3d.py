@@ -65,7 +65,9 @@ def conv3d(x: jax.Array, kernel: jax.Array, *, stack: bool | None = None) -> jax
     p = k // 2
     o = kernel.shape[-1]
     xp = jnp.pad(x, ((0, 0), (p, p), (0, 0), (0, 0), (0, 0))) if p else x
-    if stack if stack is not None else c <= STACK_MAX_CHANNELS:
+    if stack is None:
+        stack = c <= STACK_MAX_CHANNELS
+    if stack:
         taps = jnp.concatenate([xp[:, t : t + d] for t in range(k)], axis=-1)   # channel = t·C + i
         k2 = jnp.moveaxis(kernel, 0, 2).reshape(k, k, k * c, o)                 # (b, c, t·C + i, o)
         y = _conv2d(taps.reshape(n * d, h, w, k * c), k2, p)
