@@ -5,6 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -qq
 ARGS   ?=
+JOBS   ?= 2
 
 .PHONY: demo test bench bench-driu clean-venv
 
@@ -23,7 +24,7 @@ demo: $(VENV)/.stamp-core
 	$(PY) -m jaxretina demo $(ARGS)
 
 test: $(VENV)/.stamp-test
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist worksteal --durations=15 $(ARGS)
 
 # jaxretina against Captum / pytorch-grad-cam (needs the test extra's anchors)
 bench: $(VENV)/.stamp-test

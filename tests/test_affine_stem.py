@@ -30,7 +30,7 @@ def _setup(name, dtype=jnp.float32):
     model = make()
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.uniform(0, 1, (h, w, 3)), dtype)
-    variables = model.init(jax.random.key(1), x[None].astype(jnp.float32))
+    variables = jax.jit(model.init)(jax.random.key(1), x[None].astype(jnp.float32))  # not op by op
     variables = jax.tree.map(lambda a: a.astype(dtype), variables)
     return model, variables, target, x
 
