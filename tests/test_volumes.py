@@ -75,8 +75,8 @@ def test_single_patch_equals_the_model_and_the_explainer(unet):
     model, variables = unet
     vol = jnp.asarray(np.random.default_rng(1).normal(size=(16, 16, 16, 1)), jnp.float32)
     prob = volumes.predict(model.clone(deep_supervision=True), variables, vol, patch=16, normalize=None)
-    np.testing.assert_allclose(np.asarray(prob), np.asarray(jax.nn.sigmoid(jax.jit(model.apply)(variables, vol[None])[0])),
-                               rtol=1e-5, atol=1e-6)
+    want = jax.nn.sigmoid(jax.jit(model.apply)(variables, vol[None])[0])
+    np.testing.assert_allclose(np.asarray(prob), np.asarray(want), rtol=1e-5, atol=1e-6)
     ds6 = volumes.predict(model, variables, vol, patch=16)   # DS6: divided by the patch maximum
     assert abs(float(ds6.max()) - 1.0) < 1e-6
     target = targets.segmentation_sum()
