@@ -1,4 +1,5 @@
-"""Grading metrics of the DR studies (seeds 001 and 002), in jax.numpy: jittable, no host copies.
+"""Grading metrics of the DR studies (seeds 001 and 002) and vessel-segmentation metrics
+(seed 000), in jax.numpy: jittable, no host copies.
 
 Labels are integer grades ``0 … K−1`` (1-D, one per image); predictions are grades (for the
 confusion-matrix metrics) or scores (for ROC AUC).  The binary referable / non-referable split
@@ -11,6 +12,10 @@ of the DR literature is :func:`binarize` (grade ≥ 2 by default).
 * :func:`quadratic_weighted_kappa` ``κ = 1 − Σ W∘O / Σ W∘E`` with ``W_ij = (i − j)² / (K − 1)²``,
   ``O`` the confusion matrix and ``E`` the outer product of its marginals over ``N``;
 * :func:`roc_auc` the Mann–Whitney statistic with average ranks for tied scores.
+
+Vessel segmentation (seed 000): :func:`masked_miou` (vessel and background IoU averaged, inside
+the field-of-view mask eroded by one pixel), :func:`segmentation_scores` /
+:func:`segmentation_report` (mIoU, accuracy, sensitivity, specificity, pixel AUC).
 
 Example::
 
@@ -25,11 +30,14 @@ Example::
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 __all__ = ["confusion_matrix", "accuracy", "sensitivity", "specificity", "quadratic_weighted_kappa",
-           "roc_auc", "binarize", "report"]
+           "roc_auc", "binarize", "report", "erode_mask", "SegmentationCounts", "segmentation_counts", "masked_miou",
+           "segmentation_scores", "segmentation_report"]
 
 
 def _labels(y, name: str) -> jax.Array:
@@ -89,20 +97,27 @@ def quadratic_weighted_kappa(y_true, y_pred, num_classes: int) -> jax.Array:
     return 1.0 - (w * o).sum() / (w * e).sum()
 
 
-def roc_auc(y_true, scores) -> jax.Array:
+def roc_auc(y_true, scores, valid=None) -> jax.Array:
     """Area under the ROC curve of binary labels (0/1 or bool) against scores, ties counted
-    half (average ranks).  NaN when only one class is present."""
+    half (average ranks).  NaN when only one class is present.
+
+    ``valid`` (bool, same shape, optional): only those entries count — fixed shapes for a jitted
+    program (e.g. the pixels inside a field-of-view mask)."""
     t = _labels(y_true, "y_true")
     s = jnp.asarray(scores)
     if s.shape != t.shape:
         raise ValueError(f"roc_auc: scores need one value per label, shape {t.shape}; found {s.shape}")
     s = s.astype(jnp.promote_types(s.dtype, jnp.float32))
-    ordered = jnp.sort(s)
+    keep = jnp.ones(t.shape, bool) if valid is None else jnp.asarray(valid, bool)
+    if keep.shape != t.shape:
+        raise ValueError(f"roc_auc: valid needs the labels' shape {t.shape}; found {keep.shape}")
+    # left-out entries rank above every kept one (+inf), so kept ranks count kept entries only
+    ordered = jnp.sort(jnp.where(keep, s, jnp.inf))
     below = jnp.searchsorted(ordered, s, side="left").astype(jnp.float32)
     upto = jnp.searchsorted(ordered, s, side="right").astype(jnp.float32)
     ranks = below + (upto - below + 1.0) / 2.0  # 1-based average rank
-    pos = (t == 1).astype(jnp.float32)
-    n_pos, n_neg = pos.sum(), (1.0 - pos).sum()
+    pos = ((t == 1) & keep).astype(jnp.float32)
+    n_pos, n_neg = pos.sum(), (keep & (t != 1)).astype(jnp.float32).sum()
     return ((ranks * pos).sum() - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
 
 
@@ -147,3 +162,119 @@ def report(y_true, probabilities, *, positive_from: int = 2) -> dict:
             "roc_auc": num(roc_auc(bt, probs[:, positive_from:].sum(-1))),
         },
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Vessel segmentation (seed 000, DRIVE): masked IoU and pixel metrics inside the field of view.
+
+
+def _pixel_map(a, name: str, like: tuple[int, ...] | None = None) -> jax.Array:
+    a = jnp.asarray(a)
+    if a.ndim >= 3 and a.shape[-1] == 1 and (like is None or a.ndim == len(like) + 1):
+        a = a[..., 0]
+    if a.ndim not in (2, 3):
+        raise ValueError(f"{name}: expected a map (H, W) or a batch (N, H, W) (a trailing axis of 1 is "
+                         f"accepted); found shape {a.shape}")
+    if like is not None and a.shape != like:
+        raise ValueError(f"{name}: expected shape {like} like the predictions; found {a.shape}")
+    return a
+
+
+def _binary(a) -> jax.Array:
+    return a if a.dtype == jnp.bool_ else a > 0
+
+
+def erode_mask(mask, pixels: int = 1) -> jax.Array:
+    """Binary erosion of (…, H, W) masks by a 3×3 square, ``pixels`` times; outside the image
+    counts as outside the mask (SciPy's ``binary_erosion(structure=ones((3, 3)), border_value=0)``)."""
+    m = _binary(_pixel_map(mask, "erode_mask"))
+    if not (isinstance(pixels, int) and pixels >= 0):
+        raise ValueError(f"erode_mask: pixels must be an int >= 0; found {pixels!r}")
+    for _ in range(pixels):
+        pad = [(0, 0)] * (m.ndim - 2) + [(1, 1), (1, 1)]
+        p = jnp.pad(m, pad, constant_values=False)
+        h, w = m.shape[-2:]
+        out = m
+        for dy in range(3):
+            for dx in range(3):
+                out = out & p[..., dy:dy + h, dx:dx + w]
+        m = out
+    return m
+
+
+class SegmentationCounts(NamedTuple):
+    """Pixel counts per image inside the evaluated region: each (N,) float32 (or () for one map)."""
+
+    tp: jax.Array
+    fp: jax.Array
+    fn: jax.Array
+    tn: jax.Array
+
+
+def segmentation_counts(pred, target, region) -> SegmentationCounts:
+    """TP/FP/FN/TN of binary maps ``pred`` vs ``target`` counted where ``region`` is true, per image."""
+    p = _binary(_pixel_map(pred, "pred"))
+    t = _binary(_pixel_map(target, "target", p.shape))
+    r = _binary(_pixel_map(region, "region", p.shape))
+
+    def count(a):
+        return (a & r).astype(jnp.float32).sum(axis=(-2, -1))
+
+    return SegmentationCounts(count(p & t), count(p & ~t), count(~p & t), count(~p & ~t))
+
+
+def masked_miou(pred, target, fov_mask, *, erode: int = 1) -> jax.Array:
+    """Seed 000's mIoU per image: ``(IoU_vessel + IoU_background) / 2`` over the pixels of the
+    field-of-view mask eroded by ``erode`` pixels (:func:`erode_mask`), with
+    ``IoU_vessel = TP / (TP + FP + FN)`` and ``IoU_background = TN / (TN + FN + FP)``.
+
+    ``pred``, ``target``: binary maps (bool, or > 0 is vessel); shapes (H, W) or (N, H, W).
+    Returns () or (N,); the seed's figure is the mean over the test images.
+
+    Example::
+
+        >>> miou = metrics.masked_miou(logits[..., 0] > 0, vessels, fov)     # (N,)
+    """
+    c = segmentation_counts(pred, target, erode_mask(fov_mask, erode))
+    return 0.5 * (c.tp / (c.tp + c.fp + c.fn) + c.tn / (c.tn + c.fn + c.fp))
+
+
+def segmentation_scores(probabilities, target, fov_mask, *, threshold: float = 0.5, erode: int = 1) -> dict:
+    """Every vessel-segmentation figure, jittable: per-image ``miou``, ``vessel_iou`` and
+    ``background_iou`` (N,), and pooled over all images' evaluated pixels ``accuracy``,
+    ``sensitivity`` (TP / (TP + FN)), ``specificity`` (TN / (TN + FP)) and pixel ``auc``.
+
+    ``probabilities``: (N, H, W) or (N, H, W, 1) vessel probabilities (a pixel is vessel when
+    ``> threshold``); ``target``, ``fov_mask``: (N, H, W) binary.  Pixels count inside the FOV
+    mask eroded by ``erode`` pixels (seed 000; ``erode=0`` is the plain FOV).
+    """
+    probs = _pixel_map(probabilities, "probabilities")
+    region = erode_mask(fov_mask, erode)
+    target = _binary(_pixel_map(target, "target", probs.shape))
+    region = _pixel_map(region, "fov_mask", probs.shape)
+    c = segmentation_counts(probs > threshold, target, region)
+    tp, fp, fn, tn = (v.sum() for v in c)
+    vessel, background = c.tp / (c.tp + c.fp + c.fn), c.tn / (c.tn + c.fn + c.fp)
+    return {
+        "miou": 0.5 * (vessel + background), "vessel_iou": vessel, "background_iou": background,
+        "accuracy": (tp + tn) / (tp + fp + fn + tn), "sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
+        "auc": roc_auc(target.reshape(-1), probs.reshape(-1), region.reshape(-1)),
+    }
+
+
+def segmentation_report(probabilities, target, fov_mask, *, threshold: float = 0.5, erode: int = 1) -> dict:
+    """:func:`segmentation_scores` as plain Python numbers (JSON-ready), with ``mean_miou`` — the
+    seed's "average mIoU" (0.7502 before, 0.7674 after its intervention) — and the per-image list."""
+    import math
+
+    scores = jax.device_get(segmentation_scores(probabilities, target, fov_mask, threshold=threshold, erode=erode))
+
+    def num(v):
+        v = float(v)
+        return None if math.isnan(v) else v
+
+    out = {k: num(v) for k, v in scores.items() if jnp.ndim(v) == 0}
+    out["mean_miou"] = num(scores["miou"].mean())
+    out["per_image_miou"] = [num(v) for v in scores["miou"].reshape(-1)]
+    out.update(n=len(out["per_image_miou"]), threshold=threshold, erode=erode)
+    return out
