@@ -24,11 +24,13 @@ from jaxretina import _xla
 
 _xla.apply_defaults()  # before anything creates a JAX backend; see jaxretina/_xla.py
 
-from jaxretina import data, explain, metrics, models, preprocess, targets, taps, train, views, volumes  # noqa: E402
+from jaxretina import (  # noqa: E402
+    data, explain, intervention, metrics, models, preprocess, targets, taps, train, views, volumes,
+)
 from jaxretina.explain import Attribution  # noqa: E402
 from jaxretina.loading import load, save  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Attribution", "data", "explain", "load", "metrics", "models", "preprocess", "save", "targets", "taps",
+__all__ = ["Attribution", "data", "explain", "intervention", "load", "metrics", "models", "preprocess", "save", "targets", "taps",
            "train", "views", "volumes", "__version__"]

@@ -13,8 +13,10 @@ Outside of :mod:`jaxretina.taps` that call is the identity.  Inside, it does two
   pass — the core of all-layer Grad-CAM.
 * ``self.sow("intermediates", name, x)`` records the activation itself.
 
-A value in the ``"replacements"`` collection under a layer's name takes the place of that
-layer's activation (what flows on is the given array): attributions *to* a layer integrate the
+A value in the ``"scales"`` collection under a layer's name multiplies that layer's activation
+(:func:`TapFunctions.scaled`: seed 000's intervention).  A value in the ``"replacements"``
+collection under a layer's name takes the place of that layer's activation (what flows on is
+the given array): attributions *to* a layer integrate the
 rest of the model as a function of it (:func:`TapFunctions.replaced`).  Under ``jit`` the
 layers before it are dead code and XLA drops them.
 
@@ -53,6 +55,7 @@ _TAPS = "taps"  # the name models give their TapPoints submodule
 _PERTURB = "perturbations"
 _INTERMEDIATES = "intermediates"
 _REPLACE = "replacements"
+_SCALE = "scales"
 
 
 class TapPoints(nn.Module):
@@ -70,6 +73,8 @@ class TapPoints(nn.Module):
                 raise ValueError(f"replacement for layer {name!r}: expected shape {x.shape} (with batch "
                                  f"axis); found {value.shape}")
             x = value.astype(x.dtype)
+        if self.has_variable(_SCALE, name):
+            x = x * jnp.asarray(self.get_variable(_SCALE, name), x.dtype)
         x = self.perturb(name, x, collection=_PERTURB)
         self.sow(_INTERMEDIATES, name, x, init_fn=lambda: None, reduce_fn=_keep_last)
         return x
@@ -89,17 +94,21 @@ class TapFunctions(NamedTuple):
     ``zeros(variables, x) -> deltas``: zero arrays for every tap point, in execution order.
     ``replaced(variables, x, values) -> out``: the output with each named layer's activation
     replaced by ``values[name]`` (batch axis included).
+    ``scaled(variables, x, scales) -> out``: the output with each named layer's activation
+    multiplied by ``scales[name]`` (broadcast against it: a scalar, one factor per channel, …)
+    before it flows on — a functional intervention, the weights untouched.
     """
 
     forward: Callable[[Any, jax.Array], Any]
     tapped: Callable[[Any, jax.Array, Mapping[str, jax.Array]], tuple[Any, dict[str, jax.Array]]]
     zeros: Callable[[Any, jax.Array], dict[str, jax.Array]]
     replaced: Callable[[Any, jax.Array, Mapping[str, jax.Array]], Any]
+    scaled: Callable[[Any, jax.Array, Mapping[str, Any]], Any]
 
 
 def _params_only(variables: Mapping[str, Any]) -> dict[str, Any]:
     # Never forward stale perturbations or intermediates a caller kept from an earlier apply.
-    return {k: v for k, v in variables.items() if k not in (_PERTURB, _INTERMEDIATES, _REPLACE)}
+    return {k: v for k, v in variables.items() if k not in (_PERTURB, _INTERMEDIATES, _REPLACE, _SCALE)}
 
 
 def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
@@ -142,7 +151,12 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
         full[_REPLACE] = {_TAPS: dict(values)}
         return model.apply(full, x, **apply_kwargs)
 
-    return TapFunctions(forward, tapped, zeros, replaced)
+    def scaled(variables, x, scales):
+        full = dict(_params_only(variables))
+        full[_SCALE] = {_TAPS: dict(scales)}
+        return model.apply(full, x, **apply_kwargs)
+
+    return TapFunctions(forward, tapped, zeros, replaced, scaled)
 
 
 def _no_taps(model: nn.Module) -> ValueError:

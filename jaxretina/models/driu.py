@@ -175,7 +175,7 @@ class DRIU(nn.Module):
             pieces.append(tap(up_name, crop_to(up, height, width, offsets[factor], layer=up_name)))
 
         fused = jnp.concatenate(pieces, axis=-1)
-        return tap("new_score_weighting", conv("new_score_weighting", 1, ksize=1)(fused))
+        return tap(self.FUSE_LAYER, conv(self.FUSE_LAYER, 1, ksize=1)(fused))
 
     @staticmethod
     def _per_factor(field_name, value, allow_center=False):
@@ -193,6 +193,18 @@ class DRIU(nn.Module):
         pooling rounding change no parameter but can reject a given input size, so the probe
         uses the always-valid centre crop and ceil rounding."""
         return self.clone(crop_offsets="center", ceil_mode=True), jnp.zeros((1, 64, 64, 3), jnp.float32)
+
+    FUSE_LAYER: ClassVar[str] = "new_score_weighting"
+
+    def fuse_inputs(self) -> dict[str, range]:
+        """The fuse convolution's input channels per layer it reads: ``{"conv1_2_16": range(0, 16),
+        "upsample2": range(16, 32), …}`` (the concatenation order).  Scaling a layer's map by
+        ``c`` equals scaling these rows of the fuse kernel by ``c`` (seed 000's weight edit)."""
+        out = {}
+        for i, stage in enumerate(self._config()["sides"]):
+            name = f"conv{stage}_{_STAGES[stage - 1][1]}_16" if stage == 1 else f"upsample{2 ** (stage - 1)}"
+            out[name] = range(i * self.side_channels, (i + 1) * self.side_channels)
+        return out
 
     def layer_names(self) -> tuple[str, ...]:
         """Explainable layers in execution order (same for every input size)."""
