@@ -13,15 +13,15 @@ Example::
     ...     ...
 """
 
-from jaxretina.data.batching import batches, load_batch
+from jaxretina.data.batching import batches, load_batch, prefetched
 from jaxretina.data.drive import (
-    DRIVE_SHAPE, DriveExample, DriveFolder, drive_folder, drive_tfds, make_fake_drive, stack_examples,
+    DRIVE_SHAPE, DriveExample, DriveFolder, drive_batches, drive_folder, drive_tfds, make_fake_drive, stack_examples,
 )
 from jaxretina.data.fake import fake_fundus, make_fake_dataset
 from jaxretina.data.nifti import NiftiVolume, read_nifti, write_nifti
 from jaxretina.data.phantom import Phantom, vessel_phantom
 from jaxretina.data.sampling import (
-    SEED001_FRACTIONS, SEED002_WEIGHTS, class_balanced, class_counts, sequential, weighted,
+    SEED001_FRACTIONS, SEED002_WEIGHTS, class_balanced, class_counts, sequential, shuffled, weighted,
 )
 from jaxretina.data.sources import (
     GRADES, TFDS_NAME, Example, KaggleFolder, Subset, TFDSSource, decode_rgb, kaggle_folder, kaggle_manual_dir,
@@ -33,5 +33,6 @@ __all__ = [
     "batches", "class_balanced", "class_counts", "decode_rgb", "fake_fundus", "kaggle_folder", "kaggle_manual_dir",
     "load_batch", "make_fake_dataset", "sequential", "split", "square_resize", "Subset", "tfds_source",
     "weighted", "NiftiVolume", "read_nifti", "write_nifti", "Phantom", "vessel_phantom", "DRIVE_SHAPE",
-    "DriveExample", "DriveFolder", "drive_folder", "drive_tfds", "make_fake_drive", "stack_examples",
+    "DriveExample", "DriveFolder", "drive_batches", "drive_folder", "drive_tfds", "make_fake_drive", "prefetched",
+    "shuffled", "stack_examples",
 ]

@@ -17,13 +17,13 @@ from __future__ import annotations
 import collections
 import itertools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from jaxretina.data.sources import square_resize
 
-__all__ = ["load_batch", "batches"]
+__all__ = ["load_batch", "batches", "prefetched"]
 
 
 def load_batch(source: Sequence[Any], indices: Iterable[int], size: int, *, pool: ThreadPoolExecutor | None = None,
@@ -51,8 +51,20 @@ def batches(source: Sequence[Any], order: Iterable[Any], *, size: int, steps: in
     order whatever the source type (folder, manual directory, TFDS)."""
     if not (isinstance(size, int) and size >= 8):
         raise ValueError(f"batches: size must be an int >= 8; found {size!r}")
+
+    def load(idx, valid, pool):
+        return load_batch(source, idx, size, pool=pool, valid=valid)
+
+    return prefetched(load, order, steps=steps, workers=workers, prefetch=prefetch)
+
+
+def prefetched(load: Callable[[Any, Any, ThreadPoolExecutor], dict[str, Any]], order: Iterable[Any], *,
+               steps: int | None = None, workers: int = 4, prefetch: int = 2) -> Iterator[dict[str, Any]]:
+    """``load(indices, valid, pool)`` for each entry of ``order``, ``prefetch`` batches ahead on a
+    thread pool (which ``load`` may use to decode the batch's examples in parallel)."""
     order = iter(order) if steps is None else itertools.islice(order, steps)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+            ThreadPoolExecutor(max_workers=max(1, prefetch)) as ahead:
         pending: collections.deque = collections.deque()
 
         def submit():
@@ -60,7 +72,7 @@ def batches(source: Sequence[Any], order: Iterable[Any], *, size: int, steps: in
             if entry is None:
                 return False
             idx, valid = entry if isinstance(entry, tuple) else (entry, None)
-            pending.append(pool.submit(load_batch, source, idx, size, valid=valid))
+            pending.append(ahead.submit(load, idx, valid, pool))
             return True
 
         for _ in range(max(1, prefetch)):

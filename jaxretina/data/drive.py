@@ -24,14 +24,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from jaxretina.data.batching import prefetched
 from jaxretina.data.sources import decode_rgb
 
-__all__ = ["DriveExample", "DriveFolder", "drive_folder", "drive_tfds", "stack_examples", "make_fake_drive",
+__all__ = ["DriveExample", "DriveFolder", "drive_folder", "drive_tfds", "drive_batches", "stack_examples", "make_fake_drive",
            "DRIVE_SPLITS", "DRIVE_SHAPE"]
 
 DRIVE_SPLITS = {"training": "training", "train": "training", "test": "test"}
@@ -133,6 +134,22 @@ def stack_examples(examples: Sequence[DriveExample]) -> tuple[np.ndarray, np.nda
         raise ValueError(f"DRIVE images of one split must share a shape to stack; found {sorted(shapes)}")
     return (np.stack([ex.image for ex in examples]), np.stack([ex.vessels for ex in examples]),
             np.stack([ex.mask for ex in examples]))
+
+
+def drive_batches(source: Sequence[DriveExample], order: Iterable[Any], *, steps: int | None = None,
+                  workers: int = 4, prefetch: int = 2) -> Iterator[dict[str, Any]]:
+    """Batches ``{"image": (B, H, W, 3) uint8, "vessels", "mask": (B, H, W) bool, "name": [B],
+    "valid": (B,) bool}`` for each entry of ``order`` (index arrays, e.g. :func:`jaxretina.data.shuffled`,
+    or ``(indices, valid)`` from :func:`jaxretina.data.sequential`), decoded ahead on threads.
+    DRIVE images share one shape, so there is no resizing."""
+
+    def load(idx, valid, pool):
+        rows = list(pool.map(lambda i: source[int(i)], idx))
+        images, vessels, masks = stack_examples(rows)
+        return {"image": images, "vessels": vessels, "mask": masks, "name": [r.name for r in rows],
+                "valid": np.ones(len(rows), bool) if valid is None else np.asarray(valid, bool)}
+
+    return prefetched(load, order, steps=steps, workers=workers, prefetch=prefetch)
 
 
 def _first_existing(folder: Path, stem: str) -> Path | None:

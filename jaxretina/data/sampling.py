@@ -1,5 +1,5 @@
 """Which examples go into each mini-batch: class-balanced (seed 001), weighted oversampling
-(seed 002), or every example once (evaluation).
+(seed 002), epochs in random order (seed 000's DRIU retraining), or every example once (evaluation).
 
 Samplers are pure functions of ``(seed, step)``: batch ``s`` is the same whenever it is drawn,
 so a resumed run continues with exactly the batches it would have seen (nothing to checkpoint).
@@ -16,7 +16,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["SEED001_FRACTIONS", "SEED002_WEIGHTS", "class_counts", "class_balanced", "weighted", "sequential"]
+__all__ = ["SEED001_FRACTIONS", "SEED002_WEIGHTS", "class_counts", "class_balanced", "weighted", "sequential",
+           "shuffled"]
 
 # Seed 001: every mini-batch holds 50 % grade 0, 6.25 % grade 1, 12.5 % grade 2, 6.25 % grade 3,
 # 25 % grade 4.
@@ -99,3 +100,26 @@ def sequential(n: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray
         valid = np.ones(batch_size, bool)
         valid[idx.size:] = False
         yield np.concatenate([idx, np.zeros(batch_size - idx.size, np.int64)]), valid
+
+
+def shuffled(n: int, batch_size: int = 1, *, seed: int = 0, start: int = 0) -> Iterator[np.ndarray]:
+    """Endless batches going through all ``n`` examples once per epoch, each epoch in a new random
+    order (epoch ``e``'s permutation from ``(seed, e)``); a batch may span two epochs.  Batch
+    ``b`` depends only on ``(seed, b)``: ``start`` resumes exactly.  Seed 000 trains on one image
+    per step (``batch_size=1``)."""
+    if not (isinstance(n, (int, np.integer)) and n >= 1 and isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"shuffled: n and batch_size must be positive ints; found {n!r}, {batch_size!r}")
+    cache: dict[int, np.ndarray] = {}
+
+    def perm(epoch):
+        if epoch not in cache:
+            if len(cache) > 2:
+                cache.clear()
+            cache[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+        return cache[epoch]
+
+    step = start
+    while True:
+        pos = step * batch_size + np.arange(batch_size)
+        yield np.asarray([perm(int(p // n))[p % n] for p in pos], np.int64)
+        step += 1

@@ -160,6 +160,12 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
+@jax.jit
+def _copy(tree):
+    # fresh buffers in one program (not one small copy program per parameter shape)
+    return jax.tree.map(jnp.copy, tree)
+
+
 def _split(params, chosen):
     flat = traverse_util.flatten_dict(dict(params))
     train = {k: v for k, v in flat.items() if k in chosen}
@@ -208,7 +214,7 @@ class Trainer:
     def init(self) -> TrainState:
         """The starting state from the given variables (step 0)."""
         # copies: train steps donate the state's buffers, the given variables must survive them
-        variables = jax.tree.map(jnp.array, self._variables)
+        variables = _copy(self._variables)
         train, frozen = _split(variables["params"], self.chosen)
         return TrainState(jnp.zeros((), jnp.int32), train, frozen, dict(variables.get("batch_stats", {})),
                           self.optimizer.init(train))
@@ -238,9 +244,9 @@ class Trainer:
         correct = ((logits.argmax(-1) == labels).astype(w.dtype) * w).sum()
         return loss, (updates.get("batch_stats", state.batch_stats), correct)
 
-    def _step(self, state: TrainState, images, labels, valid):
+    def _step(self, state: TrainState, *arrays):
         (loss, (stats, accuracy)), grads = jax.value_and_grad(self._loss, has_aux=True)(
-            state.trainable, state, images, labels, valid)
+            state.trainable, state, *arrays)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts and floats
             updates, opt_state = self.optimizer.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
@@ -253,9 +259,18 @@ class Trainer:
 
     def train_step(self, state: TrainState, batch: Mapping[str, Any]) -> tuple[TrainState, dict]:
         """One Adam step on a batch from :func:`jaxretina.data.batches` (``state`` is donated)."""
+        return self._train_step(state, *self._batch_arrays(batch))
+
+    def _batch_arrays(self, batch: Mapping[str, Any]) -> tuple[jax.Array, ...]:
+        # the arrays _loss takes after (trainable, state), from one batch dict
         valid = batch.get("valid", np.ones(len(batch["label"]), bool))
-        return self._train_step(state, jnp.asarray(batch["image"]), jnp.asarray(batch["label"], jnp.int32),
-                                jnp.asarray(valid))
+        return jnp.asarray(batch["image"]), jnp.asarray(batch["label"], jnp.int32), jnp.asarray(valid)
+
+    def _batches(self, source: Sequence[Any], order: Iterator[Any], *, steps: int, size: int | None,
+                 workers: int) -> Iterator[dict]:
+        if size is None:
+            raise ValueError("fit: give size= (the square side images are resized to on the host)")
+        return make_batches(source, order, size=size, steps=steps, workers=workers)
 
     def predict(self, state: TrainState, images: Any) -> jax.Array:
         """Class probabilities (B, C) in evaluation mode."""
@@ -274,9 +289,10 @@ class Trainer:
         return {"probabilities": probs, "predictions": probs.argmax(-1), "labels": np.concatenate(labels)}
 
     # -- loop --------------------------------------------------------------------------------
-    def fit(self, source: Sequence[Any], order: Callable[[int], Iterator[Any]], *, steps: int, size: int,
-            checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100, keep: int = 3,
-            progress: bool = True, workers: int = 4, state: TrainState | None = None) -> tuple[TrainState, list[dict]]:
+    def fit(self, source: Sequence[Any], order: Callable[[int], Iterator[Any]], *, steps: int,
+            size: int | None = None, checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
+            keep: int = 3, progress: bool = True, workers: int = 4,
+            state: TrainState | None = None) -> tuple[TrainState, list[dict]]:
         """Train until ``steps`` total steps; resumes from the newest checkpoint in ``checkpoint_dir``.
 
         ``order(start)`` gives the batches' index arrays from batch number ``start`` (the samplers
@@ -295,11 +311,11 @@ class Trainer:
         bar = _progress(progress, start, steps)
         pending, t0, current = None, time.perf_counter(), start
         try:
-            for batch in make_batches(source, order(start), size=size, steps=max(0, steps - start), workers=workers):
+            for batch in self._batches(source, order(start), size=size, steps=max(0, steps - start), workers=workers):
                 state, metrics = self.train_step(state, batch)
                 if pending is not None:  # read the previous step's numbers: no wait on this one
                     t0 = _record(history, bar, pending, t0)
-                pending, current = (metrics, len(batch["label"])), current + 1
+                pending, current = (metrics, len(batch["image"])), current + 1
                 if manager is not None and current % checkpoint_every == 0:
                     manager.save(current, args=_save_args(state))
             if pending is not None:
