@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 __all__ = ["heatmap_rgb", "overlay", "signed_map", "signed_overlay", "layer_grid", "image_grid", "unit_squares",
-           "save_png", "save_figure"]
+           "filter_grid", "save_png", "save_figure"]
 
 
 def _map2d(m: Any, who: str) -> np.ndarray:
@@ -132,6 +132,34 @@ def layer_grid(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def filter_grid(activation: Any, *, cols: int | None = None, pad: int = 1, per_filter: bool = True,
+                cmap: str | None = None) -> np.ndarray:
+    """Every filter's activation map of one layer as one mosaic image (seed 004, Figs. 2–3).
+
+    ``activation``: (H, W, C), e.g. :func:`jaxretina.explain.activation_maps`.  Tiles go row by
+    row (``cols`` per row, default ⌈√C⌉), separated by ``pad`` black pixels; each tile is its
+    map min–max scaled to 0..255 (``per_filter``; else one scale for the layer), so a dead
+    filter is a black tile.  Gray, or colour-mapped with ``cmap``.  Returns RGB uint8.
+    """
+    a = np.nan_to_num(np.asarray(activation, np.float64))
+    if a.ndim != 3:
+        raise ValueError(f"filter_grid: expected one layer's activation (H, W, C); found shape {a.shape}")
+    h, w, c = a.shape
+    cols = cols or math.ceil(math.sqrt(c))
+    rows = math.ceil(c / cols)
+    axes = (0, 1) if per_filter else (0, 1, 2)
+    lo, hi = a.min(axis=axes, keepdims=True), a.max(axis=axes, keepdims=True)
+    span = hi - lo
+    unit = np.where(span > 0, (a - lo) / np.where(span > 0, span, 1), 0.0)
+    mosaic = np.zeros((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad))
+    for k in range(c):
+        i, j = divmod(k, cols)
+        mosaic[i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = unit[..., k]
+    if cmap is not None:
+        return (plt.get_cmap(cmap)(mosaic)[..., :3] * 255).round().astype(np.uint8)
+    return np.repeat((mosaic * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def image_grid(rows: Any, *, row_titles: list[str] | None = None, col_titles: list[str] | None = None,

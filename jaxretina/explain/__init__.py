@@ -12,6 +12,9 @@
 * :func:`integrated_gradients_vector`, :func:`class_integrated_gradients`,
   :func:`layer_integrated_gradients`, :func:`neuron_integrated_gradients`, :func:`neuron_study`
   — IG for several outputs at once, to a layer's neurons, from neurons to pixels (seed 001).
+* :func:`activation_maps`, :func:`dead_filters` / :func:`filter_peaks`,
+  :func:`deconvnet_reconstruction` — seed 004's feature visualisation (Zeiler–Fergus
+  deconvnet as a rule-swapped VJP).
 * :func:`cam_coverage` — one CAM cell next to the image and a lesion mask (seed 002).
 * :func:`ig_counterfactual`, :func:`gradient_counterfactual`, :func:`linearity_study`.
 * :func:`model_fn` — (model, variables, target) as a function of one example.
@@ -30,6 +33,7 @@ from jaxretina.explain.neurons import (
     NeuronStudy, class_integrated_gradients, integrated_gradients_vector, layer_integrated_gradients,
     neuron_integrated_gradients, neuron_study, resultant_active_region, top_neurons,
 )
+from jaxretina.explain.features import activation_maps, dead_filters, deconvnet_reconstruction, filter_peaks
 from jaxretina.explain.memory import ig_chunk_for_budget, ig_chunk_memory
 from jaxretina.explain.quadrature import RULES, quadrature
 from jaxretina.explain.relu_rules import (
@@ -37,6 +41,10 @@ from jaxretina.explain.relu_rules import (
 )
 
 __all__ = [
+    "activation_maps",
+    "dead_filters",
+    "deconvnet_reconstruction",
+    "filter_peaks",
     "Attribution",
     "CamCoverage",
     "LinearityStudy",
