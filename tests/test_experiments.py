@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,3 +64,33 @@ def test_seed003_unet3d_attributions_smoke(tmp_path):
     assert len(r["layers"]) == 16 and set(r["agreement"]) == {
         "guided_backprop~deconvnet", "guided_backprop~integrated_gradients", "deconvnet~integrated_gradients"}
     assert np.isfinite(r["ig_first_patch"]["delta"])
+
+
+def test_seed000_driu_gradcam_smoke(tmp_path):
+    _run("seed000_driu_gradcam.py", tmp_path)
+    r = json.loads((tmp_path / "seed000.json").read_text())
+    for fig in ("grad_cam_test", "grad_cam_retina", "intervention"):
+        assert (tmp_path / f"seed000_{fig}.png").stat().st_size > 1000
+    assert r["data"]["kind"] == "generated fake DRIVE tree" and r["training"]["steps"] == 3
+    assert set(r["metrics"]) >= {"mean_miou", "accuracy", "sensitivity", "specificity", "auc", "per_image_miou"}
+    assert len(r["metrics"]["per_image_miou"]) == r["data"]["test"] == 3
+    assert r["grad_cam"]["layers"][0] == "conv1_1" and len(r["grad_cam"]["layers"]) == 21
+    iv = r["intervention"]
+    assert set(iv["mean_miou"]) == {"conv1_2_16", "upsample2", "upsample4", "upsample8"}
+    assert all(v["1.0"] == pytest.approx(iv["baseline_mean_miou"], abs=1e-6) for v in iv["mean_miou"].values())
+    assert iv["functional_vs_weight_edit_max_abs_diff"] < 1e-3
+    assert (tmp_path / "retrained" / "jaxretina.json").exists()
+
+
+def test_seed004_feature_visualization_smoke(tmp_path):
+    _run("seed004_feature_visualization.py", tmp_path)
+    r = json.loads((tmp_path / "seed004.json").read_text())
+    for fig in ("activations_conv1_2", "activations_conv3_3", "deconvnet", "grad_cam"):
+        assert (tmp_path / f"seed004_{fig}.png").stat().st_size > 1000
+    per_layer = r["dead_filters"]["per_layer"]
+    assert per_layer["conv1_2"]["filters"] == 64 and r["dead_filters"]["images"] == 4
+    assert all(0 <= v["dead"] <= v["filters"] for v in per_layer.values())
+    assert set(r["deconvnet"]) == {"conv1_2", "conv2_2", "conv3_3", "conv4_3"}
+    assert all(v["max_abs"] > 0 and len(v["channels"]) == 2 for v in r["deconvnet"].values())
+    assert all(v["finite"] and v["max_abs"] > 0 for v in r["even_kernels_and_average_pooling"].values())
+    assert 0 < r["grad_cam"]["max"] <= 1 + 1e-6
