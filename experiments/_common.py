@@ -69,10 +69,13 @@ def start(args: argparse.Namespace, seed_id: str) -> tuple[Path, "Timer", dict]:
     return out, Timer(), {"seed": seed_id, "args": vars(args)}
 
 
-def build_model(name: str, model: Any, args: argparse.Namespace) -> tuple[Any, Any, dict]:
+def build_model(name: str, model: Any, args: argparse.Namespace, *, own_init: bool = False,
+                ) -> tuple[Any, Any, dict]:
     """``(model, variables, description)``: an Orbax directory saved by an experiment loads as it
     is; a weight file (e.g. torchvision's ImageNet .pth) fills every matching layer of ``model``
-    and the rest (the new head) starts fresh; no ``--weights``: random initialisation."""
+    and the rest (the new head) starts fresh; no ``--weights``: random initialisation — NumPy
+    draws (:func:`jaxretina.models.random_variables`, no compile), or with ``own_init`` the
+    model's own ``init`` (DRIU's fixed bilinear upsampling kernels)."""
     import jax
     import jaxretina
     from jaxretina import train
@@ -84,9 +87,15 @@ def build_model(name: str, model: Any, args: argparse.Namespace) -> tuple[Any, A
         _, pretrained = jaxretina.load(name, args.weights)
         variables, fresh = train.transfer_variables(pretrained, model, seed=args.seed)
         return model, variables, {"weights": args.weights, "reinitialised": fresh}
-    probe, example = model.shape_probe()
-    variables = jax.jit(probe.init)(jax.random.key(args.seed), example)
-    return model, variables, {"weights": None, "note": "random initialisation (no --weights)"}
+    if own_init:
+        probe, example = model.shape_probe()
+        variables = jax.jit(probe.init)(jax.random.key(args.seed), example)
+        return model, variables, {"weights": None, "note": "the model's own initialisation (no --weights)"}
+    from jaxretina.models import random_variables
+
+    variables = random_variables(model, seed=args.seed)  # NumPy draws: no compile of the model's init
+    return model, variables, {"weights": None, "note": "random initialisation (no --weights): kernels N(0, 1/fan_in), "
+                                                       "biases N(0, 0.01), BatchNorm identity"}
 
 
 def finish(out: Path, name: str, record: dict, timer: "Timer") -> Path:

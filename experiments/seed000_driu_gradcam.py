@@ -96,7 +96,7 @@ def main(argv=None):
     out, timer, record = start(args, "000_e83c154d44814419")
     train_src, test_src, record["data"] = open_drive(args)
     record["data"].update(train=len(train_src), test=len(test_src))
-    model, variables, record["model"] = build_model("driu", models.DRIU(), args)
+    model, variables, record["model"] = build_model("driu", models.DRIU(), args, own_init=True)
     shape = test_src[0].image.shape[:2]
     record["preprocessing"] = {"steps": ["green", "gaussian sigma=1 radius=2", "x FOV mask", "min-max, 1 - I",
                                          f"I + M - mean_w(I), w={preprocess.SEED000_WINDOW}, M=128/255"],

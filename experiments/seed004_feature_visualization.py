@@ -80,7 +80,7 @@ def main(argv=None):
     from jaxretina import data, explain, models, preprocess, targets, viz
 
     out, timer, record = start(args, "004_95a1924f7630cff6")
-    model, variables, record["model"] = build_model("driu", models.DRIU(), args)
+    model, variables, record["model"] = build_model("driu", models.DRIU(), args, own_init=True)
     rgb, fov = bundled_retina((args.size, args.size))
     x = preprocess.driu_caffe_input(rgb)
 

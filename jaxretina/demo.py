@@ -17,6 +17,7 @@ Command::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -57,12 +58,17 @@ def _fit_size(image: np.ndarray, size: int) -> np.ndarray:
 def _model_and_variables(weights, variant):
     if weights is None:
         model = DRIU(variant=variant or "vessel")
-        variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32))
+        variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32))
         return model, variables, "deterministic initialisation (jax.random.key(0)), not trained"
     from jaxretina.loading import load
 
     model, variables = load("driu", weights, **({"variant": variant} if variant else {}))
     return model, variables, f"weights from {os.path.abspath(weights)}"
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _probability(model, variables, x):
+    return jax.nn.sigmoid(taps.tap_functions(model).forward(variables, x[None])[0, ..., 0])
 
 
 def run_demo(
@@ -90,14 +96,14 @@ def run_demo(
     files = {}
 
     with Stopwatch() as t_fwd:
-        prob = jax.nn.sigmoid(taps.tap_functions(model).forward(variables, x[None])[0, ..., 0])
+        prob = _probability(model, variables, x)
         prob.block_until_ready()
     with Stopwatch() as t_cam:
         cams_signed = explain.grad_cam(model, variables, x, target, relu=False)
         jax.block_until_ready(cams_signed)
     # The positive part of the resized signed maps (ReLU after the resize rather than before,
     # as grad_cam(relu=True) does: equal away from sign changes, and no second pass).
-    cams = {name: jax.nn.relu(m) for name, m in cams_signed.items()}
+    cams = {name: np.maximum(np.asarray(m), 0) for name, m in cams_signed.items()}
     black = prepare(np.zeros_like(rgb))  # the IG baseline
     with Stopwatch() as t_ig:
         ig = explain.integrated_gradients(f, x, baseline=black, steps=steps, rule="gausslegendre",

@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -121,6 +122,12 @@ def roc_auc(y_true, scores, valid=None) -> jax.Array:
     return ((ranks * pos).sum() - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
 
 
+def _number(v) -> float | None:
+    """A host float for JSON; NaN (undefined: a class absent) becomes None."""
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
 def binarize(grades, positive_from: int = 2) -> jax.Array:
     """Referable (1) / non-referable (0): ``grade >= positive_from`` (moderate DR or worse)."""
     return (_labels(grades, "grades") >= positive_from).astype(jnp.int32)
@@ -133,8 +140,6 @@ def report(y_true, probabilities, *, positive_from: int = 2) -> dict:
     referable split uses :func:`binarize` for labels and predictions, and the summed probability
     of grades ``>= positive_from`` as the ROC score.  Undefined values (a class absent) are None.
     """
-    import math
-
     probs = jnp.asarray(probabilities)
     if probs.ndim != 2:
         raise ValueError(f"report: expected probabilities (N, K); found shape {probs.shape}")
@@ -143,10 +148,7 @@ def report(y_true, probabilities, *, positive_from: int = 2) -> dict:
     p = probs.argmax(-1)
     bt, bp = binarize(t, positive_from), binarize(p, positive_from)
 
-    def num(v):
-        v = float(v)
-        return None if math.isnan(v) else v
-
+    num = _number
     return {
         "n": int(t.shape[0]),
         "accuracy": num(accuracy(t, p)),
@@ -265,14 +267,8 @@ def segmentation_scores(probabilities, target, fov_mask, *, threshold: float = 0
 def segmentation_report(probabilities, target, fov_mask, *, threshold: float = 0.5, erode: int = 1) -> dict:
     """:func:`segmentation_scores` as plain Python numbers (JSON-ready), with ``mean_miou`` — the
     seed's "average mIoU" (0.7502 before, 0.7674 after its intervention) — and the per-image list."""
-    import math
-
     scores = jax.device_get(segmentation_scores(probabilities, target, fov_mask, threshold=threshold, erode=erode))
-
-    def num(v):
-        v = float(v)
-        return None if math.isnan(v) else v
-
+    num = _number
     out = {k: num(v) for k, v in scores.items() if jnp.ndim(v) == 0}
     out["mean_miou"] = num(scores["miou"].mean())
     out["per_image_miou"] = [num(v) for v in scores["miou"].reshape(-1)]

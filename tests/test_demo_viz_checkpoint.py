@@ -39,7 +39,7 @@ def test_demo_with_saved_weights(tmp_path):
     from jaxretina.demo import run_demo
 
     model = DRIU()
-    variables = model.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
+    variables = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
     ckpt = save_variables(tmp_path / "ckpt", variables)
     summary = run_demo(out=str(tmp_path / "demo"), size=32, steps=2, chunk=None, weights=ckpt)
     assert summary["weights"].startswith("weights from")
@@ -47,7 +47,7 @@ def test_demo_with_saved_weights(tmp_path):
 
 def test_checkpoint_roundtrip_and_mismatch(tmp_path):
     model = DRIU()
-    variables = model.init(jax.random.key(1), jnp.zeros((1, 16, 16, 3)))
+    variables = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, 16, 16, 3)))
     path = save_variables(tmp_path / "v", variables)
     like = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
     restored = load_variables(path, like=like)

@@ -74,7 +74,7 @@ def test_gradient_at_upsample2_by_hand(driu_small):
     # y = sum sigmoid(logit), dy/d upsample2[p, k] = sigmoid'(logit_p) * w_fuse[16 + k].
     model, variables, x = driu_small
     acts, grads = explain.layer_gradients(model, variables, x, targets.segmentation_sum(), layers=["upsample2"])
-    logit = model.apply(variables, x[None])[0, ..., 0]
+    logit = jax.jit(model.apply)(variables, x[None])[0, ..., 0]
     s = jax.nn.sigmoid(logit)
     w = variables["params"]["new_score_weighting"]["kernel"][0, 0, 16:32, 0]
     np.testing.assert_allclose(grads["upsample2"], (s * (1 - s))[..., None] * w, rtol=1e-4, atol=1e-7)

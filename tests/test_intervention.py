@@ -21,19 +21,17 @@ def setup(driu_small):
 @pytest.mark.parametrize("layer", FUSED)
 def test_functional_scaling_equals_the_weight_edit(setup, layer):
     model, variables, x, forward = setup
+    scaled = jax.jit(intervention.scale_layer, static_argnums=(0, 3))
     per_channel = jnp.linspace(0.2, 2.5, 16)
     for c in (1.7, per_channel):
-        ours = jax.jit(intervention.scale_layer, static_argnums=(0, 3))(model, variables, x, layer, c)
         edited = forward(intervention.fuse_weight_edit(model, variables, layer, c), x)
-        np.testing.assert_allclose(ours, edited, rtol=2e-5, atol=2e-4)
+        np.testing.assert_allclose(scaled(model, variables, x, layer, c), edited, rtol=2e-5, atol=2e-4)
     # c = 1 is the model; and the scaled layer is c times the tapped activation, fed on
-    np.testing.assert_allclose(intervention.scale_layer(model, variables, x, layer, 1.0), forward(variables, x),
-                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(scaled(model, variables, x, layer, 1.0), forward(variables, x), rtol=1e-6, atol=1e-5)
     fns = taps.tap_functions(model)
-    _, acts = fns.tapped(variables, x, fns.zeros(variables, x))
-    replaced = fns.replaced(variables, x, {layer: 0.3 * acts[layer]})
-    np.testing.assert_allclose(intervention.scale_layer(model, variables, x, layer, 0.3), replaced,
-                               rtol=1e-5, atol=1e-4)
+    _, acts = jax.jit(fns.tapped)(variables, x, fns.zeros(variables, x))
+    replaced = jax.jit(fns.replaced)(variables, x, {layer: 0.3 * acts[layer]})
+    np.testing.assert_allclose(scaled(model, variables, x, layer, 0.3), replaced, rtol=1e-5, atol=1e-4)
 
 
 def test_sweep_equals_one_edited_model_per_c(setup):
