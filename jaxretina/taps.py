@@ -187,12 +187,18 @@ def layer_shapes(
 ) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes of every tapped layer for an input of ``input_shape`` (with batch axis).
 
-    Costs no FLOPs (``jax.eval_shape``).  ``variables`` may be ``None``: the shapes are then
-    taken from an abstract ``model.init``.
+    Costs no FLOPs (``jax.eval_shape``).  ``variables`` may be ``None``: the variables' shapes
+    are then taken from an abstract ``init`` — on the model's ``shape_probe()`` input when it has
+    one (an init can need more than the forward: Inception V3 builds its auxiliary head, which
+    needs 299 px, although the evaluation forward never runs it), else on ``input_shape``.
     """
     x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
     if variables is None:
-        variables = jax.eval_shape(model.init, jax.random.key(0), x, **apply_kwargs)
+        if hasattr(model, "shape_probe"):
+            probe, example = model.shape_probe()
+            variables = jax.eval_shape(probe.init, jax.random.key(0), jax.ShapeDtypeStruct(example.shape, dtype))
+        else:
+            variables = jax.eval_shape(model.init, jax.random.key(0), x, **apply_kwargs)
     return _tap_shapes(model, variables, x, apply_kwargs)
 
 

@@ -63,8 +63,12 @@ def test_all_layers_one_pass_equals_one_layer_at_a_time(driu_small):
     model, variables, x = driu_small
     target = targets.segmentation_sum()
     together = explain.grad_cam(model, variables, x, target, relu=False, resize=False)
-    assert list(together) == list(model.layer_names())
-    for name, m in together.items():
+    names = list(model.layer_names())
+    assert list(together) == names
+    # every third layer and the last (each kind: trunk conv, pool, side conv, upsample, fuse):
+    # one compiled program per layer alone, so not all 21 (they cost ~35 s of compilation)
+    for name in names[::3] + names[-1:]:
+        m = together[name]
         alone = explain.grad_cam(model, variables, x, target, layers=[name], relu=False, resize=False)
         np.testing.assert_allclose(alone[name], m, rtol=1e-4, atol=1e-5 * float(jnp.abs(m).max()))
 

@@ -105,6 +105,9 @@ def test_layer_names_are_the_tap_order(head):
     model = InceptionV3(num_classes=3, head=head, hidden=(8, 4))
     names = model.layer_names()
     assert tuple(taps.layer_shapes(model, None, (1, 75, 75, 3), jnp.float32)) == names
+    # with the auxiliary head (its init needs 299 px) the evaluation forward's taps below 299 px
+    aux = model.clone(aux_logits=True)
+    assert tuple(taps.layer_shapes(aux, None, (1, 75, 75, 3), jnp.float32)) == aux.layer_names() == names
     assert len(names) == len(set(names)) == 5 + 11 + 3 * 7 + 4 + 4 * 10 + 6 + 2 * 9 + (1 if head == "torchvision" else 3)
 
 
