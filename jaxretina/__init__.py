@@ -32,5 +32,5 @@ from jaxretina.loading import load, save  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Attribution", "data", "explain", "intervention", "load", "metrics", "models", "preprocess", "save", "targets", "taps",
-           "train", "views", "volumes", "__version__"]
+__all__ = ["Attribution", "data", "explain", "intervention", "load", "metrics", "models", "preprocess", "save",
+           "targets", "taps", "train", "views", "volumes", "__version__"]

@@ -97,8 +97,8 @@ def pytest_terminal_summary(terminalreporter):
     programs = sum(n for n, _ in _COMPILE.values())
     seconds = sum(t for _, t in _COMPILE.values())
     terminalreporter.section("XLA compile time (test processes; not the experiments' subprocesses)")
-    terminalreporter.write_line(f"{programs} programs, {seconds:.1f} s; {_CACHE[0]} more from the run's persistent cache "
-                                f"(saving {_CACHE[1]:.1f} s); the most:")
+    terminalreporter.write_line(f"{programs} programs, {seconds:.1f} s; {_CACHE[0]} more from the run's persistent "
+                                f"cache (saving {_CACHE[1]:.1f} s); the most:")
     for test, (n, t) in sorted(_COMPILE.items(), key=lambda kv: -kv[1][1])[:10]:
         terminalreporter.write_line(f"  {t:7.1f} s  {n:4d} programs  {test}")
 

@@ -32,8 +32,8 @@ from PIL import Image, ImageDraw
 from jaxretina.data.batching import prefetched
 from jaxretina.data.sources import decode_rgb
 
-__all__ = ["DriveExample", "DriveFolder", "drive_folder", "drive_tfds", "drive_batches", "stack_examples", "make_fake_drive",
-           "DRIVE_SPLITS", "DRIVE_SHAPE"]
+__all__ = ["DriveExample", "DriveFolder", "drive_folder", "drive_tfds", "drive_batches", "stack_examples",
+           "make_fake_drive", "DRIVE_SPLITS", "DRIVE_SHAPE"]
 
 DRIVE_SPLITS = {"training": "training", "train": "training", "test": "test"}
 DRIVE_SHAPE = (584, 565)  # (H, W) of every DRIVE image
