@@ -142,7 +142,7 @@ def scaling_sweep(model: Any, variables: Any, images: Any, targets: Any, fov_mas
     images = jnp.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"scaling_sweep: expected images (N, H, W, C); found shape {images.shape}")
-    layers = taps.select_layers(_layers_of(model, images), tuple(layers) if not isinstance(layers, str) else layers)
+    layers = taps.select_layers(_layers_of(model, images), layers)
     cs = jnp.asarray(cs, images.dtype).reshape(-1)
     if not 0 < threshold < 1:
         raise ValueError(f"scaling_sweep: threshold must be in (0, 1); found {threshold!r}")

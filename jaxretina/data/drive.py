@@ -210,10 +210,13 @@ def make_fake_drive(root: str | os.PathLike, *, n_train: int = 4, n_test: int = 
     """Write a small generated DRIVE tree (same folder and file names, TIFF images, GIF labels
     and masks) under ``root`` and return ``root``.  Training ids start at 21, test ids at 01 as
     in DRIVE; the test split also gets ``2nd_manual`` (the label, one pixel dilated) when asked."""
+    from scipy import ndimage
+
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split, first, n in (("training", 21, n_train), ("test", 1, n_test)):
-        for sub in ("images", "1st_manual", "mask") + (("2nd_manual",) if split == "test" and second_annotator else ()):
+        second = split == "test" and second_annotator
+        for sub in ("images", "1st_manual", "mask") + (("2nd_manual",) if second else ()):
             (root / split / sub).mkdir(parents=True, exist_ok=True)
         for k in range(n):
             i = f"{first + k:02d}"
@@ -221,9 +224,7 @@ def make_fake_drive(root: str | os.PathLike, *, n_train: int = 4, n_test: int = 
             Image.fromarray(image).save(root / split / "images" / f"{i}_{split}.tif")
             Image.fromarray(vessels.astype(np.uint8) * 255).save(root / split / "1st_manual" / f"{i}_manual1.gif")
             Image.fromarray(mask.astype(np.uint8) * 255).save(root / split / "mask" / f"{i}_{split}_mask.gif")
-            if split == "test" and second_annotator:
-                from scipy import ndimage
-
+            if second:
                 other = ndimage.binary_dilation(vessels) & mask
                 Image.fromarray(other.astype(np.uint8) * 255).save(root / split / "2nd_manual" / f"{i}_manual2.gif")
     return root

@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxretina import taps
 from jaxretina.explain._core import check_input
-from jaxretina.explain.relu_rules import _tap_names, _with_act, deconvnet_rule
+from jaxretina.explain.relu_rules import _tap_names, _tap_shapes, _with_act, deconvnet_rule
 
 __all__ = ["activation_maps", "filter_peaks", "dead_filters", "deconvnet_reconstruction"]
 
@@ -98,10 +98,9 @@ def _reconstruct(model, layer, top_k, variables, x, channels):
         keep = jnp.where(channel < 0, True, jnp.arange(a.shape[-1]) == channel)   # −1: every channel
         v = jnp.where(keep, a, 0)
         if top_k is not None:
-            flat = v.reshape(-1)
             # the k largest activations (of the chosen map); ties at the k-th value all kept
             kth = jax.lax.top_k(jnp.where(keep, a, -jnp.inf).reshape(-1), top_k)[0][-1]
-            v = jnp.where((flat >= kth).reshape(v.shape) & keep, v, 0)
+            v = jnp.where((v >= kth) & keep, v, 0)
         return pullback(v)[0]
 
     return jax.vmap(one)(channels)
@@ -129,14 +128,14 @@ def deconvnet_reconstruction(model: Any, variables: Any, x: Any, layer: str, *,
     """
     who = "deconvnet_reconstruction"
     x = check_input(x, who=who)
-    names = _tap_names(model, tuple(x.shape), x.dtype)
-    taps.select_layers(names, layer)
+    shapes = _tap_shapes(model, tuple(x.shape), x.dtype)
+    taps.select_layers(tuple(shapes), layer)
     if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"{who}: top_k must be a positive int or None; found {top_k!r}")
     swapped = _with_act(model, deconvnet_rule, who)
     single = channel is None or isinstance(channel, (int, np.integer))
     chans = np.atleast_1d(np.asarray(-1 if channel is None else channel, np.int32))
-    width = taps.layer_shapes(model, variables, (1, *x.shape), x.dtype)[layer].shape[-1]
+    width = shapes[layer].shape[-1]
     bad = [int(c) for c in chans if not (channel is None or 0 <= c < width)]
     if bad:
         raise ValueError(f"{who}: layer {layer!r} has {width} channels (0 … {width - 1}); found {bad}")

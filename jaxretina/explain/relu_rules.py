@@ -173,8 +173,15 @@ def _layerwise_program(scores, chunk, variables, x):
 
 
 @functools.lru_cache(maxsize=64)
+def _tap_shapes(model, shape: tuple[int, ...], dtype) -> dict[str, jax.ShapeDtypeStruct]:
+    # every tap's shape for one example of ``shape`` (batch axis 1), traced once per (model, shape,
+    # dtype); traced in float32 like the model's variables (names and shapes do not depend on it)
+    del dtype
+    return taps.layer_shapes(model, None, (1, *shape))
+
+
 def _tap_names(model, shape: tuple[int, ...], dtype) -> tuple[str, ...]:
-    return taps.layer_names(model, (1, *shape))
+    return tuple(_tap_shapes(model, shape, dtype))
 
 
 def layerwise_guided_backprop(

@@ -34,7 +34,7 @@ import optax
 from jaxretina import metrics
 from jaxretina.data.drive import drive_batches
 from jaxretina.preprocess import seed000_driu_input
-from jaxretina.train.trainer import Trainer, TrainState, _merge
+from jaxretina.train.trainer import Trainer, TrainState
 
 __all__ = ["SEED000_STEPS", "SEED000_LEARNING_RATE", "seed000_schedule", "SegmentationTrainer"]
 
@@ -76,11 +76,9 @@ class SegmentationTrainer(Trainer):
         self.region = region
 
     def _loss(self, trainable, state: TrainState, images, vessels, masks, valid):
-        variables = {"params": _merge(state.frozen, trainable)}
-        if state.batch_stats:
-            variables["batch_stats"] = state.batch_stats
         x = self.preprocess(images, masks)
-        logits, updates = self.model.apply(variables, x, train=self.mode, mutable=["batch_stats"])
+        logits, updates = self.model.apply(self.variables(state, trainable), x, train=self.mode,
+                                           mutable=["batch_stats"])
         if logits.ndim != 4 or logits.shape[-1] != 1:
             raise ValueError(f"SegmentationTrainer: the model must return one logit map (B, H, W, 1); found "
                              f"{logits.shape}")

@@ -219,18 +219,17 @@ class Trainer:
         return TrainState(jnp.zeros((), jnp.int32), train, frozen, dict(variables.get("batch_stats", {})),
                           self.optimizer.init(train))
 
-    def variables(self, state: TrainState) -> dict:
-        """Model variables (``params``, ``batch_stats``) of a state, for ``model.apply`` and the explainers."""
-        out = {"params": _merge(state.frozen, state.trainable)}
+    def variables(self, state: TrainState, trainable: dict | None = None) -> dict:
+        """Model variables (``params``, ``batch_stats``) of a state, for ``model.apply`` and the
+        explainers; ``trainable`` in place of the state's own (what the loss differentiates)."""
+        out = {"params": _merge(state.frozen, state.trainable if trainable is None else trainable)}
         if state.batch_stats:
             out["batch_stats"] = state.batch_stats
         return out
 
     # -- steps -------------------------------------------------------------------------------
     def _loss(self, trainable, state, images, labels, valid):
-        variables = {"params": _merge(state.frozen, trainable)}
-        if state.batch_stats:
-            variables["batch_stats"] = state.batch_stats
+        variables = self.variables(state, trainable)
         rng = jax.random.fold_in(jax.random.key(self.seed), state.step)
         if self.augment is not None:
             images = self.augment(jax.random.fold_in(rng, 1), images.astype(jnp.float32))
