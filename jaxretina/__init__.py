@@ -25,12 +25,12 @@ from jaxretina import _xla
 _xla.apply_defaults()  # before anything creates a JAX backend; see jaxretina/_xla.py
 
 from jaxretina import (  # noqa: E402
-    data, explain, intervention, metrics, models, preprocess, targets, taps, train, views, volumes,
+    data, explain, intervention, metrics, models, preprocess, sweep, targets, taps, train, views, volumes,
 )
 from jaxretina.explain import Attribution  # noqa: E402
 from jaxretina.loading import load, save  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Attribution", "data", "explain", "intervention", "load", "metrics", "models", "preprocess", "save",
+__all__ = ["Attribution", "data", "explain", "intervention", "load", "metrics", "models", "preprocess", "save", "sweep",
            "targets", "taps", "train", "views", "volumes", "__version__"]

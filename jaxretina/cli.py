@@ -3,6 +3,9 @@
     jaxretina demo [--out DIR] [--size N] [--steps N] [--chunk N] [--weights PATH] [--image PATH]
     jaxretina convert SRC --model {driu,densenet121,inception_v3} --out DIR [--variant V] [--num-classes N]
                       [--backend {auto,torch,jaxretina}] [--no-parity]
+    jaxretina sweep --model M --data DIR --method SPEC [--method SPEC ...] --out STORE [--batch N]
+                    [--size N|HxW] [--weights FILE] [--target SPEC ...] [--config FILE] [--dry-run] ...
+    jaxretina report STORE [--out DIR]
 """
 
 from __future__ import annotations
@@ -49,7 +52,93 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--backend", default="auto", choices=["auto", "torch", "jaxretina"],
                       help="PyTorch file reader (default: torch's weights_only loader when installed)")
     conv.add_argument("--no-parity", action="store_true", help="skip the reference comparison")
+    _add_sweep(sub)
+    rep = sub.add_parser("report", help="summarise a sweep store: statistics, slowest and failed examples, "
+                                        "contact sheet")
+    rep.add_argument("store", help="the sweep's Zarr store")
+    rep.add_argument("--out", default=None, help="output folder (default: STORE_report next to the store)")
+    rep.add_argument("--rows", type=_positive_int, default=6, help="examples in the contact sheet (default: 6)")
     return parser
+
+
+def _add_sweep(sub) -> None:
+    sw = sub.add_parser("sweep", help="attributions of a whole dataset into a Zarr store (sharded, resumable)",
+                        description="Flags override the --config file's keys. Methods and targets are "
+                                    "KIND:key=value,...; lists are joined with '+'. See jaxretina.sweep.")
+    sw.add_argument("--config", help="TOML or YAML file with the same keys as these flags")
+    sw.add_argument("--model", choices=["driu", "densenet121", "inception_v3", "unet3d"])
+    sw.add_argument("--data", help="folder of images (or NIfTI volumes for unet3d), or tfds:drive / "
+                                   "tfds:diabetic_retinopathy_detection")
+    sw.add_argument("--out", help="the Zarr store to create or resume")
+    sw.add_argument("--method", action="append", default=[],
+                    help="e.g. ig:steps=32  gradcam:layers=all  guided_backprop  (repeat for several)")
+    sw.add_argument("--target", action="append", default=[],
+                    help="e.g. segmentation_sum (segmenters' default), top_class (classifiers'), class_logit:c=4")
+    sw.add_argument("--weights", help="weight file or converted checkpoint (default: deterministic init, "
+                                      "recorded as such)")
+    sw.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="model option, e.g. variant=vessel, num_classes=5, base_width=16")
+    sw.add_argument("--batch", type=_positive_int, help="examples per step, a multiple of the local devices "
+                                                        "(default: 8)")
+    sw.add_argument("--size", help="resize images to N or HxW (default: keep, one compile per shape)")
+    sw.add_argument("--preprocess", help="driu_caffe | imagenet | unit | pixels | none (default: the model's)")
+    sw.add_argument("--dtype", choices=["float16", "float32"], help="map dtype in the store (default: float32)")
+    sw.add_argument("--split", help="TFDS split (default: test)")
+    sw.add_argument("--tfds-dir", help="TFDS data_dir")
+    sw.add_argument("--seed", type=int, help="initialisation / SmoothGrad noise seed (default: 0)")
+    sw.add_argument("--coordinator", help="HOST:PORT of process 0 (several processes; or JAX_COORDINATOR_ADDRESS)")
+    sw.add_argument("--num-processes", type=_positive_int, help="processes in all (or JAX_NUM_PROCESSES)")
+    sw.add_argument("--process-id", type=int, help="this process's id (or JAX_PROCESS_ID)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.add_argument("--dry-run", action="store_true",
+                    help="compile one step, report memory per device and time per example, write nothing")
+    sw.add_argument("--quiet", action="store_true", help="log warnings only")
+
+
+def _model_options(pairs: list[str]) -> dict | None:
+    from jaxretina.sweep.config import _value
+
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise SystemExit(f"jaxretina sweep: --model-option expects KEY=VALUE; found {pair!r}")
+        out[key.strip()] = _value(value.strip())
+    return out or None
+
+
+def _sweep(args) -> None:
+    import json
+    import logging
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    logging.getLogger("jax").setLevel(logging.WARNING)   # not "Unable to initialize backend 'tpu'"
+    from jaxretina import sweep
+
+    cfg = sweep.sweep_config(args.config, model=args.model, data=args.data, out=args.out or (
+        "dry-run" if args.dry_run else None), methods=args.method, targets=args.target, weights=args.weights,
+        model_options=_model_options(args.model_option), batch=args.batch, size=args.size,
+        preprocess=args.preprocess, dtype=args.dtype, split=args.split, tfds_dir=args.tfds_dir, seed=args.seed,
+        progress=False if args.no_progress else None, coordinator=args.coordinator,
+        num_processes=args.num_processes, process_id=args.process_id)
+    if args.dry_run:
+        result = sweep.dry_run(cfg)
+        mem = result["memory_per_device_bytes"]
+        print(f"{result['examples']} examples ({result['problems']} unusable) in {len(result['groups'])} shape "
+              f"group(s) -> {result['compiles_needed']} compile(s), {result['batches']} batch(es) of "
+              f"{result['batch']} on {result['devices']} device(s) x {result['processes']} process(es)")
+        print(f"one step on {result['shape']}: compile {result['compile_s']:.1f} s, run {result['step_s']:.2f} s "
+              f"= {result['seconds_per_example']:.3f} s per example; memory per device "
+              f"{'unknown' if mem is None else f'{mem / 2**30:.2f} GiB'}; store "
+              f"{result['store_bytes_per_example'] / 2**20:.2f} MiB per example")
+        print(json.dumps(result))
+        return
+    summary = sweep.run(cfg)
+    run, counts = summary["this_run"], summary["counts"]
+    if counts is not None:
+        print(f"{cfg.out}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending; this run "
+              f"{run['examples']} example(s) in {run['wall_s']:.1f} s, {run['compiles']} compile(s) "
+              f"({run['compile_s']:.1f} s), {run['processes']} process(es) x {run['devices_per_process']} device(s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +175,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  parity vs {check['reference']}: max abs {check['max_abs']:.3g}, max rel {check['max_rel']:.3g}")
         else:
             print(f"  parity: {check['reason']}")
+    elif args.command == "sweep":
+        try:
+            _sweep(args)
+        except (ValueError, FileNotFoundError, FileExistsError) as e:
+            print(f"jaxretina sweep: error: {e}", file=sys.stderr)
+            return 2
+    elif args.command == "report":
+        from jaxretina.sweep import report
+
+        summary = report(args.store, args.out, rows=args.rows)
+        counts = summary["counts"]
+        print(f"{args.store}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending")
+        for f in summary["failed"][:10]:
+            print(f"  failed {f['name']}: {f['reason']}")
+        print("wrote:")
+        for path in summary["files"].values():
+            print(f"  {path}")
     return 0
 
 

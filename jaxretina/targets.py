@@ -42,6 +42,7 @@ __all__ = [
     "Target",
     "class_logit",
     "class_probability",
+    "top_class",
     "segmentation_sum",
     "segmentation_mean",
     "pixel",
@@ -113,6 +114,21 @@ def class_probability(c: int) -> Target:
         return jax.nn.softmax(out)[c]
 
     return Target(fn, f"class_probability(c={c})")
+
+
+@_reused
+def top_class(probability: bool = False) -> Target:
+    """The largest logit (``probability=True``: the largest softmax probability) of one example:
+    the score of the class the model predicts, whatever it is.  Its gradient is that class's
+    (``max`` passes the gradient to its argmax), so a sweep over images of unknown grade
+    explains each image's own prediction.
+    """
+
+    def fn(out):
+        _check_class_output(out, None, "top_class")
+        return (jax.nn.softmax(out) if probability else out).max()
+
+    return Target(fn, f"top_class(probability={probability})")
 
 
 def _segmentation_map(out: jax.Array, channel: int, probability: bool, what: str) -> jax.Array:

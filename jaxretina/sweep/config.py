@@ -1,0 +1,225 @@
+"""A sweep's configuration: model, data, methods, targets and how to batch them.
+
+One configuration comes from flags, from a config file (TOML or YAML, the same keys) or from
+both (flags override the file); :func:`sweep_config` checks it and gives a frozen
+:class:`SweepConfig`.  Methods and targets are written ``name:key=value,key=value``; a list
+value is joined with ``+`` (``gradcam:layers=conv1_2+upsample2``).  In a file they may also be
+tables::
+
+    # sweep.toml
+    model = "driu"
+    data = "images/"
+    out = "store.zarr"
+    batch = 8
+    size = 256
+    method = ["ig:steps=32", {kind = "gradcam", layers = "all"}]
+    target = ["segmentation_sum"]
+
+The part of the configuration that decides the results (:meth:`SweepConfig.identity`) is
+recorded in the store; resuming with a different one is refused, naming the keys that differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+__all__ = ["Spec", "SweepConfig", "parse_spec", "sweep_config", "read_config_file", "DTYPES"]
+
+DTYPES = ("float16", "float32")
+# Keys that say where and how fast, not what: a resumed run may change them.
+_RUNTIME_KEYS = ("out", "progress", "coordinator", "num_processes", "process_id", "dry_run")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A method or target: ``kind`` plus options (sorted ``(key, value)`` pairs)."""
+
+    kind: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def opts(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    @property
+    def name(self) -> str:
+        """The store name: ``name=`` if given, else the kind (targets: kind and options)."""
+        return str(self.opts.get("name", self.kind))
+
+    def text(self) -> str:
+        """Back to ``kind:key=value,...`` (lists joined with ``+``)."""
+        parts = [f"{k}={'+'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in self.options]
+        return self.kind + (":" + ",".join(parts) if parts else "")
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, str) and "+" in value:
+        return tuple(_value(v) for v in value.split("+"))
+    return value
+
+
+def parse_spec(spec: str | Mapping[str, Any] | Spec, *, what: str = "method") -> Spec:
+    """``"ig:steps=32,rule=gausslegendre"`` (or ``{"kind": "ig", "steps": 32}``) -> :class:`Spec`.
+
+    >>> parse_spec("gradcam:layers=conv1_2+upsample2,relu=false").opts
+    {'layers': ('conv1_2', 'upsample2'), 'relu': False}
+    """
+    if isinstance(spec, Spec):
+        return spec
+    if isinstance(spec, Mapping):
+        spec = dict(spec)
+        if "kind" not in spec:
+            raise ValueError(f"{what} table {spec!r}: needs a 'kind' key (e.g. kind = \"ig\")")
+        kind = str(spec.pop("kind"))
+        items = spec.items()
+    elif isinstance(spec, str):
+        kind, _, rest = spec.partition(":")
+        items = []
+        for part in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, val = part.partition("=")
+            if not eq or not key:
+                raise ValueError(f"{what} {spec!r}: expected key=value options after ':'; found {part!r}")
+            items.append((key.strip(), _value(val.strip())))
+    else:
+        raise TypeError(f"{what}: expected 'kind:key=value,...' or a table; found {type(spec).__name__}")
+    kind = kind.strip().lower()
+    if not kind:
+        raise ValueError(f"{what} {spec!r}: empty kind")
+    return Spec(kind, tuple(sorted((str(k), _freeze(v)) for k, v in items)))
+
+
+def _shape(size: Any) -> tuple[int, ...] | None:
+    """``256`` -> (256, 256); ``"256x320"`` / ``[256, 320]`` -> (256, 320); ``None`` stays."""
+    if size is None or size == "none":
+        return None
+    if isinstance(size, str):
+        size = [int(s) for s in size.lower().split("x")]
+    if isinstance(size, int):
+        size = [size, size]
+    size = tuple(int(s) for s in size)
+    size = size * 2 if len(size) == 1 else size
+    if len(size) != 2 or any(s < 1 for s in size):
+        raise ValueError(f"size: expected an image size like 256 or 256x320 (height x width); found {size}")
+    return size
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """Everything a sweep needs.  See :func:`jaxretina.sweep.run` for the meaning of each key."""
+
+    model: str
+    data: str
+    out: str
+    methods: tuple[Spec, ...]
+    targets: tuple[Spec, ...] = ()
+    weights: str | None = None
+    model_options: tuple[tuple[str, Any], ...] = ()
+    batch: int = 8
+    size: tuple[int, ...] | None = None
+    preprocess: str | None = None
+    dtype: str = "float32"
+    split: str | None = None
+    tfds_dir: str | None = None
+    seed: int = 0
+    progress: bool = True
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """The JSON-able keys that decide the results (everything but where and how fast)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name in _RUNTIME_KEYS:
+                continue
+            v = getattr(self, f.name)
+            if f.name in ("methods", "targets"):
+                v = [s.text() for s in v]
+            elif f.name == "model_options":
+                v = dict(v)
+            elif f.name in ("data", "weights", "tfds_dir") and v is not None and "://" not in v:
+                v = os.path.abspath(os.path.expanduser(v))
+            out[f.name] = v
+        return json.loads(json.dumps(out, default=list))
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A TOML (``.toml``) or YAML (``.yaml``/``.yml``) file's keys as a dict."""
+    path = os.fspath(path)
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if path.endswith(".toml"):
+        import tomllib
+
+        try:
+            return tomllib.loads(raw.decode())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path}: not valid TOML: {e}") from None
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(raw) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of keys at the top; found {type(loaded).__name__}")
+        return loaded
+    raise ValueError(f"{path}: config files are .toml, .yaml or .yml")
+
+
+_ALIASES = {"method": "methods", "target": "targets"}
+
+
+def sweep_config(file: str | os.PathLike | None = None, **keys: Any) -> SweepConfig:
+    """A checked :class:`SweepConfig` from a config ``file`` and/or keyword keys (which win;
+    ``None`` values are ignored, so unset flags do not erase the file's keys)."""
+    merged: dict[str, Any] = {}
+    for source in ([read_config_file(file)] if file else []) + [keys]:
+        for k, v in source.items():
+            k = _ALIASES.get(k.replace("-", "_"), k.replace("-", "_"))
+            if v is not None and not (k in ("methods", "targets") and v == []):
+                merged[k] = v
+    known = {f.name for f in dataclasses.fields(SweepConfig)}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise ValueError(f"sweep: unknown configuration keys {unknown}; expected some of {sorted(known)}")
+    missing = [k for k in ("model", "data", "out", "methods") if not merged.get(k)]
+    if missing:
+        raise ValueError(f"sweep: missing {missing} (flags --{' --'.join(missing)} or the config file)")
+    for k in ("methods", "targets"):
+        v = merged.get(k, ())
+        v = [v] if isinstance(v, (str, Mapping)) else v
+        merged[k] = tuple(parse_spec(s, what=k[:-1]) for s in v)
+    names = [m.name for m in merged["methods"]]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"sweep: methods {dup} appear twice; give each a name= option (ig:steps=64,name=ig64)")
+    opts = merged.get("model_options", {})
+    merged["model_options"] = tuple(sorted(dict(opts).items())) if not isinstance(opts, tuple) else opts
+    merged["size"] = _shape(merged.get("size"))
+    if merged.get("dtype", "float32") not in DTYPES:
+        raise ValueError(f"sweep: dtype must be one of {DTYPES}; found {merged['dtype']!r}")
+    batch = merged.get("batch", 8)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"sweep: batch must be a positive integer; found {batch!r}")
+    return SweepConfig(**merged)
+
+

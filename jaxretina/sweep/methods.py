@@ -1,0 +1,200 @@
+"""What a sweep computes for one example: model, preprocessing, methods and targets as one
+pure function ``(variables, raw, index) -> (maps, scalars)``.
+
+``raw`` is what :mod:`jaxretina.sweep.inputs` loads (uint8 RGB, or a [0, 1] float volume);
+the preprocessing runs on the device inside the same program.  Methods (``kind``: options,
+defaults in brackets):
+
+* ``ig`` — :func:`jaxretina.explain.integrated_gradients`: ``steps`` [32], ``rule``
+  [gausslegendre], ``chunk`` [8], ``stem`` [true], ``baseline`` [black = the preprocessed black
+  image for images, 0 for volumes; ``zero``; or a number in model-input units].  Map: the
+  attribution (input's shape); scalar ``<name>.delta`` (completeness error).
+* ``gradcam`` / ``gradcampp`` — :func:`~jaxretina.explain.grad_cam` (++): ``layers`` [all],
+  ``relu`` [true], ``resize`` [true], ``normalize`` [false].  Maps ``<name>/<layer>``.
+* ``guided_backprop``, ``deconvnet``, ``gradient_x_input``, ``saliency`` (``abs`` [true]) and
+  ``smoothgrad`` (of the saliency: ``samples`` [16], ``sigma`` [0.15 of the input's range],
+  ``chunk`` [8]; noise from ``fold_in(key(seed), example index)``, so any batching gives the
+  same draws).
+
+Targets (:mod:`jaxretina.targets`, ``kind:options``): ``segmentation_sum`` (the default of the
+segmenters), ``segmentation_mean``, ``pixel:i=,j=``, ``class_logit:c=``, ``class_probability:c=``,
+``top_class`` (the default of the classifiers), ``argmax_score:c=``, ``soft_count:c=``.  Every
+target adds the scalar ``score`` (the target's value at the input).  With several targets each
+name is prefixed by the target's (``class_logit_c4/ig``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxretina import explain, preprocess, targets
+from jaxretina.sweep.config import Spec
+
+__all__ = ["Computation", "build_computation", "PREPROCESSING", "METHODS", "TARGETS", "default_preprocess",
+           "default_targets"]
+
+
+def _unit(raw):
+    return raw.astype(jnp.float32) / 255.0
+
+
+PREPROCESSING: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "driu_caffe": preprocess.driu_caffe_input,        # uint8 RGB -> BGR − Caffe mean
+    "imagenet": preprocess.imagenet_normalize,        # uint8 RGB -> (x − mean) / std
+    "unit": _unit,                                     # uint8 RGB -> [0, 1]
+    "pixels": lambda raw: raw.astype(jnp.float32),    # 0..255 floats (a model normalising inside)
+    "none": lambda raw: raw.astype(jnp.float32),      # volumes: already [0, 1]
+}
+
+TARGETS = ("segmentation_sum", "segmentation_mean", "pixel", "class_logit", "class_probability", "top_class",
+           "argmax_score", "soft_count")
+METHODS = ("ig", "gradcam", "gradcampp", "guided_backprop", "deconvnet", "saliency", "gradient_x_input",
+           "smoothgrad")
+
+
+def default_preprocess(model_name: str, model: Any) -> str:
+    if model_name == "unet3d":
+        return "none"
+    if model_name == "driu":
+        return "driu_caffe" if model.normalization is None else "unit"
+    return "imagenet" if model.normalization is None else "pixels"
+
+
+def default_targets(model_name: str) -> tuple[Spec, ...]:
+    return (Spec("segmentation_sum"),) if model_name in ("driu", "unet3d") else (Spec("top_class"),)
+
+
+def target_name(spec: Spec) -> str:
+    if "name" in spec.opts:
+        return str(spec.opts["name"])
+    return spec.kind + "".join(f"_{k}{v}" for k, v in spec.options)
+
+
+def build_target(spec: Spec) -> targets.Target:
+    if spec.kind not in TARGETS:
+        raise ValueError(f"sweep: unknown target {spec.kind!r}; expected one of {list(TARGETS)}")
+    opts = {k: v for k, v in spec.opts.items() if k != "name"}
+    try:
+        return getattr(targets, spec.kind)(**opts)
+    except TypeError as e:
+        raise ValueError(f"sweep: target {spec.text()!r}: {e}") from None
+
+
+_OPTIONS = {
+    "ig": {"steps": 32, "rule": "gausslegendre", "chunk": 8, "stem": True, "baseline": "black"},
+    "gradcam": {"layers": "all", "relu": True, "resize": True, "normalize": False},
+    "guided_backprop": {}, "deconvnet": {}, "gradient_x_input": {},
+    "saliency": {"abs": True},
+    "smoothgrad": {"samples": 16, "sigma": 0.15, "chunk": 8},
+}
+_OPTIONS["gradcampp"] = _OPTIONS["gradcam"]
+
+
+def method_options(spec: Spec) -> dict[str, Any]:
+    """The spec's options over the method's defaults; unknown kinds and options are errors."""
+    if spec.kind not in _OPTIONS:
+        raise ValueError(f"sweep: unknown method {spec.kind!r}; expected one of {list(METHODS)}")
+    known = _OPTIONS[spec.kind]
+    given = {k: v for k, v in spec.opts.items() if k != "name"}
+    bad = sorted(set(given) - set(known))
+    if bad:
+        raise ValueError(f"sweep: method {spec.text()!r}: unknown options {bad}; {spec.kind} takes "
+                         f"{sorted(known) + ['name']}")
+    return {**known, **given}
+
+
+class Computation(NamedTuple):
+    """``fn(variables, raw, index) -> (maps, scalars)`` for one example (hashable: it is the
+    static part of the sweep's program), plus what it is made of for the record."""
+
+    fn: Callable
+    description: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class _Example:
+    """The per-example function (a frozen dataclass: hashable, and a real object JAX can
+    reference weakly, which a tuple is not)."""
+
+    model: Any
+    prep: str
+    methods: tuple[tuple[str, str, tuple], ...]   # (store name, kind, sorted options)
+    targets: tuple[tuple[str, targets.Target], ...]
+    seed: int
+
+    def __call__(self, variables, raw, index):
+        x = PREPROCESSING[self.prep](raw)
+        maps, scalars = {}, {}
+        out = self.model.apply(variables, x[None])[0]
+        for tname, target in self.targets:
+            prefix = f"{tname}/" if len(self.targets) > 1 else ""
+            scalars[f"{prefix}score"] = target(out)
+            f = explain.model_fn(self.model, variables, target)
+            for name, kind, opts in self.methods:
+                _run(kind, dict(opts), self, variables, raw, x, f, target, index, f"{prefix}{name}", maps, scalars)
+        return maps, scalars
+
+
+def _baseline(value, ex: _Example, raw, x):
+    if value == "black":
+        return 0.0 if ex.prep == "none" else PREPROCESSING[ex.prep](jnp.zeros_like(raw))
+    if value == "zero":
+        return 0.0
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"sweep: ig baseline must be 'black', 'zero' or a number; found {value!r}")
+
+
+def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
+    if kind == "ig":
+        ig = explain.integrated_gradients(f, x, baseline=_baseline(o["baseline"], ex, raw, x), steps=int(o["steps"]),
+                                          rule=o["rule"], chunk=o["chunk"], stem=bool(o["stem"]))
+        maps[name] = ig.values
+        scalars[f"{name}.delta"] = ig.delta
+    elif kind in ("gradcam", "gradcampp"):
+        cam = explain.grad_cam if kind == "gradcam" else explain.grad_cam_plus_plus
+        layers = o["layers"]
+        layers = list(layers) if isinstance(layers, tuple) else layers
+        for layer, m in cam(ex.model, variables, x, target, layers=layers, relu=o["relu"], resize=o["resize"],
+                            normalize=o["normalize"]).items():
+            maps[f"{name}/{layer}"] = m
+    elif kind == "guided_backprop":
+        maps[name] = explain.guided_backprop(ex.model, variables, x, target)
+    elif kind == "deconvnet":
+        maps[name] = explain.deconvnet(ex.model, variables, x, target)
+    elif kind == "saliency":
+        maps[name] = explain.saliency(f, x, abs=bool(o["abs"]))
+    elif kind == "gradient_x_input":
+        maps[name] = explain.gradient_x_input(f, x)
+    elif kind == "smoothgrad":
+        key = jax.random.fold_in(jax.random.key(ex.seed), index)
+        sigma = float(o["sigma"]) * (x.max() - x.min())
+        maps[name] = explain.smoothgrad(functools.partial(explain.saliency, f, abs=False), x, key=key,
+                                        samples=int(o["samples"]), sigma=sigma, chunk=o["chunk"])
+
+
+def build_computation(model_name: str, model: Any, methods, target_specs, *, prep: str | None = None,
+                      seed: int = 0) -> Computation:
+    """The per-example function of a sweep; checks every method, option and target name."""
+    prep = prep or default_preprocess(model_name, model)
+    if prep not in PREPROCESSING:
+        raise ValueError(f"sweep: unknown preprocess {prep!r}; expected one of {sorted(PREPROCESSING)}")
+    target_specs = tuple(target_specs) or default_targets(model_name)
+    built_targets = tuple((target_name(s), build_target(s)) for s in target_specs)
+    names = [n for n, _ in built_targets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"sweep: targets {names} repeat a name; give each a name= option")
+    built_methods = []
+    for spec in methods:
+        opts = method_options(spec)
+        built_methods.append((spec.name, spec.kind, tuple(sorted(opts.items()))))
+    ex = _Example(model, prep, tuple(built_methods), built_targets, int(seed))
+    description = {"preprocess": prep,
+                   "targets": {n: t.description for n, t in built_targets},
+                   "methods": {n: {"kind": k, **dict(o)} for n, k, o in built_methods}}
+    return Computation(ex, description)

@@ -1,0 +1,477 @@
+"""``jaxretina.sweep.run``: attributions of a whole dataset into a Zarr store, sharded over the
+local devices, shared between processes, resumable.
+
+Per (model, input shape, method set) there is one compiled program: the batch's examples are
+split over the local devices with ``jax.shard_map`` over a ``data`` mesh axis (each device
+``vmap``s the per-example function of :mod:`jaxretina.sweep.methods` over its share; nothing
+crosses devices), compiled ahead of time, so a run compiles exactly once per shape group and
+logs it.  Several processes (hosts) join through ``jax.distributed.initialize``; batch ``b``
+is computed and written by process ``b mod P`` alone (the store must be on a filesystem they
+share).  While the devices run batch ``k``, host threads decode batch ``k + 1`` and write
+batch ``k − 1``.
+
+Resuming is the same command: examples whose ``status`` chunk says done (or failed) are
+skipped, a batch with any pending member is computed again whole — the same members at the same
+places, so the same numbers — and only its pending members are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import platform
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxretina.sweep import store as stores
+from jaxretina.sweep.config import SweepConfig, sweep_config
+from jaxretina.sweep.inputs import BadInput, Inputs, open_inputs
+from jaxretina.sweep.methods import Computation, build_computation
+from jaxretina.sweep.plan import Batch, Plan, make_plan
+
+__all__ = ["run", "dry_run", "load_model"]
+
+log = logging.getLogger("jaxretina.sweep")
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
+
+
+def join_processes(cfg: SweepConfig) -> tuple[int, int]:
+    """``(process id, process count)``; calls ``jax.distributed.initialize`` when the config or
+    the environment (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``; on
+    SLURM / Open MPI / Kubernetes JAX finds the counts itself) names a coordinator."""
+    address = cfg.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    count = cfg.num_processes if cfg.num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    pid = cfg.process_id if cfg.process_id is not None else _env_int("JAX_PROCESS_ID")
+    if address is None and (count or 1) == 1:
+        return jax.process_index(), jax.process_count()
+    if address is None:
+        raise ValueError("sweep: several processes need a coordinator address (--coordinator HOST:PORT or "
+                         "JAX_COORDINATOR_ADDRESS)")
+    if not jax.distributed.is_initialized():
+        # CPU collectives (the final barrier and gather) go through gloo; GPUs/TPUs ignore this.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        try:
+            jax.distributed.initialize(address, num_processes=count, process_id=pid)
+        except RuntimeError as e:
+            raise RuntimeError(f"sweep: jax.distributed.initialize({address!r}, num_processes={count}, "
+                               f"process_id={pid}) failed — it must run before anything uses JAX: {e}") from None
+    return jax.process_index(), jax.process_count()
+
+
+def _barrier(name: str, processes: int) -> None:
+    if processes > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _gather(values: np.ndarray, processes: int) -> np.ndarray:
+    if processes == 1:
+        return values[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(values))
+
+
+# -- model -------------------------------------------------------------------------------------
+
+def _digest(path: str) -> str:
+    """SHA-256 of a file, or of a directory's files (relative names and contents, sorted)."""
+    h = hashlib.sha256()
+    if os.path.isdir(path):
+        for dirpath, dirnames, files in os.walk(path):
+            dirnames.sort()
+            for f in sorted(files):
+                full = os.path.join(dirpath, f)
+                h.update(os.path.relpath(full, path).encode())
+                with open(full, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+        return h.hexdigest()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_model(cfg: SweepConfig) -> tuple[Any, Any, dict]:
+    """``(model, variables, record)``: the weights file through :func:`jaxretina.load`, or the
+    deterministic initialisation (seed ``cfg.seed``) that the record states."""
+    from jaxretina import loading, models
+
+    name = loading._check_name(cfg.model)
+    opts = dict(cfg.model_options)
+    if name == "unet3d":
+        opts.setdefault("deep_supervision", False)  # one output map to explain
+    if cfg.weights:
+        model, variables = loading.load(name, cfg.weights, **opts)
+        path = os.path.abspath(cfg.weights)
+        return model, variables, {"source": path, "sha256": _digest(path), "trained": True}
+    model = loading._build(name, opts)
+    if name == "driu":  # its own init keeps the fixed bilinear upsampling kernels
+        probe_model, probe = model.shape_probe()
+        variables = jax.jit(probe_model.init)(jax.random.key(cfg.seed), probe)
+        how = f"model.init with jax.random.key({cfg.seed})"
+    else:
+        variables = models.random_variables(model, seed=cfg.seed)
+        how = f"jaxretina.models.random_variables(seed={cfg.seed})"
+    return model, variables, {"source": None, "trained": False,
+                              "note": f"deterministic initialisation ({how}), not trained weights"}
+
+
+def _versions() -> dict[str, str]:
+    import flax
+    import jaxlib
+    import zarr
+
+    import jaxretina
+
+    return {"jaxretina": jaxretina.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "flax": flax.__version__, "numpy": np.__version__, "zarr": zarr.__version__,
+            "python": platform.python_version(), "backend": jax.default_backend()}
+
+
+# -- programs ----------------------------------------------------------------------------------
+
+def _raw_dtype(inputs: Inputs):
+    return np.float32 if inputs.kind == "volumes" else np.uint8
+
+
+@dataclasses.dataclass(frozen=True)
+class _Local:
+    """One device's share of a batch: the per-example function ``vmap``-ed, maps cast to the
+    store's dtype."""
+
+    fn: Any
+    dtype: Any
+
+    def __call__(self, variables, raw, index):
+        fn, dtype = self.fn, self.dtype
+        maps, scalars = jax.vmap(fn, in_axes=(None, 0, 0))(variables, raw, index)
+        return ({k: v.astype(dtype) for k, v in maps.items()},
+                {k: v.astype(jnp.float32) for k, v in scalars.items()})
+
+
+def _shapes(comp: Computation, variables, inputs: Inputs, shapes) -> tuple[dict, dict]:
+    """``({input shape: (map shapes, scalar names)}, {rejected input shape: reason})``."""
+    ok, rejected = {}, {}
+    for shape in shapes:
+        raw = jax.ShapeDtypeStruct(shape, _raw_dtype(inputs))
+        try:
+            maps, scalars = jax.eval_shape(comp.fn, variables, raw, jax.ShapeDtypeStruct((), jnp.int32))
+        except (ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            rejected[shape] = f"wrong size: the model cannot take input shape {shape}: {first}"
+            continue
+        ok[shape] = ({k: tuple(v.shape) for k, v in maps.items()}, tuple(scalars))
+    return ok, rejected
+
+
+class Runner:
+    """One process's part of a sweep (built by :func:`run` and :func:`dry_run`)."""
+
+    def __init__(self, cfg: SweepConfig):
+        self.cfg = cfg
+        self.pid, self.processes = join_processes(cfg)
+        self.model, variables, self.weights = load_model(cfg)
+        self.comp = build_computation(cfg.model, self.model, cfg.methods, cfg.targets, prep=cfg.preprocess,
+                                      seed=cfg.seed)
+        devices = jax.local_devices()
+        if cfg.batch % len(devices):
+            raise ValueError(f"sweep: batch {cfg.batch} does not split over {len(devices)} local devices; use a "
+                             f"multiple of {len(devices)}")
+        self.mesh = Mesh(np.asarray(devices), ("data",))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.split = NamedSharding(self.mesh, P("data"))
+        self.variables = jax.device_put(variables, self.replicated)
+        self.inputs = open_inputs(cfg.data, volumes=cfg.model.lower() == "unet3d", size=cfg.size,
+                                  split=cfg.split, tfds_dir=cfg.tfds_dir)
+        shapes = sorted({it.shape for it in self.inputs.items if it.shape is not None})
+        self.outputs, rejected = _shapes(self.comp, self.variables, self.inputs, shapes)
+        self.plan: Plan = make_plan(self.inputs.items, cfg.batch, rejected)
+        self.dtype = np.dtype(cfg.dtype)
+        self._compiled: dict[tuple[int, ...], Any] = {}
+        self.compile_seconds = 0.0
+
+    # what the store holds
+    def map_specs(self) -> dict[str, dict]:
+        specs: dict[str, dict] = {}
+        for shape, (maps, _) in self.outputs.items():
+            for name, s in maps.items():
+                spec = specs.setdefault(name, {"shape": s, "shapes": {}})
+                spec["shape"] = tuple(max(a, b) for a, b in zip(spec["shape"], s))
+                spec["shapes"][stores.shape_key(shape)] = list(s)
+        return specs
+
+    def scalar_names(self) -> list[str]:
+        names = next(iter(self.outputs.values()))[1] if self.outputs else ()
+        return [*names, "seconds"]
+
+    def meta(self) -> dict:
+        return {
+            "format": 1,
+            "config": self.cfg.identity(),
+            "model": {"name": self.cfg.model, "class": type(self.model).__name__,
+                      "options": _json(_model_options(self.model))},
+            "weights": self.weights,
+            "computation": _json(self.comp.description),
+            "maps": list(self.map_specs()),
+            "scalars": self.scalar_names(),
+            "dtype": self.cfg.dtype,
+            "groups": {stores.shape_key(s): n for s, n in self.plan.groups.items()},
+            "batches": len(self.plan.batches),
+            "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    # programs
+    def program(self, shape: tuple[int, ...]):
+        """The compiled program for a batch of ``shape`` inputs (compiled once, ahead of time)."""
+        if shape not in self._compiled:
+            local = _Local(self.comp.fn, self.dtype)
+            program = jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P("data"), P("data")),
+                                            out_specs=P("data")))
+            raw = jax.ShapeDtypeStruct((self.cfg.batch, *shape), _raw_dtype(self.inputs), sharding=self.split)
+            index = jax.ShapeDtypeStruct((self.cfg.batch,), jnp.int32, sharding=self.split)
+            t0 = time.perf_counter()
+            self._compiled[shape] = program.lower(self.variables, raw, index).compile()
+            took = time.perf_counter() - t0
+            self.compile_seconds += took
+            log.info("compiled the program for a batch of %d x %s on %d device(s) in %.1f s (%d of %d shape "
+                     "group(s))", self.cfg.batch, shape, len(self.mesh.devices), took, len(self._compiled),
+                     len(self.plan.groups))
+        return self._compiled[shape]
+
+    def load_batch(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[str | None, str | None]]]:
+        """``(raw (B, *shape), index (B,), {member: (sha256, reason)})``: bad members and padding
+        slots hold zeros (their results are dropped)."""
+        raw = np.zeros((self.cfg.batch, *batch.shape), _raw_dtype(self.inputs))
+        index = np.full((self.cfg.batch,), -1, np.int32)
+        loaded = {}
+        for slot, i in enumerate(batch.members):
+            index[slot] = i
+            try:
+                array, sha = self.inputs.load(i)
+                problem = _nonfinite(array)
+                if problem:
+                    raise BadInput(problem)
+                raw[slot] = array
+                loaded[i] = (sha, None)
+            except BadInput as e:
+                loaded[i] = (getattr(e, "sha256", None), str(e))
+        return raw, index, loaded
+
+    def compute(self, batch: Batch, raw: np.ndarray, index: np.ndarray):
+        program = self.program(batch.shape)
+        return program(self.variables, jax.device_put(raw, self.split), jax.device_put(index, self.split))
+
+
+def _nonfinite(array: np.ndarray) -> str | None:
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        return f"non-finite input: {int(np.isnan(array).sum())} NaN and {int(np.isinf(array).sum())} inf values"
+    return None
+
+
+def _model_options(model) -> dict:
+    from jaxretina.loading import model_config
+
+    return model_config(model)
+
+
+def _json(obj):
+    import json
+
+    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else repr(o)))
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+def _prepare_store(runner: Runner) -> None:
+    """Process 0 creates the store, or checks that the existing one is this sweep's."""
+    path = runner.cfg.out
+    meta = stores.read_meta(path)
+    if meta is None:
+        if os.path.exists(path) and os.listdir(path):
+            raise FileExistsError(f"sweep: {path} exists and is not a jaxretina sweep store; choose another --out")
+        stores.create_store(path, meta=runner.meta(), names=[it.name for it in runner.inputs.items],
+                            maps=runner.map_specs(), scalar_names=runner.scalar_names(), dtype=runner.cfg.dtype)
+        writer = stores.StoreWriter(path)
+        for i, reason in sorted(runner.plan.problems.items()):
+            writer.failed(i, {"reason": reason, "shape": runner.inputs.items[i].shape})
+        log.info("created %s: %d examples, %d listed as failed", path, len(runner.inputs), len(runner.plan.problems))
+        return
+    want, have = runner.cfg.identity(), meta.get("config", {})
+    differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    if differ:
+        raise ValueError(f"sweep: {path} holds a sweep with another configuration (differs in {differ}: "
+                         + "; ".join(f"{k}: store {have.get(k)!r}, now {want.get(k)!r}" for k in differ)
+                         + "); use another --out to start a new sweep")
+    names = stores.SweepStore(path).names
+    listed = [it.name for it in runner.inputs.items]
+    if names != listed:
+        raise ValueError(f"sweep: the dataset changed since {path} was created ({len(names)} examples then, "
+                         f"{len(listed)} now; first difference at "
+                         f"{next((i for i, (a, b) in enumerate(zip(names, listed)) if a != b), min(len(names), len(listed)))})")
+    removed = stores.remove_partials(path)
+    log.info("resuming %s%s", path, f" (removed {removed} partial chunk file(s))" if removed else "")
+
+
+def _progress(total: int, runner: Runner):
+    from tqdm.auto import tqdm
+
+    enabled = runner.cfg.progress and runner.pid == 0
+    bar = tqdm(total=total, unit="ex", dynamic_ncols=True, disable=not enabled, desc="sweep")
+    bar.set_postfix(devices=len(runner.mesh.devices), processes=runner.processes, refresh=False)
+    return bar
+
+
+def run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
+    """Run (or resume) a sweep; returns its summary (also stored in the store's attributes).
+
+    Args:
+      config: a :class:`SweepConfig`, or give its keys: ``model`` (``driu``, ``densenet121``,
+        ``inception_v3``, ``unet3d``), ``data`` (folder or ``tfds:NAME``), ``out`` (the store),
+        ``methods`` (``["ig:steps=32", "gradcam:layers=all"]``), ``targets`` (default: the
+        model's), ``weights`` (default: the deterministic initialisation, which the store's
+        metadata says), ``model_options``, ``batch`` [8] (a multiple of the local devices),
+        ``size`` (resize images, e.g. 256 or "256x320"), ``preprocess``, ``dtype``
+        [float32 | float16], ``split`` / ``tfds_dir`` (TFDS), ``seed``, ``progress``,
+        ``coordinator`` / ``num_processes`` / ``process_id`` (several processes), or
+        ``file=`` a TOML/YAML config file.
+
+    Example::
+
+      >>> summary = sweep.run(model="driu", data="images/", out="driu.zarr", size=256, batch=8,
+      ...                     methods=["ig:steps=32", "gradcam:layers=all"])
+      >>> sweep.open_store("driu.zarr").example(0)["ig"].shape       # (256, 256, 3)
+    """
+    cfg = config if isinstance(config, SweepConfig) else sweep_config(**keys)
+    runner = Runner(cfg)
+    if runner.pid == 0:
+        _prepare_store(runner)
+    _barrier("jaxretina-sweep-store", runner.processes)
+    writer = stores.StoreWriter(cfg.out)
+    status = writer.status()
+    todo = [b for b in runner.plan.owned(runner.pid, runner.processes)
+            if any(status[i] == stores.PENDING for i in b.members)]
+    n_todo = sum(int((status[list(b.members)] == stores.PENDING).sum()) for b in todo)
+    log.info("process %d/%d: %d of %d batch(es) to compute (%d example(s)) on %d device(s); %d shape group(s)",
+             runner.pid, runner.processes, len(todo), len(runner.plan.batches), n_todo, len(runner.mesh.devices),
+             len(runner.plan.groups))
+    for shape in sorted({b.shape for b in todo}):
+        runner.program(shape)   # compile up front: no batch's time includes a compile
+    t_start = time.perf_counter()
+    done = _loop(runner, writer, todo, status, n_todo)
+    wall = time.perf_counter() - t_start
+    stats = _gather(np.asarray([done, wall, runner.compile_seconds, len(runner._compiled)], np.float64),
+                    runner.processes)
+    _barrier("jaxretina-sweep-end", runner.processes)
+    summary = {
+        "counts": stores.SweepStore(cfg.out).status_counts() if runner.pid == 0 else None,
+        "this_run": {"examples": int(stats[:, 0].sum()), "wall_s": float(stats[:, 1].max()),
+                     "compile_s": float(stats[:, 2].sum()), "compiles": int(stats[:, 3].sum()),
+                     "processes": runner.processes, "devices_per_process": len(runner.mesh.devices)},
+        "groups": {stores.shape_key(s): n for s, n in runner.plan.groups.items()},
+    }
+    if runner.pid == 0:
+        stores.write_summary(cfg.out, summary)
+    _barrier("jaxretina-sweep-summary", runner.processes)
+    return summary
+
+
+def _loop(runner: Runner, writer: stores.StoreWriter, todo: list[Batch], status: np.ndarray, total: int) -> int:
+    bar = _progress(total, runner)
+    done = 0
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sweep-load") as loader, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-write") as write_pool:
+        loads = deque(loader.submit(runner.load_batch, b) for b in todo[:2])
+        inflight: deque = deque()
+        writes: deque = deque()
+        last = time.perf_counter()
+        for k, batch in enumerate(todo):
+            raw, index, loaded = loads.popleft().result()
+            if k + 2 < len(todo):
+                loads.append(loader.submit(runner.load_batch, todo[k + 2]))
+            inflight.append((batch, loaded, runner.compute(batch, raw, index)))
+            if len(inflight) > 1 or k == len(todo) - 1:
+                while inflight and (len(inflight) > 1 or k == len(todo) - 1):
+                    b, ld, out = inflight.popleft()
+                    host = jax.device_get(out)
+                    now = time.perf_counter()
+                    seconds, last = (now - last) / max(1, len(b.members)), now
+                    writes.append(write_pool.submit(_write_batch, writer, runner, b, ld, host, status, seconds))
+                    while writes and writes[0].done():
+                        done += writes.popleft().result()
+                        bar.update(done - bar.n)
+        for w in writes:
+            done += w.result()
+            bar.update(done - bar.n)
+    bar.close()
+    return done
+
+
+def _write_batch(writer, runner, batch, loaded, host, status, seconds) -> int:
+    maps, scalars = host
+    written = 0
+    for slot, i in enumerate(batch.members):
+        if status[i] != stores.PENDING:
+            continue
+        sha, reason = loaded[i]
+        info = {"shape": list(batch.shape), "sha256": sha, "batch": batch.index, "process": runner.pid}
+        if reason is not None:
+            writer.failed(i, {**info, "reason": reason})
+        else:
+            writer.done(i, {k: v[slot] for k, v in maps.items()},
+                        {**{k: float(v[slot]) for k, v in scalars.items()}, "seconds": seconds}, info)
+        written += 1
+    return written
+
+
+def dry_run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
+    """Compile one step (the largest shape group's program) and run it once on real inputs:
+    estimated memory per device (XLA's buffer accounting of the compiled program) and seconds
+    per example.  Writes nothing."""
+    cfg = config if isinstance(config, SweepConfig) else sweep_config(**keys)
+    runner = Runner(cfg)
+    if not runner.plan.batches:
+        raise ValueError(f"sweep --dry-run: no usable example in {cfg.data} ({len(runner.plan.problems)} with problems)")
+    shape = max(runner.plan.groups, key=runner.plan.groups.get)
+    batch = next(b for b in runner.plan.batches if b.shape == shape)
+    t0 = time.perf_counter()
+    compiled = runner.program(shape)
+    compile_s = time.perf_counter() - t0
+    stats = compiled.memory_analysis()
+    memory = None if stats is None else int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+                                            + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+    raw, index, loaded = runner.load_batch(batch)
+    t1 = time.perf_counter()
+    jax.block_until_ready(runner.compute(batch, raw, index))
+    step = time.perf_counter() - t1
+    return {
+        "examples": len(runner.inputs), "problems": len(runner.plan.problems),
+        "groups": {stores.shape_key(s): n for s, n in runner.plan.groups.items()},
+        "compiles_needed": len(runner.plan.groups), "batches": len(runner.plan.batches),
+        "batch": cfg.batch, "devices": len(runner.mesh.devices), "processes": runner.processes,
+        "shape": list(shape), "compile_s": compile_s, "step_s": step,
+        "seconds_per_example": step / cfg.batch,
+        "memory_per_device_bytes": memory,
+        "maps": {k: list(v["shape"]) for k, v in runner.map_specs().items()},
+        "store_bytes_per_example": int(sum(np.prod(v["shape"]) for v in runner.map_specs().values())
+                                       * runner.dtype.itemsize),
+    }
+
