@@ -144,7 +144,7 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
 
     def zeros(variables, x):
         shapes = _tap_shapes(model, variables, x, apply_kwargs)
-        return {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+        return {name: _varying_like(jnp.zeros(s.shape, s.dtype), x) for name, s in shapes.items()}
 
     def replaced(variables, x, values):
         full = dict(_params_only(variables))
@@ -157,6 +157,21 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
         return model.apply(full, x, **apply_kwargs)
 
     return TapFunctions(forward, tapped, zeros, replaced, scaled)
+
+
+def _varying_like(z: jax.Array, x: jax.Array) -> jax.Array:
+    """``z`` marked as varying over the same ``shard_map`` mesh axes as ``x``.
+
+    Inside ``jax.shard_map`` a constant is the same on every device, and the gradient with
+    respect to such a shared value is summed over the devices — right for a shared parameter,
+    wrong for the per-example layer perturbations: every device's Grad-CAM would get the sum of
+    all devices' layer gradients.  Perturbations that vary like the input keep each device's
+    gradient its own.  Outside ``shard_map`` this is the identity.
+    """
+    aval = jax.typeof(x)
+    mat = getattr(aval, "manual_axis_type", None)   # jax 0.10; earlier releases call it ``vma``
+    axes = tuple(sorted(mat.varying if mat is not None else getattr(aval, "vma", ()) or ()))
+    return jax.lax.pcast(z, axes, to="varying") if axes else z
 
 
 def _no_taps(model: nn.Module) -> ValueError:

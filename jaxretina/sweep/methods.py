@@ -32,7 +32,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxretina import explain, preprocess, targets
+from jaxretina import explain, preprocess, targets, taps
 from jaxretina.sweep.config import Spec
 
 __all__ = ["Computation", "build_computation", "PREPROCESSING", "METHODS", "TARGETS", "default_preprocess",
@@ -130,7 +130,7 @@ class _Example:
     def __call__(self, variables, raw, index):
         x = PREPROCESSING[self.prep](raw)
         maps, scalars = {}, {}
-        out = self.model.apply(variables, x[None])[0]
+        out = taps.tap_functions(self.model).forward(variables, x[None])[0]
         for tname, target in self.targets:
             prefix = f"{tname}/" if len(self.targets) > 1 else ""
             scalars[f"{prefix}score"] = target(out)

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxretina import taps
 from jaxretina.sweep import store as stores
 from jaxretina.sweep.config import SweepConfig, sweep_config
 from jaxretina.sweep.inputs import BadInput, Inputs, open_inputs
@@ -123,15 +124,25 @@ def load_model(cfg: SweepConfig) -> tuple[Any, Any, dict]:
         path = os.path.abspath(cfg.weights)
         return model, variables, {"source": path, "sha256": _digest(path), "trained": True}
     model = loading._build(name, opts)
-    if name == "driu":  # its own init keeps the fixed bilinear upsampling kernels
-        probe_model, probe = model.shape_probe()
-        variables = jax.jit(probe_model.init)(jax.random.key(cfg.seed), probe)
-        how = f"model.init with jax.random.key({cfg.seed})"
-    else:
-        variables = models.random_variables(model, seed=cfg.seed)
-        how = f"jaxretina.models.random_variables(seed={cfg.seed})"
+    variables = models.random_variables(model, seed=cfg.seed)   # NumPy draws: nothing to compile
+    how = f"jaxretina.models.random_variables(seed={cfg.seed})"
+    if name == "driu":
+        variables = _bilinear_upsampling(variables)
+        how += " with DRIU's bilinear upsampling kernels and zero biases"
     return model, variables, {"source": None, "trained": False,
                               "note": f"deterministic initialisation ({how}), not trained weights"}
+
+
+def _bilinear_upsampling(variables: dict) -> dict:
+    """DRIU's upsampling layers as its own init makes them: bilinear kernels, zero biases."""
+    from jaxretina.models.layers import bilinear_diagonal_init
+
+    params = dict(variables["params"])
+    for name in [n for n in params if n.startswith("upsample")]:
+        layer = params[name]
+        params[name] = {"kernel": bilinear_diagonal_init(None, layer["kernel"].shape, layer["kernel"].dtype),
+                        **({"bias": jnp.zeros_like(layer["bias"])} if "bias" in layer else {})}
+    return {**variables, "params": params}
 
 
 def _versions() -> dict[str, str]:
@@ -198,6 +209,8 @@ class Runner:
         self.mesh = Mesh(np.asarray(devices), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
         self.split = NamedSharding(self.mesh, P("data"))
+        # Parameters and statistics only (an init's zero tap perturbations have its input's shape).
+        variables = taps._params_only(variables)
         self.variables = jax.device_put(variables, self.replicated)
         self.inputs = open_inputs(cfg.data, volumes=cfg.model.lower() == "unet3d", size=cfg.size,
                                   split=cfg.split, tfds_dir=cfg.tfds_dir)
