@@ -110,7 +110,11 @@ def _shape(size: Any) -> tuple[int, ...] | None:
     if size is None or size == "none":
         return None
     if isinstance(size, str):
-        size = [int(s) for s in size.lower().split("x")]
+        try:
+            size = [int(s) for s in size.lower().split("x")]
+        except ValueError:
+            raise ValueError(f"size: expected an image size like 256 or 256x320 (height x width); "
+                             f"found {size!r}") from None
     if isinstance(size, int):
         size = [size, size]
     size = tuple(int(s) for s in size)

@@ -12,7 +12,9 @@ defaults in brackets):
 * ``gradcam`` / ``gradcampp`` — :func:`~jaxretina.explain.grad_cam` (++): ``layers`` [all],
   ``relu`` [true], ``resize`` [true], ``normalize`` [false].  Maps ``<name>/<layer>``.
 * ``guided_backprop``, ``deconvnet``, ``gradient_x_input``, ``saliency`` (``abs`` [true]) and
-  ``smoothgrad`` (of the saliency: ``samples`` [16], ``sigma`` [0.15 of the input's range],
+  ``smoothgrad`` (of the saliency: ``samples`` [16], ``sigma`` [0.15: the noise's standard
+  deviation as a fraction of the input's value range — 0..255 pixels or [0, 1] voxels — after
+  preprocessing],
   ``chunk`` [8]; noise from ``fold_in(key(seed), example index)``, so any batching gives the
   same draws).
 
@@ -29,6 +31,7 @@ import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple
 
+import numpy as np
 import jax
 import jax.numpy as jnp
 
@@ -126,6 +129,7 @@ class _Example:
     methods: tuple[tuple[str, str, tuple], ...]   # (store name, kind, sorted options)
     targets: tuple[tuple[str, targets.Target], ...]
     seed: int
+    span: float   # the model input's value range (SmoothGrad's noise scale)
 
     def __call__(self, variables, raw, index):
         x = PREPROCESSING[self.prep](raw)
@@ -148,6 +152,14 @@ def _baseline(value, ex: _Example, raw, x):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     raise ValueError(f"sweep: ig baseline must be 'black', 'zero' or a number; found {value!r}")
+
+
+def _span(prep: str) -> float:
+    """The model input's value range for raw 0..255 pixels (or [0, 1] voxels) after ``prep``."""
+    if prep == "none":
+        return 1.0
+    lo, hi = (np.asarray(PREPROCESSING[prep](jnp.full((1, 1, 3), v, jnp.uint8))) for v in (0, 255))
+    return float(np.abs(hi - lo).max())
 
 
 def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
@@ -173,7 +185,7 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
         maps[name] = explain.gradient_x_input(f, x)
     elif kind == "smoothgrad":
         key = jax.random.fold_in(jax.random.key(ex.seed), index)
-        sigma = float(o["sigma"]) * (x.max() - x.min())
+        sigma = float(o["sigma"]) * ex.span
         maps[name] = explain.smoothgrad(functools.partial(explain.saliency, f, abs=False), x, key=key,
                                         samples=int(o["samples"]), sigma=sigma, chunk=o["chunk"])
 
@@ -193,7 +205,7 @@ def build_computation(model_name: str, model: Any, methods, target_specs, *, pre
     for spec in methods:
         opts = method_options(spec)
         built_methods.append((spec.name, spec.kind, tuple(sorted(opts.items()))))
-    ex = _Example(model, prep, tuple(built_methods), built_targets, int(seed))
+    ex = _Example(model, prep, tuple(built_methods), built_targets, int(seed), _span(prep))
     description = {"preprocess": prep,
                    "targets": {n: t.description for n, t in built_targets},
                    "methods": {n: {"kind": k, **dict(o)} for n, k, o in built_methods}}

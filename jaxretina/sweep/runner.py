@@ -190,6 +190,9 @@ def _shapes(comp: Computation, variables, inputs: Inputs, shapes) -> tuple[dict,
             rejected[shape] = f"wrong size: the model cannot take input shape {shape}: {first}"
             continue
         ok[shape] = ({k: tuple(v.shape) for k, v in maps.items()}, tuple(scalars))
+    if shapes and not ok:  # nothing works: a configuration error, not a property of the inputs
+        raise ValueError(f"sweep: the model and methods fail on every input shape {list(shapes)}: "
+                         f"{next(iter(rejected.values()))}")
     return ok, rejected
 
 

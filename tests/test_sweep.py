@@ -1,0 +1,253 @@
+"""jaxretina.sweep in one process: configuration, inputs and their failures, the store's
+contents against the explainers called directly, resuming a finished store, the report."""
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+from PIL import Image
+
+from jaxretina import data, explain, preprocess, sweep, targets, taps
+from jaxretina.sweep.config import Spec
+
+METHODS = ["ig:steps=4,chunk=2", "gradcam:layers=conv1_2+upsample2", "guided_backprop",
+           "smoothgrad:samples=2,chunk=2,sigma=0.1"]
+
+
+def write_images(folder, n=5, size=32, seed=0):
+    """``n`` RGB crops of skimage's retina, a truncated PNG (its header reads, its pixels do not)
+    and a grayscale image."""
+    from skimage import data as skdata
+
+    os.makedirs(folder, exist_ok=True)
+    retina = skdata.retina()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        y, x = rng.integers(200, 1100, 2)
+        Image.fromarray(retina[y:y + 3 * size, x:x + 3 * size]).resize((size, size)).save(f"{folder}/img{i:02d}.png")
+    whole = Path(folder, "img00.png").read_bytes()
+    with open(f"{folder}/img90_truncated.png", "wb") as fh:
+        fh.write(whole[: len(whole) // 2])
+    Image.fromarray(retina[:size, :size, 1]).save(f"{folder}/img91_gray.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_images(str(tmp_path_factory.mktemp("sweep_images")))
+
+
+@pytest.fixture(scope="module")
+def store(images, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("sweep_store") / "driu.zarr")
+    summary = sweep.run(model="driu", data=images, out=out, methods=METHODS, batch=2, progress=False, seed=3)
+    return out, summary
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+def test_parse_spec_values_and_lists():
+    s = sweep.parse_spec("gradcam:layers=conv1_2+upsample2,relu=false,name=cam")
+    assert s.kind == "gradcam" and s.name == "cam"
+    assert s.opts == {"layers": ("conv1_2", "upsample2"), "relu": False, "name": "cam"}
+    assert sweep.parse_spec("ig:steps=32,baseline=0.5").opts == {"steps": 32, "baseline": 0.5}
+    assert sweep.parse_spec({"kind": "ig", "steps": 8}) == sweep.parse_spec("ig:steps=8")
+    assert sweep.parse_spec(s.text()) == s
+    with pytest.raises(ValueError, match="key=value"):
+        sweep.parse_spec("ig:steps")
+
+
+def test_config_file_toml_yaml_and_flags_agree(tmp_path):
+    (tmp_path / "s.toml").write_text('model = "driu"\ndata = "d"\nout = "o.zarr"\nbatch = 4\nsize = "32x48"\n'
+                                     'method = ["ig:steps=8", {kind = "gradcam", layers = ["conv1_2", "upsample2"]}]\n')
+    (tmp_path / "s.yaml").write_text("model: driu\ndata: d\nout: o.zarr\nbatch: 4\nsize: 32x48\nmethod:\n"
+                                     "  - ig:steps=8\n  - {kind: gradcam, layers: [conv1_2, upsample2]}\n")
+    flags = sweep.sweep_config(model="driu", data="d", out="o.zarr", batch=4, size="32x48",
+                               methods=["ig:steps=8", "gradcam:layers=conv1_2+upsample2"])
+    assert sweep.sweep_config(tmp_path / "s.toml") == flags == sweep.sweep_config(tmp_path / "s.yaml")
+    assert flags.size == (32, 48)
+    # flags override the file; unset flags (None) do not erase it
+    over = sweep.sweep_config(tmp_path / "s.toml", batch=2, weights=None)
+    assert over.batch == 2 and over.methods == flags.methods
+
+
+@pytest.mark.parametrize("keys, match", [
+    (dict(model="driu", data="d", out="o"), "missing \\['methods'\\]"),
+    (dict(model="driu", data="d", out="o", methods=["ig"], colour="red"), "unknown configuration keys"),
+    (dict(model="driu", data="d", out="o", methods=["ig", "ig:steps=8"]), "appear twice"),
+    (dict(model="driu", data="d", out="o", methods=["ig"], batch=0), "positive integer"),
+    (dict(model="driu", data="d", out="o", methods=["ig"], size="32x"), "size"),
+    (dict(model="driu", data="d", out="o", methods=["ig"], dtype="int8"), "dtype"),
+])
+def test_config_errors(keys, match):
+    with pytest.raises(ValueError, match=match):
+        sweep.sweep_config(**keys)
+
+
+def test_unknown_methods_options_and_targets_are_named(unet_small):
+    from jaxretina.sweep.methods import build_computation
+
+    model, _ = unet_small
+    with pytest.raises(ValueError, match="unknown method 'gradcm'"):
+        build_computation("unet3d", model, [Spec("gradcm")], [])
+    with pytest.raises(ValueError, match="unknown options \\['step'\\]"):
+        build_computation("unet3d", model, [sweep.parse_spec("ig:step=4")], [])
+    with pytest.raises(ValueError, match="unknown target"):
+        build_computation("unet3d", model, [Spec("saliency")], [Spec("logit")])
+
+
+def test_several_targets_prefix_every_name(unet_small):
+    from jaxretina.sweep.methods import build_computation
+
+    model, variables = unet_small
+    comp = build_computation("unet3d", model, [sweep.parse_spec("ig:steps=2"), Spec("saliency")],
+                             [Spec("segmentation_sum"), sweep.parse_spec("segmentation_mean:probability=false,name=p")], prep="none")
+    maps, scalars = jax.eval_shape(comp.fn, variables, jax.ShapeDtypeStruct((16, 16, 16, 1), jnp.float32),
+                                   jax.ShapeDtypeStruct((), jnp.int32))
+    assert set(maps) == {"segmentation_sum/ig", "segmentation_sum/saliency", "p/ig", "p/saliency"}
+    assert set(scalars) == {"segmentation_sum/score", "segmentation_sum/ig.delta", "p/score", "p/ig.delta"}
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+def test_inputs_list_and_explain_their_failures(images):
+    inputs = sweep.open_inputs(images, volumes=False)
+    names = [it.name for it in inputs.items]
+    assert names == sorted(names) and len(names) == 7
+    gray = inputs.items[names.index("img91_gray.png")]
+    assert gray.shape is None and "wrong channels" in gray.problem and "'L'" in gray.problem
+    truncated = names.index("img90_truncated.png")
+    assert inputs.items[truncated].problem is None          # its header is fine ...
+    with pytest.raises(sweep.BadInput, match="unreadable image"):
+        inputs.load(truncated)                               # ... its pixels are not
+    image, sha = inputs.load(0)
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    assert sha == hashlib.sha256(Path(images, names[0]).read_bytes()).hexdigest()
+    resized = sweep.open_inputs(images, volumes=False, size=(16, 24))
+    assert resized.load(0)[0].shape == (16, 24, 3) and resized.items[0].shape == (16, 24, 3)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        sweep.open_inputs(os.path.join(images, "nope"), volumes=False)
+    with pytest.raises(FileNotFoundError, match="no volumes"):
+        sweep.open_inputs(images, volumes=True)
+
+
+def test_plan_groups_shapes_and_shares_batches():
+    from jaxretina.sweep.inputs import Item
+
+    items = [Item(f"{i}", (8, 8, 3) if i % 3 else (4, 4, 3), None) for i in range(7)] + [Item("x", None, "bad")]
+    plan = sweep.make_plan(items, 2)
+    assert plan.groups == {(4, 4, 3): 3, (8, 8, 3): 4} and plan.problems == {7: "bad"}
+    assert [b.members for b in plan.batches] == [(0, 3), (6,), (1, 2), (4, 5)]
+    mine = [b.index for b in plan.owned(0, 2)] + [b.index for b in plan.owned(1, 2)]
+    assert sorted(mine) == [0, 1, 2, 3] and [b.index for b in plan.owned(1, 2)] == [1, 3]
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+def test_store_holds_what_the_explainers_give(store, images):
+    path, summary = store
+    s = sweep.open_store(path)
+    assert summary["counts"] == {"done": 5, "failed": 2, "pending": 0}
+    assert summary["this_run"]["compiles"] == 1 and summary["groups"] == {"32x32x3": 6}
+    model, variables, record = sweep.load_model(sweep.sweep_config(model="driu", data=images, out=path,
+                                                                   methods=METHODS, seed=3))
+    variables = taps._params_only(variables)
+    assert record["trained"] is False and "deterministic initialisation" in record["note"]
+    assert s.meta["weights"] == record
+    target = targets.segmentation_sum()
+    f = explain.model_fn(model, variables, target)
+    scal = s.scalars()
+    grad = functools.partial(explain.saliency, f, abs=False)   # one object: smoothgrad compiles once
+    for i in range(5):
+        raw = np.asarray(Image.open(os.path.join(images, s.names[i])).convert("RGB"))
+        x = preprocess.driu_caffe_input(raw)
+        got = s.example(i)
+        ig = explain.integrated_gradients(f, x, baseline=preprocess.driu_caffe_input(np.zeros_like(raw)), steps=4,
+                                          chunk=2)
+        cams = explain.grad_cam(model, variables, x, target, layers=["conv1_2", "upsample2"])
+        want = {"ig": ig.values, "gradcam/conv1_2": cams["conv1_2"], "gradcam/upsample2": cams["upsample2"],
+                "guided_backprop": explain.guided_backprop(model, variables, x, target),
+                "smoothgrad": explain.smoothgrad(grad, x,
+                                                 key=jax.random.fold_in(jax.random.key(3), i), samples=2,
+                                                 sigma=0.1 * 255.0, chunk=2)}
+        assert sorted(got) == sorted(want)
+        for name, w in want.items():
+            w = np.asarray(w)
+            np.testing.assert_allclose(got[name], w, rtol=2e-4, atol=2e-5 * np.abs(w).max(), err_msg=name)
+        np.testing.assert_allclose(scal["ig.delta"][i], float(ig.delta), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(scal["score"][i], float(jax.jit(f)(x)), rtol=1e-5)
+        assert scal["seconds"][i] > 0
+        info = s.info(i)
+        assert info["sha256"] == hashlib.sha256(Path(images, s.names[i]).read_bytes()).hexdigest()
+        assert info["shape"] == [32, 32, 3]
+
+
+def test_store_records_failures_and_metadata(store):
+    path, _ = store
+    s = sweep.open_store(path)
+    failed = {name: reason for _, name, reason in s.failed()}
+    assert set(failed) == {"img90_truncated.png", "img91_gray.png"}
+    assert "unreadable image" in failed["img90_truncated.png"] and "wrong channels" in failed["img91_gray.png"]
+    assert np.isnan(s.scalars()["score"][s.index("img90_truncated.png")])
+    with pytest.raises(ValueError, match="failed: wrong channels"):
+        s.example("img91_gray.png")
+    meta = s.meta
+    assert meta["config"]["methods"] == [sweep.parse_spec(m).text() for m in METHODS]
+    assert {"jax", "jaxlib", "flax", "numpy", "zarr", "jaxretina", "python"} <= set(meta["versions"])
+    assert meta["computation"]["methods"]["ig"]["steps"] == 4
+    assert meta["computation"]["targets"] == {"segmentation_sum": targets.segmentation_sum().description}
+    assert set(meta["maps"]) == {"ig", "gradcam/conv1_2", "gradcam/upsample2", "guided_backprop", "smoothgrad"}
+
+
+def test_finished_store_resumes_to_nothing_and_refuses_another_config(store, images):
+    path, _ = store
+    before = sweep.open_store(path).scalars()["seconds"]
+    again = sweep.run(model="driu", data=images, out=path, methods=METHODS, batch=2, progress=False, seed=3)
+    assert again["this_run"]["examples"] == 0 and again["this_run"]["compiles"] == 0
+    np.testing.assert_array_equal(sweep.open_store(path).scalars()["seconds"], before)
+    with pytest.raises(ValueError, match="differs in \\['batch'\\]"):
+        sweep.run(model="driu", data=images, out=path, methods=METHODS, batch=4, progress=False, seed=3)
+
+
+def test_report_writes_statistics_and_contact_sheet(store, tmp_path):
+    path, _ = store
+    summary = sweep.report(path, tmp_path / "rep", rows=3)
+    assert summary["counts"]["done"] == 5 and len(summary["failed"]) == 2
+    assert summary["maps"]["ig"]["examples"] == 5 and summary["maps"]["ig"]["nonfinite"] == 0
+    assert summary["scalars"]["score"]["count"] == 5
+    assert [e["seconds"] for e in summary["slowest"]] == sorted((e["seconds"] for e in summary["slowest"]),
+                                                               reverse=True)
+    sheet = np.asarray(Image.open(summary["files"]["contact_sheet"]))
+    assert sheet.ndim == 3 and sheet.std() > 0
+    assert json.loads(Path(summary["files"]["report"]).read_text())["counts"] == summary["counts"]
+
+
+def test_volumes_sweep_records_nan_and_wrong_rank(tmp_path, unet_small):
+    model, variables = unet_small
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        data.write_nifti(tmp_path / f"v{i}.nii.gz", rng.random((16, 16, 16)).astype(np.float32))
+    bad = rng.random((16, 16, 16)).astype(np.float32)
+    bad[3, 4, 5] = np.nan
+    data.write_nifti(tmp_path / "v2_nan.nii.gz", bad)
+    data.write_nifti(tmp_path / "v3_flat.nii", rng.random((16, 16, 1, 2)).astype(np.float32))
+    out = str(tmp_path / "unet.zarr")
+    sweep.run(model="unet3d", data=str(tmp_path), out=out, methods=["guided_backprop"], batch=2, progress=False,
+              model_options={"base_width": 2})
+    s = sweep.open_store(out)
+    reasons = {n: r for _, n, r in s.failed()}
+    assert set(reasons) == {"v2_nan.nii.gz", "v3_flat.nii"}
+    assert "non-finite" in reasons["v2_nan.nii.gz"] and "3D volume" in reasons["v3_flat.nii"]
+    m, v, _ = sweep.load_model(sweep.sweep_config(model="unet3d", data=str(tmp_path), out=out,
+                                                  methods=["guided_backprop"], model_options={"base_width": 2}))
+    vol = data.read_nifti(tmp_path / "v1.nii.gz").array
+    vol = (vol - vol.min()) / (vol.max() - vol.min())
+    want = explain.guided_backprop(m, taps._params_only(v), jnp.asarray(vol), targets.segmentation_sum())
+    np.testing.assert_allclose(s.example("v1.nii.gz")["guided_backprop"], np.asarray(want), rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(want).max()))
