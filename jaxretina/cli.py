@@ -78,8 +78,11 @@ def _add_sweep(sub) -> None:
                                       "recorded as such)")
     sw.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                     help="model option, e.g. variant=vessel, num_classes=5, base_width=16")
-    sw.add_argument("--batch", type=_positive_int, help="examples per step, a multiple of the local devices "
-                                                        "(default: 8)")
+    sw.add_argument("--batch", type=_positive_int, help="examples loaded, written and shared between processes "
+                                                        "together (default: 8)")
+    sw.add_argument("--micro-batch", type=_positive_int,
+                    help="examples per device per program call (default: 1; batch is a multiple of it x the "
+                         "local devices)")
     sw.add_argument("--size", help="resize images to N or HxW (default: keep, one compile per shape)")
     sw.add_argument("--preprocess", help="driu_caffe | imagenet | unit | pixels | none (default: the model's)")
     sw.add_argument("--dtype", choices=["float16", "float32"], help="map dtype in the store (default: float32)")
@@ -117,7 +120,7 @@ def _sweep(args) -> None:
 
     cfg = sweep.sweep_config(args.config, model=args.model, data=args.data, out=args.out or (
         "dry-run" if args.dry_run else None), methods=args.method, targets=args.target, weights=args.weights,
-        model_options=_model_options(args.model_option), batch=args.batch, size=args.size,
+        model_options=_model_options(args.model_option), batch=args.batch, micro_batch=args.micro_batch, size=args.size,
         preprocess=args.preprocess, dtype=args.dtype, split=args.split, tfds_dir=args.tfds_dir, seed=args.seed,
         progress=False if args.no_progress else None, coordinator=args.coordinator,
         num_processes=args.num_processes, process_id=args.process_id)

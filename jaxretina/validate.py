@@ -66,7 +66,9 @@ def check_finite(x: Any, *, name: str) -> None:
     if isinstance(x, np.ndarray) or np.isscalar(x):
         ok = bool(np.isfinite(x).all())
     else:
-        ok = bool(_all_finite(x))
+        # a concrete device array met while tracing (a closed-over baseline, say): evaluate now
+        with jax.ensure_compile_time_eval():
+            ok = bool(_all_finite(x))
     if not ok:
         arr = np.asarray(x)
         raise ValueError(

@@ -158,7 +158,7 @@ def test_store_holds_what_the_explainers_give(store, images):
     model, variables, record = sweep.load_model(sweep.sweep_config(model="driu", data=images, out=path,
                                                                    methods=METHODS, seed=3))
     variables = taps._params_only(variables)
-    assert record["trained"] is False and "deterministic initialisation" in record["note"]
+    assert record["from_file"] is False and "deterministic initialisation" in record["note"]
     assert s.meta["weights"] == record
     target = targets.segmentation_sum()
     f = explain.model_fn(model, variables, target)
@@ -251,3 +251,63 @@ def test_volumes_sweep_records_nan_and_wrong_rank(tmp_path, unet_small):
     want = explain.guided_backprop(m, taps._params_only(v), jnp.asarray(vol), targets.segmentation_sum())
     np.testing.assert_allclose(s.example("v1.nii.gz")["guided_backprop"], np.asarray(want), rtol=1e-4,
                                atol=1e-5 * float(jnp.abs(want).max()))
+
+
+def test_weights_file_is_recorded_and_gives_the_same_maps(store, images, tmp_path):
+    """The sweep's own initialisation saved as a checkpoint and swept from the file: the record
+    names the file and its hash, and the maps are the initialisation's."""
+    import jaxretina
+    from jaxretina.sweep.runner import _digest
+
+    path, _ = store
+    cfg = dict(model="driu", data=images, batch=2, progress=False, seed=3, methods=["guided_backprop"])
+    model, variables, _ = sweep.load_model(sweep.sweep_config(out=path, **cfg))
+    ckpt = jaxretina.save("driu", model, variables, tmp_path / "ckpt")
+    out = str(tmp_path / "from_file.zarr")
+    sweep.run(weights=ckpt, out=out, **cfg)
+    s, ref = sweep.open_store(out), sweep.open_store(path)
+    assert s.meta["weights"] == {"source": os.path.abspath(ckpt), "sha256": _digest(ckpt), "from_file": True}
+    assert s.status_counts() == ref.status_counts()
+    for i in np.flatnonzero(s.status() == sweep.DONE):   # another program (GBP alone): float32 rounding
+        got, want = s.example(int(i))["guided_backprop"], ref.example(int(i))["guided_backprop"]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
+def test_top_class_is_the_predicted_class_and_its_gradient():
+    z = jnp.asarray([0.3, 2.0, -1.0, 1.5])
+    assert float(targets.top_class()(z)) == 2.0
+    np.testing.assert_allclose(float(targets.top_class(probability=True)(z)), float(jax.nn.softmax(z)[1]), rtol=1e-6)
+    np.testing.assert_array_equal(jax.grad(targets.top_class())(z), [0.0, 1.0, 0.0, 0.0])
+
+
+def test_tfds_split_in_float16_and_the_report_command(tmp_path, capsys):
+    from jaxretina import cli
+
+    tree = data.make_fake_drive(tmp_path / "DRIVE", n_train=1, n_test=2, height=48, width=40, seed=1)
+    test_split = data.drive_tfds(tmp_path / "tfds", "test", manual_dir=tree)     # prepares the builder
+    out = str(tmp_path / "tfds.zarr")
+    sweep.run(model="driu", data="tfds:drive", split="test", tfds_dir=str(tmp_path / "tfds"), out=out, batch=2,
+              methods=["saliency"], dtype="float16", progress=False)
+    s = sweep.open_store(out)
+    assert s.names == [ex.name for ex in test_split] and s.status_counts()["done"] == 2
+    assert s.root["maps/saliency"].dtype == np.float16
+    image = test_split[1].image
+    assert s.info(1)["sha256"] == hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+    model, variables, _ = sweep.load_model(sweep.sweep_config(model="driu", data="x", out=out, methods=["saliency"]))
+    f = explain.model_fn(model, taps._params_only(variables), targets.segmentation_sum())
+    want = np.asarray(explain.saliency(f, preprocess.driu_caffe_input(image)))
+    np.testing.assert_allclose(s.example(1)["saliency"].astype(np.float32), want, rtol=2e-3,
+                               atol=1e-3 * np.abs(want).max())
+    assert cli.main(["report", out, "--out", str(tmp_path / "rep")]) == 0
+    assert "2 done, 0 failed" in capsys.readouterr().out
+    assert (tmp_path / "rep" / "contact_sheet.png").exists()
+
+
+def test_dry_run_reports_memory_and_time_and_writes_nothing(images, tmp_path):
+    out = tmp_path / "never.zarr"
+    r = sweep.dry_run(model="driu", data=images, out=str(out), methods=METHODS, batch=2, seed=3, progress=False)
+    assert r["examples"] == 7 and r["problems"] == 1          # the grayscale one; the truncated shows on loading
+    assert r["compiles_needed"] == 1 and r["batches"] == 3 and r["devices"] == 1 and r["shape"] == [32, 32, 3]
+    assert r["memory_per_device_bytes"] > 0 and r["seconds_per_example"] > 0
+    assert r["store_bytes_per_example"] == 4 * (2 * 32 * 32 * 3 + 2 * 32 * 32 + 32 * 32 * 3)
+    assert not out.exists()

@@ -171,6 +171,15 @@ def kaggle_manual_dir(manual_dir: str | os.PathLike, split: str = "train") -> Ka
     return KaggleFolder(root / folder, root / labels, usage=usage)
 
 
+def _record_index(i: int, n: int) -> int:
+    """``i`` as a record key in ``[0, n)`` (negative counts from the end); ``IndexError`` outside,
+    as a Sequence must (TFDS raises ValueError, which breaks iteration)."""
+    i = int(i)
+    if not -n <= i < n:
+        raise IndexError(f"record {i} out of range for {n} records")
+    return i % n
+
+
 class TFDSSource(Sequence[Example]):
     """A prepared TFDS ``diabetic_retinopathy_detection`` split through ``tfds.data_source``
     (random access, array_record files; TensorFlow is not needed to read)."""
@@ -183,7 +192,7 @@ class TFDSSource(Sequence[Example]):
         return len(self._records)
 
     def __getitem__(self, i: int) -> Example:  # type: ignore[override]
-        r = self._records[int(i)]
+        r = self._records[_record_index(i, len(self))]
         image = r["image"]
         image = decode_rgb(image) if isinstance(image, bytes) else np.asarray(image, np.uint8)
         if image.ndim == 2 or image.shape[-1] == 1:

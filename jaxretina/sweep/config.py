@@ -136,6 +136,7 @@ class SweepConfig:
     weights: str | None = None
     model_options: tuple[tuple[str, Any], ...] = ()
     batch: int = 8
+    micro_batch: int = 1
     size: tuple[int, ...] | None = None
     preprocess: str | None = None
     dtype: str = "float32"
@@ -221,9 +222,10 @@ def sweep_config(file: str | os.PathLike | None = None, **keys: Any) -> SweepCon
     merged["size"] = _shape(merged.get("size"))
     if merged.get("dtype", "float32") not in DTYPES:
         raise ValueError(f"sweep: dtype must be one of {DTYPES}; found {merged['dtype']!r}")
-    batch = merged.get("batch", 8)
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"sweep: batch must be a positive integer; found {batch!r}")
+    for key, default in (("batch", 8), ("micro_batch", 1)):
+        value = merged.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"sweep: {key} must be a positive integer; found {value!r}")
     return SweepConfig(**merged)
 
 

@@ -122,14 +122,14 @@ def load_model(cfg: SweepConfig) -> tuple[Any, Any, dict]:
     if cfg.weights:
         model, variables = loading.load(name, cfg.weights, **opts)
         path = os.path.abspath(cfg.weights)
-        return model, variables, {"source": path, "sha256": _digest(path), "trained": True}
+        return model, variables, {"source": path, "sha256": _digest(path), "from_file": True}
     model = loading._build(name, opts)
     variables = models.random_variables(model, seed=cfg.seed)   # NumPy draws: nothing to compile
     how = f"jaxretina.models.random_variables(seed={cfg.seed})"
     if name == "driu":
         variables = _bilinear_upsampling(variables)
         how += " with DRIU's bilinear upsampling kernels and zero biases"
-    return model, variables, {"source": None, "trained": False,
+    return model, variables, {"source": None, "from_file": False,
                               "note": f"deterministic initialisation ({how}), not trained weights"}
 
 
@@ -206,9 +206,12 @@ class Runner:
         self.comp = build_computation(cfg.model, self.model, cfg.methods, cfg.targets, prep=cfg.preprocess,
                                       seed=cfg.seed)
         devices = jax.local_devices()
-        if cfg.batch % len(devices):
-            raise ValueError(f"sweep: batch {cfg.batch} does not split over {len(devices)} local devices; use a "
-                             f"multiple of {len(devices)}")
+        # One program call computes ``micro_batch`` examples on each local device; a batch (the
+        # unit of loading, writing, resuming and of the processes' shares) is several calls.
+        self.step = cfg.micro_batch * len(devices)
+        if cfg.batch % self.step:
+            raise ValueError(f"sweep: batch {cfg.batch} does not split into calls of micro_batch {cfg.micro_batch} "
+                             f"x {len(devices)} local device(s); use a multiple of {self.step}")
         self.mesh = Mesh(np.asarray(devices), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
         self.split = NamedSharding(self.mesh, P("data"))
@@ -262,14 +265,14 @@ class Runner:
             local = _Local(self.comp.fn, self.dtype)
             program = jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P("data"), P("data")),
                                             out_specs=P("data")))
-            raw = jax.ShapeDtypeStruct((self.cfg.batch, *shape), _raw_dtype(self.inputs), sharding=self.split)
-            index = jax.ShapeDtypeStruct((self.cfg.batch,), jnp.int32, sharding=self.split)
+            raw = jax.ShapeDtypeStruct((self.step, *shape), _raw_dtype(self.inputs), sharding=self.split)
+            index = jax.ShapeDtypeStruct((self.step,), jnp.int32, sharding=self.split)
             t0 = time.perf_counter()
             self._compiled[shape] = program.lower(self.variables, raw, index).compile()
             took = time.perf_counter() - t0
             self.compile_seconds += took
-            log.info("compiled the program for a batch of %d x %s on %d device(s) in %.1f s (%d of %d shape "
-                     "group(s))", self.cfg.batch, shape, len(self.mesh.devices), took, len(self._compiled),
+            log.info("compiled the program for %d x %s (%d per device on %d) in %.1f s (%d of %d shape group(s))",
+                     self.step, shape, self.cfg.micro_batch, len(self.mesh.devices), took, len(self._compiled),
                      len(self.plan.groups))
         return self._compiled[shape]
 
@@ -292,9 +295,25 @@ class Runner:
                 loaded[i] = (getattr(e, "sha256", None), str(e))
         return raw, index, loaded
 
-    def compute(self, batch: Batch, raw: np.ndarray, index: np.ndarray):
+    def compute(self, batch: Batch, raw: np.ndarray, index: np.ndarray, wanted: np.ndarray | None = None):
+        """Dispatch the batch's program calls (asynchronously): ``[(first slot, outputs)]``.
+
+        Calls whose slots are all padding — or, with ``wanted`` (B,) bool, hold no wanted
+        member — are skipped; every call computes the same slots as in any other run."""
         program = self.program(batch.shape)
-        return program(self.variables, jax.device_put(raw, self.split), jax.device_put(index, self.split))
+        calls = []
+        for start in range(0, self.cfg.batch, self.step):
+            part = slice(start, start + self.step)
+            if not (index[part] >= 0).any() or (wanted is not None and not wanted[part].any()):
+                continue
+            calls.append((start, program(self.variables, jax.device_put(raw[part], self.split),
+                                         jax.device_put(index[part], self.split))))
+        return calls
+
+
+def _gather_calls(calls) -> dict[int, tuple[dict, dict]]:
+    """Host copies of the calls' outputs, by first slot (blocks until they are computed)."""
+    return {start: jax.device_get(out) for start, out in calls}
 
 
 def _nonfinite(array: np.ndarray) -> str | None:
@@ -423,11 +442,13 @@ def _loop(runner: Runner, writer: stores.StoreWriter, todo: list[Batch], status:
             raw, index, loaded = loads.popleft().result()
             if k + 2 < len(todo):
                 loads.append(loader.submit(runner.load_batch, todo[k + 2]))
-            inflight.append((batch, loaded, runner.compute(batch, raw, index)))
+            wanted = np.zeros(runner.cfg.batch, bool)
+            wanted[: len(batch.members)] = status[list(batch.members)] == stores.PENDING
+            inflight.append((batch, loaded, runner.compute(batch, raw, index, wanted)))
             if len(inflight) > 1 or k == len(todo) - 1:
                 while inflight and (len(inflight) > 1 or k == len(todo) - 1):
                     b, ld, out = inflight.popleft()
-                    host = jax.device_get(out)
+                    host = _gather_calls(out)
                     now = time.perf_counter()
                     seconds, last = (now - last) / max(1, len(b.members)), now
                     writes.append(write_pool.submit(_write_batch, writer, runner, b, ld, host, status, seconds))
@@ -442,18 +463,20 @@ def _loop(runner: Runner, writer: stores.StoreWriter, todo: list[Batch], status:
 
 
 def _write_batch(writer, runner, batch, loaded, host, status, seconds) -> int:
-    maps, scalars = host
     written = 0
     for slot, i in enumerate(batch.members):
         if status[i] != stores.PENDING:
             continue
+        start = slot - slot % runner.step
+        maps, scalars = host[start]
+        at = slot - start
         sha, reason = loaded[i]
         info = {"shape": list(batch.shape), "sha256": sha, "batch": batch.index, "process": runner.pid}
         if reason is not None:
             writer.failed(i, {**info, "reason": reason})
         else:
-            writer.done(i, {k: v[slot] for k, v in maps.items()},
-                        {**{k: float(v[slot]) for k, v in scalars.items()}, "seconds": seconds}, info)
+            writer.done(i, {k: v[at] for k, v in maps.items()},
+                        {**{k: float(v[at]) for k, v in scalars.items()}, "seconds": seconds}, info)
         written += 1
     return written
 
@@ -476,7 +499,8 @@ def dry_run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
                                             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
     raw, index, loaded = runner.load_batch(batch)
     t1 = time.perf_counter()
-    jax.block_until_ready(runner.compute(batch, raw, index))
+    calls = runner.compute(batch, raw, index)
+    jax.block_until_ready(calls)
     step = time.perf_counter() - t1
     return {
         "examples": len(runner.inputs), "problems": len(runner.plan.problems),
@@ -484,7 +508,7 @@ def dry_run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
         "compiles_needed": len(runner.plan.groups), "batches": len(runner.plan.batches),
         "batch": cfg.batch, "devices": len(runner.mesh.devices), "processes": runner.processes,
         "shape": list(shape), "compile_s": compile_s, "step_s": step,
-        "seconds_per_example": step / cfg.batch,
+        "seconds_per_example": step / (len(calls) * runner.step), "micro_batch": cfg.micro_batch,
         "memory_per_device_bytes": memory,
         "maps": {k: list(v["shape"]) for k, v in runner.map_specs().items()},
         "store_bytes_per_example": int(sum(np.prod(v["shape"]) for v in runner.map_specs().values())
