@@ -116,9 +116,10 @@ def main(argv=None):
     raw = {r: eval_src[i] for r, i in roles.items()}
     xs = {r: prep(jnp.asarray(data.square_resize(ex.image, args.load_size))[None])[0] for r, ex in raw.items()}
     f_prob = lambda c: explain.model_fn(model, variables, targets.class_probability(c))  # noqa: E731
+    # the evaluation's own probabilities (same resize, same program; no batch-of-one compile)
     record["examples"] = {r: {"name": raw[r].name, "grade": raw[r].label,
-                              "probabilities": np.asarray(trainer.predict(state, data.square_resize(
-                                  raw[r].image, args.load_size)[None])[0]).round(4).tolist()} for r in roles}
+                              "probabilities": np.asarray(ev["probabilities"][i]).round(4).tolist()}
+                          for r, i in roles.items()}
     base = preprocess.HALF_GRAY
 
     # Fig. b: IG towards grades 0, 2, 4 for each example, all classes in one program

@@ -107,7 +107,8 @@ def test_several_targets_prefix_every_name(unet_small):
 
     model, variables = unet_small
     comp = build_computation("unet3d", model, [sweep.parse_spec("ig:steps=2"), Spec("saliency")],
-                             [Spec("segmentation_sum"), sweep.parse_spec("segmentation_mean:probability=false,name=p")], prep="none")
+                             [Spec("segmentation_sum"), sweep.parse_spec("segmentation_mean:probability=false,name=p")],
+                             prep="none")
     maps, scalars = jax.eval_shape(comp.fn, variables, jax.ShapeDtypeStruct((16, 16, 16, 1), jnp.float32),
                                    jax.ShapeDtypeStruct((), jnp.int32))
     assert set(maps) == {"segmentation_sum/ig", "segmentation_sum/saliency", "p/ig", "p/saliency"}

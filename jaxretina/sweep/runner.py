@@ -341,7 +341,9 @@ def _prepare_store(runner: Runner) -> None:
     path = runner.cfg.out
     meta = stores.read_meta(path)
     if meta is None:
-        if os.path.exists(path) and os.listdir(path):
+        # a Zarr group without our attribute is a creation that was interrupted: start it again
+        interrupted = os.path.exists(os.path.join(path, "zarr.json"))
+        if os.path.exists(path) and os.listdir(path) and not interrupted:
             raise FileExistsError(f"sweep: {path} exists and is not a jaxretina sweep store; choose another --out")
         stores.create_store(path, meta=runner.meta(), names=[it.name for it in runner.inputs.items],
                             maps=runner.map_specs(), scalar_names=runner.scalar_names(), dtype=runner.cfg.dtype)
@@ -359,9 +361,9 @@ def _prepare_store(runner: Runner) -> None:
     names = stores.SweepStore(path).names
     listed = [it.name for it in runner.inputs.items]
     if names != listed:
+        first = next((i for i, (a, b) in enumerate(zip(names, listed)) if a != b), min(len(names), len(listed)))
         raise ValueError(f"sweep: the dataset changed since {path} was created ({len(names)} examples then, "
-                         f"{len(listed)} now; first difference at "
-                         f"{next((i for i, (a, b) in enumerate(zip(names, listed)) if a != b), min(len(names), len(listed)))})")
+                         f"{len(listed)} now; first difference at example {first})")
     removed = stores.remove_partials(path)
     log.info("resuming %s%s", path, f" (removed {removed} partial chunk file(s))" if removed else "")
 
@@ -383,7 +385,9 @@ def run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
         ``inception_v3``, ``unet3d``), ``data`` (folder or ``tfds:NAME``), ``out`` (the store),
         ``methods`` (``["ig:steps=32", "gradcam:layers=all"]``), ``targets`` (default: the
         model's), ``weights`` (default: the deterministic initialisation, which the store's
-        metadata says), ``model_options``, ``batch`` [8] (a multiple of the local devices),
+        metadata says), ``model_options``, ``batch`` [8] (examples loaded, written and given
+        to a process together) and ``micro_batch`` [1] (examples per device per program call;
+        ``batch`` is a multiple of it times the local devices),
         ``size`` (resize images, e.g. 256 or "256x320"), ``preprocess``, ``dtype``
         [float32 | float16], ``split`` / ``tfds_dir`` (TFDS), ``seed``, ``progress``,
         ``coordinator`` / ``num_processes`` / ``process_id`` (several processes), or
@@ -488,7 +492,8 @@ def dry_run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
     cfg = config if isinstance(config, SweepConfig) else sweep_config(**keys)
     runner = Runner(cfg)
     if not runner.plan.batches:
-        raise ValueError(f"sweep --dry-run: no usable example in {cfg.data} ({len(runner.plan.problems)} with problems)")
+        raise ValueError(f"sweep --dry-run: no usable example in {cfg.data} "
+                         f"({len(runner.plan.problems)} with problems)")
     shape = max(runner.plan.groups, key=runner.plan.groups.get)
     batch = next(b for b in runner.plan.batches if b.shape == shape)
     t0 = time.perf_counter()

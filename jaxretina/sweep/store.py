@@ -59,7 +59,8 @@ def create_store(path: str, *, meta: dict, names: Sequence[str], maps: dict[str,
     zarr = _zarr()
     n = len(names)
     root = zarr.open_group(path, mode="w", zarr_format=3)
-    root.create_array("names", shape=(n,), chunks=(max(1, min(n, 4096)),), dtype=str)[:] = np.asarray(names, dtype=object)
+    listing = root.create_array("names", shape=(n,), chunks=(max(1, min(n, 4096)),), dtype=str)
+    listing[:] = np.asarray(names, dtype=object)
     root.create_array("status", shape=(n,), chunks=(1,), dtype="uint8", fill_value=PENDING)
     root.create_array("info", shape=(n,), chunks=(1,), dtype=str)
     sc = root.create_array("scalars", shape=(n, len(scalar_names)), chunks=(1, max(1, len(scalar_names))),
@@ -178,7 +179,8 @@ class SweepStore:
 
     def failed(self) -> list[tuple[int, str, str]]:
         """``(index, name, reason)`` of every failed example."""
-        return [(int(i), self.names[i], self.info(i).get("reason", "")) for i in np.flatnonzero(self.status() == FAILED)]
+        failed = np.flatnonzero(self.status() == FAILED)
+        return [(int(i), self.names[i], self.info(i).get("reason", "")) for i in failed]
 
 
 def open_store(path: str | os.PathLike) -> SweepStore:
