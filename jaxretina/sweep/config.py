@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 __all__ = ["Spec", "SweepConfig", "parse_spec", "sweep_config", "read_config_file", "DTYPES"]
 
