@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -30,11 +29,10 @@ __all__ = ["convert", "sha256"]
 
 
 def sha256(path: str, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """SHA-256 (hex) of the file at ``path`` (:func:`jaxretina.loading.digest`)."""
+    from jaxretina.loading import digest
+
+    return digest(path, block)
 
 
 def _torchvision_reference(key: str, model, state: dict[str, np.ndarray]):

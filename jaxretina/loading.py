@@ -26,7 +26,7 @@ import json
 import os
 from typing import Any
 
-__all__ = ["load", "load_with_report", "save", "MODELS", "RECORD_NAME", "model_config"]
+__all__ = ["load", "load_with_report", "save", "digest", "MODELS", "RECORD_NAME", "model_config"]
 
 # name -> (class in jaxretina.models, converter module).  A converter module exposes
 # ``from_weights(kind, content, source, **model_kwargs) -> (model, variables, report)`` for the
@@ -39,6 +39,29 @@ _REGISTRY = {
 }
 MODELS = tuple(_REGISTRY)
 RECORD_NAME = "jaxretina.json"  # the conversion record inside a converted checkpoint directory
+
+
+def digest(path: str | os.PathLike, block: int = 1 << 22) -> str:
+    """SHA-256 (hex) of a weight file, or of a checkpoint directory: its files' relative names
+    and contents, in sorted order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        files = []
+        for dirpath, dirnames, names in os.walk(path):
+            dirnames.sort()
+            files += [os.path.join(dirpath, n) for n in sorted(names)]
+    else:
+        files = [path]
+    for full in files:
+        if full != path:
+            h.update(os.path.relpath(full, path).encode())
+        with open(full, "rb") as fh:
+            while chunk := fh.read(block):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def _check_name(name: str) -> str:

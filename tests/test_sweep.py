@@ -258,7 +258,6 @@ def test_weights_file_is_recorded_and_gives_the_same_maps(store, images, tmp_pat
     """The sweep's own initialisation saved as a checkpoint and swept from the file: the record
     names the file and its hash, and the maps are the initialisation's."""
     import jaxretina
-    from jaxretina.sweep.runner import _digest
 
     path, _ = store
     cfg = dict(model="driu", data=images, batch=2, progress=False, seed=3, methods=["guided_backprop"])
@@ -267,7 +266,13 @@ def test_weights_file_is_recorded_and_gives_the_same_maps(store, images, tmp_pat
     out = str(tmp_path / "from_file.zarr")
     sweep.run(weights=ckpt, out=out, **cfg)
     s, ref = sweep.open_store(out), sweep.open_store(path)
-    assert s.meta["weights"] == {"source": os.path.abspath(ckpt), "sha256": _digest(ckpt), "from_file": True}
+    h = hashlib.sha256()   # the directory's files: relative names and contents, in walk order, sorted
+    for dirpath, dirnames, files in os.walk(ckpt):
+        dirnames.sort()
+        for f in sorted(files):
+            h.update(os.path.relpath(os.path.join(dirpath, f), ckpt).encode())
+            h.update(Path(dirpath, f).read_bytes())
+    assert s.meta["weights"] == {"source": os.path.abspath(ckpt), "sha256": h.hexdigest(), "from_file": True}
     assert s.status_counts() == ref.status_counts()
     for i in np.flatnonzero(s.status() == sweep.DONE):   # another program (GBP alone): float32 rounding
         got, want = s.example(int(i))["guided_backprop"], ref.example(int(i))["guided_backprop"]

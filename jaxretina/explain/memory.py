@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from jaxretina.explain._core import _sum_over, as_baseline, check_input, split_fn
 
-__all__ = ["ig_chunk_memory", "ig_chunk_for_budget"]
+__all__ = ["ig_chunk_memory", "ig_chunk_for_budget", "compiled_bytes"]
 
 
 def _plan_for(f, x, baseline, stem):
@@ -42,9 +42,19 @@ def ig_chunk_memory(f: Callable, x: Any, chunk: int, *, baseline: Any = 0.0, ste
         raise ValueError(f"ig_chunk_memory: chunk must be a positive int; found {chunk!r}")
     plan, dtype = _plan_for(f, x, baseline, stem)
     nodes = jnp.zeros((chunk,), dtype)
-    stats = _sum_over.lower(plan.term, plan.consts, (nodes, nodes)).compile().memory_analysis()
-    if stats is None:  # a backend that does not report: unknown
+    need = compiled_bytes(_sum_over.lower(plan.term, plan.consts, (nodes, nodes)).compile())
+    if need is None:
         raise RuntimeError("ig_chunk_memory: this backend's compiler reports no memory analysis")
+    return need
+
+
+def compiled_bytes(compiled: Any) -> int | None:
+    """Device bytes of a compiled program by XLA's accounting — arguments + outputs +
+    temporaries − aliased (donated) buffers, per device for a sharded program — or ``None``
+    when the backend reports no memory analysis."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
     return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
                - stats.alias_size_in_bytes)
 

@@ -35,7 +35,9 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxretina.models.layers import IMAGENET_NORMALIZATION, CaffeDeconv, crop_to, max_pool_2x2, normalize_input
+from jaxretina.models.layers import (
+    IMAGENET_NORMALIZATION, CaffeDeconv, bilinear_diagonal_init, crop_to, max_pool_2x2, normalize_input,
+)
 from jaxretina.models.stem import check_part, check_stem_output
 from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
@@ -193,6 +195,16 @@ class DRIU(nn.Module):
         pooling rounding change no parameter but can reject a given input size, so the probe
         uses the always-valid centre crop and ceil rounding."""
         return self.clone(crop_offsets="center", ceil_mode=True), jnp.zeros((1, 64, 64, 3), jnp.float32)
+
+    def fixed_parameters(self, variables: dict) -> dict:
+        """``variables`` with the upsampling layers as ``init`` makes them (bilinear kernels on
+        the channel diagonal, zero biases) — used by :func:`jaxretina.models.random_variables`."""
+        params = dict(variables["params"])
+        for name in [n for n in params if n.startswith("upsample")]:
+            layer = params[name]
+            params[name] = {"kernel": bilinear_diagonal_init(None, layer["kernel"].shape, layer["kernel"].dtype),
+                            **({"bias": jnp.zeros_like(layer["bias"])} if "bias" in layer else {})}
+        return {**variables, "params": params}
 
     FUSE_LAYER: ClassVar[str] = "new_score_weighting"
 

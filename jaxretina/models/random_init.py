@@ -4,7 +4,9 @@
 draws, 20–25 s of XLA compilation on a CPU); the draws here are NumPy's, shaped from an
 abstract ``init`` (``jax.eval_shape``: no FLOPs, no compilation).  For experiments without
 weights, tests and benchmarks — not a replacement for the model's own initialisation, whose
-distributions it does not copy.
+distributions it does not copy; parameters the model's init fixes rather than draws (DRIU's
+bilinear upsampling kernels) are set as that init sets them, by the model's
+``fixed_parameters(variables)`` when it has one.
 
 Example::
 
@@ -51,4 +53,6 @@ def random_variables(model: Any, example_shape: Sequence[int] | None = None, *, 
             return jnp.zeros(s.shape, s.dtype)
         return jnp.asarray(rng.normal(0, bias_std, s.shape), s.dtype)
 
-    return jax.tree_util.tree_map_with_path(fill, shapes)
+    variables = jax.tree_util.tree_map_with_path(fill, shapes)
+    fixed = getattr(model, "fixed_parameters", None)   # parameters a model's init sets, not draws
+    return fixed(variables) if fixed is not None else variables

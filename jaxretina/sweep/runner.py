@@ -18,7 +18,6 @@ places, so the same numbers — and only its pending members are written.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import platform
@@ -32,7 +31,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxretina import taps
+from jaxretina import loading, taps
+from jaxretina.explain.memory import compiled_bytes
 from jaxretina.sweep import store as stores
 from jaxretina.sweep.config import SweepConfig, sweep_config
 from jaxretina.sweep.inputs import BadInput, Inputs, open_inputs
@@ -91,29 +91,10 @@ def _gather(values: np.ndarray, processes: int) -> np.ndarray:
 
 # -- model -------------------------------------------------------------------------------------
 
-def _digest(path: str) -> str:
-    """SHA-256 of a file, or of a directory's files (relative names and contents, sorted)."""
-    h = hashlib.sha256()
-    if os.path.isdir(path):
-        for dirpath, dirnames, files in os.walk(path):
-            dirnames.sort()
-            for f in sorted(files):
-                full = os.path.join(dirpath, f)
-                h.update(os.path.relpath(full, path).encode())
-                with open(full, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
-        return h.hexdigest()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_model(cfg: SweepConfig) -> tuple[Any, Any, dict]:
     """``(model, variables, record)``: the weights file through :func:`jaxretina.load`, or the
     deterministic initialisation (seed ``cfg.seed``) that the record states."""
-    from jaxretina import loading, models
+    from jaxretina import models
 
     name = loading._check_name(cfg.model)
     opts = dict(cfg.model_options)
@@ -122,27 +103,14 @@ def load_model(cfg: SweepConfig) -> tuple[Any, Any, dict]:
     if cfg.weights:
         model, variables = loading.load(name, cfg.weights, **opts)
         path = os.path.abspath(cfg.weights)
-        return model, variables, {"source": path, "sha256": _digest(path), "from_file": True}
+        return model, variables, {"source": path, "sha256": loading.digest(path), "from_file": True}
     model = loading._build(name, opts)
     variables = models.random_variables(model, seed=cfg.seed)   # NumPy draws: nothing to compile
     how = f"jaxretina.models.random_variables(seed={cfg.seed})"
     if name == "driu":
-        variables = _bilinear_upsampling(variables)
         how += " with DRIU's bilinear upsampling kernels and zero biases"
     return model, variables, {"source": None, "from_file": False,
                               "note": f"deterministic initialisation ({how}), not trained weights"}
-
-
-def _bilinear_upsampling(variables: dict) -> dict:
-    """DRIU's upsampling layers as its own init makes them: bilinear kernels, zero biases."""
-    from jaxretina.models.layers import bilinear_diagonal_init
-
-    params = dict(variables["params"])
-    for name in [n for n in params if n.startswith("upsample")]:
-        layer = params[name]
-        params[name] = {"kernel": bilinear_diagonal_init(None, layer["kernel"].shape, layer["kernel"].dtype),
-                        **({"bias": jnp.zeros_like(layer["bias"])} if "bias" in layer else {})}
-    return {**variables, "params": params}
 
 
 def _versions() -> dict[str, str]:
@@ -246,7 +214,7 @@ class Runner:
             "format": 1,
             "config": self.cfg.identity(),
             "model": {"name": self.cfg.model, "class": type(self.model).__name__,
-                      "options": _json(_model_options(self.model))},
+                      "options": _json(loading.model_config(self.model))},
             "weights": self.weights,
             "computation": _json(self.comp.description),
             "maps": list(self.map_specs()),
@@ -285,10 +253,7 @@ class Runner:
         for slot, i in enumerate(batch.members):
             index[slot] = i
             try:
-                array, sha = self.inputs.load(i)
-                problem = _nonfinite(array)
-                if problem:
-                    raise BadInput(problem)
+                array, sha = self.inputs.load(i)   # NaN/inf volumes fail there (read_nifti)
                 raw[slot] = array
                 loaded[i] = (sha, None)
             except BadInput as e:
@@ -314,18 +279,6 @@ class Runner:
 def _gather_calls(calls) -> dict[int, tuple[dict, dict]]:
     """Host copies of the calls' outputs, by first slot (blocks until they are computed)."""
     return {start: jax.device_get(out) for start, out in calls}
-
-
-def _nonfinite(array: np.ndarray) -> str | None:
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        return f"non-finite input: {int(np.isnan(array).sum())} NaN and {int(np.isinf(array).sum())} inf values"
-    return None
-
-
-def _model_options(model) -> dict:
-    from jaxretina.loading import model_config
-
-    return model_config(model)
 
 
 def _json(obj):
@@ -449,19 +402,17 @@ def _loop(runner: Runner, writer: stores.StoreWriter, todo: list[Batch], status:
             wanted = np.zeros(runner.cfg.batch, bool)
             wanted[: len(batch.members)] = status[list(batch.members)] == stores.PENDING
             inflight.append((batch, loaded, runner.compute(batch, raw, index, wanted)))
-            if len(inflight) > 1 or k == len(todo) - 1:
-                while inflight and (len(inflight) > 1 or k == len(todo) - 1):
-                    b, ld, out = inflight.popleft()
-                    host = _gather_calls(out)
-                    now = time.perf_counter()
-                    seconds, last = (now - last) / max(1, len(b.members)), now
-                    writes.append(write_pool.submit(_write_batch, writer, runner, b, ld, host, status, seconds))
-                    while writes and writes[0].done():
-                        done += writes.popleft().result()
-                        bar.update(done - bar.n)
-        for w in writes:
-            done += w.result()
-            bar.update(done - bar.n)
+            final = k == len(todo) - 1
+            while inflight and (len(inflight) > 1 or final):   # batch k runs while k − 1 is fetched
+                b, ld, out = inflight.popleft()
+                host = _gather_calls(out)
+                now = time.perf_counter()
+                seconds, last = (now - last) / max(1, len(b.members)), now
+                writes.append(write_pool.submit(_write_batch, writer, runner, b, ld, host, status, seconds))
+            while writes and (final or writes[0].done()):
+                written = writes.popleft().result()
+                done += written
+                bar.update(written)
     bar.close()
     return done
 
@@ -499,9 +450,7 @@ def dry_run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
     t0 = time.perf_counter()
     compiled = runner.program(shape)
     compile_s = time.perf_counter() - t0
-    stats = compiled.memory_analysis()
-    memory = None if stats is None else int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-                                            + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+    memory = compiled_bytes(compiled)
     raw, index, loaded = runner.load_batch(batch)
     t1 = time.perf_counter()
     calls = runner.compute(batch, raw, index)
