@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ V1_TYPES = {
     28: "HingeLoss", 29: "MemoryData", 30: "ArgMax", 31: "Threshold", 32: "DummyData", 33: "Slice",
     34: "MVN", 35: "AbsVal", 36: "Silence", 37: "ContrastiveLoss", 38: "Exp", 39: "Deconvolution",
 }
+_INT_MAX = (1 << 31) - 1  # Caffe's Blob refuses counts above INT_MAX
 _POOL_METHODS = {0: "MAX", 1: "AVE", 2: "STOCHASTIC"}
 _ROUND_MODES = {0: "CEIL", 1: "FLOOR"}
 
@@ -121,12 +123,23 @@ def _blob(buf: bytes, start: int, end: int, where: str) -> np.ndarray:
             pos = end
     data = doubles if sum(a.size for a in doubles) else floats
     values = data[0] if len(data) == 1 else (np.concatenate(data) if data else np.zeros(0, np.float32))
+    field_name = "shape.dim"
     if legacy:
         shape = [legacy.get(i, 1) for i in (1, 2, 3, 4)]
+        field_name = "num/channels/height/width"
     if shape is None:
         shape = [values.size]
-    if int(np.prod(shape, dtype=np.int64)) != values.size:
-        raise DecodeError(f"{where}: blob shape {tuple(shape)} needs {int(np.prod(shape))} values; "
+    # Dimensions are int64 (int32 for the legacy fields) sent as 64-bit varints: negative ones
+    # arrive as huge numbers.  Exact integer arithmetic: a product cannot wrap around to match.
+    shape = [d - (1 << 64) if d >= 1 << 63 else d for d in shape]
+    if any(d < 0 for d in shape):
+        raise DecodeError(f"{where}.{field_name}: negative dimension in blob shape {tuple(shape)} (corrupt blob)")
+    needed = math.prod(shape)
+    if any(d > _INT_MAX for d in shape) or needed > _INT_MAX:
+        raise DecodeError(f"{where}.{field_name}: blob shape {tuple(shape)} exceeds Caffe's limit of "
+                          f"{_INT_MAX} elements (corrupt blob)")
+    if needed != values.size:
+        raise DecodeError(f"{where}.{field_name}: blob shape {tuple(shape)} needs {needed} values; "
                           f"the file holds {values.size} (truncated or corrupt blob)")
     return values.reshape(shape)
 

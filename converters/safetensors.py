@@ -4,7 +4,8 @@ Layout (https://huggingface.co/docs/safetensors): an unsigned little-endian 64-b
 length N, N bytes of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, …,
 "__metadata__": {…}}``, then the data buffer; offsets are relative to the buffer.  Every entry
 is checked (known dtype, offsets inside the buffer, byte count = prod(shape) · itemsize) and
-the arrays are zero-copy views of a read-only memory map of the file.
+the arrays are read-only views of the file's bytes read into memory (not a memory map: they
+stay valid and unchanged if the file is rewritten or truncated afterwards).
 
 Example::
 
@@ -46,6 +47,13 @@ def is_safetensors(path: str | os.PathLike) -> bool:
     return head[8:9] == b"{" and 2 <= n <= os.path.getsize(path) - 8
 
 
+def _count(value) -> int:
+    # JSON numbers that are sizes: non-negative integers (not floats, bools or strings).
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r:.20} is not a non-negative integer")
+    return value
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``{name: array}`` from a ``.safetensors`` file; raises ``ValueError`` on any inconsistency."""
     path = os.fspath(path)
@@ -60,13 +68,11 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
                              "the length field (truncated, or not a safetensors file)")
         try:
             header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
             raise ValueError(f"{path}: safetensors header is not valid JSON ({err})") from err
+        buffer = np.frombuffer(fh.read(size - 8 - n), np.uint8)  # ours: immune to later file changes
     if not isinstance(header, dict):
         raise ValueError(f"{path}: safetensors header should be a JSON object")
-    start = 8 + n
-    buffer = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(size - start,)) if size > start \
-        else np.zeros(0, np.uint8)
     dtypes = _dtypes()
     out = {}
     for name, spec in header.items():
@@ -74,8 +80,8 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
             continue
         try:
             dtype = dtypes[spec["dtype"]]
-            shape = tuple(int(d) for d in spec["shape"])
-            begin, end = (int(v) for v in spec["data_offsets"])
+            shape = tuple(_count(d) for d in spec["shape"])
+            begin, end = (_count(v) for v in spec["data_offsets"])
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: entry {name!r} is malformed ({spec!r:.120}); expected dtype, shape, "
                              f"data_offsets with dtype among {sorted(dtypes)}") from err

@@ -27,8 +27,6 @@ from __future__ import annotations
 import collections
 import importlib.util
 import io
-import math
-import mmap
 import os
 import pickle
 import struct
@@ -39,11 +37,21 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-__all__ = ["UnsafeCheckpointError", "read_torch", "unwrap", "ALLOWED_GLOBALS"]
+__all__ = ["UnsafeCheckpointError", "UnknownGlobalError", "read_torch", "unwrap", "map_tree", "check_layout",
+           "ALLOWED_GLOBALS"]
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
-    """The checkpoint's pickle names a global outside the tensor-rebuild allowlist."""
+    """The checkpoint's pickle does what a state dict never does: names a global outside the
+    tensor-rebuild allowlist, or changes the state of an allowed one (BUILD)."""
+
+
+class UnknownGlobalError(UnsafeCheckpointError):
+    """A global outside the built-in reader's allowlist (``module``: its module name)."""
+
+    def __init__(self, message: str, module: str = ""):
+        super().__init__(message)
+        self.module = module
 
 
 def _bfloat16():
@@ -57,55 +65,170 @@ _STORAGE_DTYPES = {
     "LongStorage": "<i8", "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1",
     "ByteStorage": "u1", "BoolStorage": "?",
 }
+# Deflate cannot expand data more than ~1032x; a compressed member that promises more is a bomb.
+_MAX_DEFLATE_RATIO = 1032
+_MAX_DIM = 1 << 48  # no real tensor has a dimension this long; keeps the arithmetic in range
 
 
-class _StorageType:
+class _Sealed:
+    """An object the pickle may call or pass around but never change: the unpickler's BUILD
+    instruction (``__setstate__``) on it is refused.  Every allowed global is one, so a crafted
+    file cannot alter how later files in the same process are read."""
+
+    __slots__ = ("label",)
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafeCheckpointError(
+            f"refused to load: the pickle tries to set the state of {self.label} (a BUILD instruction on "
+            "an allowed global or a storage); nothing from the file was executed")
+
+    def __reduce__(self):
+        raise TypeError(f"{self.label} cannot be pickled")
+
+    def __repr__(self) -> str:
+        return f"<{self.label}>"
+
+
+class _Helper(_Sealed):
+    __slots__ = ("fn",)
+
+    def __init__(self, label: str, fn):
+        super().__init__(label)
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+class _StorageType(_Sealed):
+    __slots__ = ("name", "dtype")
+
     def __init__(self, name: str):
+        super().__init__(f"torch.{name}")
         self.name = name
         code = _STORAGE_DTYPES[name]
         self.dtype = _bfloat16() if code == "bf16" else np.dtype(code)
 
 
+class _Storage(_Sealed):
+    """A storage's elements (a read-only 1-D array owned by the reader, not a file mapping)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, key: str, array: np.ndarray):
+        super().__init__(f"storage {key}")
+        self.array = array
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"tensor {what} should be an integer; found {type(value).__name__} {value!r:.40}")
+    return int(value)
+
+
+def check_layout(offset: Any, size: Any, stride: Any, storage_size: int) -> tuple[int, tuple, tuple]:
+    """Validate a tensor's ``(offset, size, stride)`` (in elements) against a storage of
+    ``storage_size`` elements, before any view is made; returns them as ints.
+
+    Errors (``ValueError``): a negative offset or size, a stride < 1 on a dimension longer than
+    one, any element outside the storage, and overlapping elements (a tensor that addresses
+    one storage element twice): the tensors of a state dict never overlap, and refusing
+    overlap bounds every tensor by its storage, so a tiny file cannot describe a giant array.
+    """
+    if not isinstance(size, (tuple, list)) or not isinstance(stride, (tuple, list)):
+        raise ValueError(f"tensor size and stride should be tuples; found {type(size).__name__}, "
+                         f"{type(stride).__name__}")
+    offset = _int(offset, "offset")
+    size = tuple(_int(n, "size") for n in size)
+    stride = tuple(_int(s, "stride") for s in stride)
+    if len(size) != len(stride):
+        raise ValueError(f"tensor size {size} and stride {stride} have different lengths")
+    if offset < 0 or any(n < 0 or n > _MAX_DIM for n in size):
+        raise ValueError(f"tensor with offset {offset} and size {size}: offsets and sizes must be "
+                         f"non-negative (and below 2**48)")
+    if 0 in size:
+        return offset, size, stride
+    span = 0  # the furthest element reached so far by the inner dimensions, sorted by stride
+    for n, s in sorted(((n, s) for n, s in zip(size, stride) if n > 1), key=lambda p: p[1]):
+        if s < 1 or s <= span:
+            raise ValueError(f"tensor of size {size} with stride {stride}: "
+                             + ("strides must be positive" if s < 1 else "its elements overlap")
+                             + " (corrupt or crafted checkpoint)")
+        span += s * (n - 1)
+    if offset + span >= storage_size:
+        raise ValueError(f"tensor of size {size} stride {stride} at offset {offset} overruns its "
+                         f"storage of {storage_size} elements (corrupt checkpoint)")
+    return offset, size, stride
+
+
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
-    # storage: a 1-D numpy array of the storage's dtype; offset/stride in elements.
+    # storage: a _Storage of the storage's dtype; offset/stride in elements.
     if isinstance(storage, _Pending):
         return _LazyTensor(storage, (offset, size, stride))
-    size, stride = tuple(size), tuple(stride)
+    if not isinstance(storage, _Storage):
+        raise UnsafeCheckpointError(f"a tensor is rebuilt from {type(storage).__name__}, not a storage")
+    data = storage.array
+    offset, size, stride = check_layout(offset, size, stride, data.size)
+    if 0 in size:
+        return np.zeros(size, data.dtype)
     if not size:
-        return np.array(storage[offset])
-    needed = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else offset
-    if needed > storage.size:
-        raise ValueError(f"tensor of size {size} stride {stride} at offset {offset} overruns its "
-                         f"storage of {storage.size} elements (corrupt checkpoint)")
-    contiguous = tuple(math.prod(size[i + 1:]) for i in range(len(size)))
-    count = math.prod(size)
-    if stride == contiguous or count <= 1:  # the usual case: a read-only view, no copy
-        return storage[offset : offset + count].reshape(size)
-    item = storage.itemsize
-    view = np.lib.stride_tricks.as_strided(storage[offset:], size, tuple(s * item for s in stride))
-    return np.array(view)  # a compact copy of a transposed or strided tensor
+        return data[offset : offset + 1].reshape(())
+    item = data.itemsize
+    # A read-only view of the reader's own copy of the bytes (checked above: inside the storage,
+    # no overlap), contiguous or not: nothing is allocated per tensor.
+    return np.lib.stride_tricks.as_strided(data[offset:], size, tuple(s * item for s in stride), writeable=False)
 
 
-def _rebuild_parameter(data, requires_grad, backward_hooks, *_ignored):
+def _rebuild_parameter(data, requires_grad=None, backward_hooks=None, *_ignored):
     return data
 
 
-def _numpy_scalar(dtype, data=None):
-    return np.frombuffer(data, dtype=dtype, count=1)[0] if data is not None else dtype.type()
+class _DTypeSpec:
+    """``numpy.dtype(name)`` as pickled (REDUCE, then BUILD with the byte order): a fresh object
+    per occurrence, so BUILD changes only it; turned into a dtype by :func:`_numpy_scalar`."""
+
+    __slots__ = ("name", "order")
+
+    def __init__(self, name, align=False, copy=False):
+        self.name, self.order = str(name), "="
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "=")):
+            raise ValueError(f"unexpected numpy dtype state {state!r:.80}")
+        self.order = state[1]
 
 
-def _numpy_dtype(name, align=False, copy=False):
-    return np.dtype(name)
+def _numpy_scalar(spec, data=None):
+    if not isinstance(spec, _DTypeSpec):
+        raise UnsafeCheckpointError(f"numpy scalar of {type(spec).__name__}, not a dtype")
+    try:
+        dtype = np.dtype(spec.name).newbyteorder(spec.order)
+    except TypeError as err:
+        raise ValueError(f"unknown numpy dtype {spec.name!r:.40} in the pickle") from err
+    if dtype.kind not in "biufc":
+        raise UnsafeCheckpointError(f"numpy scalar of dtype {dtype}: only numbers are read")
+    if data is None:
+        return dtype.type()
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise ValueError(f"numpy {dtype} scalar with {len(data) if isinstance(data, bytes) else data!r:.40} bytes")
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+def _ordered_dict(*args):
+    return collections.OrderedDict(*args)
 
 
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy", "dtype"): _numpy_dtype,
+    ("collections", "OrderedDict"): _Helper("collections.OrderedDict", _ordered_dict),
+    ("torch._utils", "_rebuild_tensor"): _Helper("torch._utils._rebuild_tensor", _rebuild_tensor),
+    ("torch._utils", "_rebuild_tensor_v2"): _Helper("torch._utils._rebuild_tensor_v2", _rebuild_tensor),
+    ("torch._utils", "_rebuild_parameter"): _Helper("torch._utils._rebuild_parameter", _rebuild_parameter),
+    ("numpy.core.multiarray", "scalar"): _Helper("numpy.core.multiarray.scalar", _numpy_scalar),
+    ("numpy._core.multiarray", "scalar"): _Helper("numpy._core.multiarray.scalar", _numpy_scalar),
+    ("numpy", "dtype"): _Helper("numpy.dtype", _DTypeSpec),
     **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
 }
 
@@ -119,13 +242,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         try:
             return ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise UnsafeCheckpointError(
+        except (KeyError, TypeError):
+            raise UnknownGlobalError(
                 f"{self._source}: refused to load: the pickle names the global {module}.{name}, "
                 "which is not a tensor-rebuild helper (allowed: "
                 f"{sorted(f'{m}.{n}' for m, n in ALLOWED_GLOBALS)}). Nothing from the file was "
                 "executed. Re-save only the state dict (torch.save(model.state_dict(), ...)) or "
-                "convert it to .safetensors."
+                "convert it to .safetensors.", module=str(module)
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
@@ -137,18 +260,39 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._load_storage(key, storage_type.dtype, pid)
 
 
+def _member_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int, path: str) -> bytes:
+    """A zip member's bytes, CRC-checked, after checking its sizes against the file's own:
+    torch stores members uncompressed; a deflated one may not promise more than deflate can
+    expand (~1032x), so a small file cannot make the reader allocate gigabytes."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        plausible = info.file_size == info.compress_size
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        plausible = info.file_size <= _MAX_DEFLATE_RATIO * info.compress_size + 1024
+    else:
+        raise ValueError(f"{path}: zip member {info.filename} uses compression method {info.compress_type}; "
+                         "PyTorch checkpoints store members uncompressed (or deflated)")
+    if not plausible:
+        raise ValueError(f"{path}: zip member {info.filename} claims {info.file_size} bytes from "
+                         f"{info.compress_size} stored bytes, more than its compression can produce "
+                         "(corrupt or crafted file)")
+    if info.header_offset + info.compress_size > file_size:
+        raise ValueError(f"{path}: zip member {info.filename} is truncated")
+    return zf.read(info)
+
+
 def _read_zip(path: str) -> Any:
-    with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
+    file_size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as zf:
         infos = {i.filename: i for i in zf.infolist()}
         pkl = [n for n in infos if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pkl) != 1:
             raise ValueError(f"{path}: a zip file but not a PyTorch checkpoint (found {len(pkl)} data.pkl entries)")
         root = pkl[0][: -len("data.pkl")]
-        big = f"{root}byteorder" in infos and zf.read(f"{root}byteorder").strip() == b"big"
-        # torch stores entries uncompressed: map the file once and view each storage in place
-        # (CRC-checked) instead of copying it out through zipfile.
-        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        cache: dict[str, np.ndarray] = {}
+        order = infos.get(f"{root}byteorder")
+        big = order is not None and _member_bytes(zf, order, file_size, path).strip() == b"big"
+        # Each storage is read once into memory the reader owns (not a mapping of the file):
+        # the arrays returned stay valid and unchanged if the file is rewritten or truncated.
+        cache: dict[str, _Storage] = {}
 
         def load_storage(key, dtype, _pid):
             if key not in cache:
@@ -156,31 +300,15 @@ def _read_zip(path: str) -> Any:
                 info = infos.get(entry)
                 if info is None:
                     raise ValueError(f"{path}: storage {key} referenced by the pickle is missing ({entry})")
-                raw = _stored_bytes(zf, mapped, info, path)
+                raw = _member_bytes(zf, info, file_size, path)
                 dt = dtype.newbyteorder(">") if big and dtype.itemsize > 1 else dtype
                 if len(raw) % dt.itemsize:
                     raise ValueError(f"{path}: storage {key} holds {len(raw)} bytes, not a multiple of {dt.itemsize}")
-                cache[key] = np.frombuffer(raw, dt).astype(dtype, copy=False)
+                cache[key] = _Storage(key, np.frombuffer(raw, dt).astype(dtype, copy=False))
             return cache[key]
 
-        return _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), load_storage, path).load()
-
-
-def _stored_bytes(zf: zipfile.ZipFile, mapped: mmap.mmap, info: zipfile.ZipInfo, path: str):
-    """An entry's bytes: a CRC-checked view of the mapped file when stored, else a copy."""
-    if info.compress_type != zipfile.ZIP_STORED:
-        return zf.read(info)
-    head = mapped[info.header_offset : info.header_offset + 30]
-    if len(head) < 30 or head[:4] != b"PK\x03\x04":
-        raise ValueError(f"{path}: corrupt zip entry {info.filename} (no local header at byte {info.header_offset})")
-    name_len, extra_len = struct.unpack("<HH", head[26:30])
-    start = info.header_offset + 30 + name_len + extra_len
-    if start + info.file_size > len(mapped):
-        raise ValueError(f"{path}: zip entry {info.filename} is truncated")
-    view = memoryview(mapped)[start : start + info.file_size]
-    if zlib.crc32(view) != info.CRC:
-        raise ValueError(f"{path}: zip entry {info.filename} fails its CRC-32 check (corrupt file)")
-    return view
+        pickled = _member_bytes(zf, infos[pkl[0]], file_size, path)
+        return _RestrictedUnpickler(io.BytesIO(pickled), load_storage, path).load()
 
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -197,12 +325,57 @@ class _LazyTensor(NamedTuple):
     args: tuple
 
 
+def map_tree(obj: Any, leaf, *, source: str = "checkpoint") -> Any:
+    """``obj`` with each value ``v`` for which ``leaf(v)`` is not ``None`` replaced by it, through
+    dicts (their type kept), lists and tuples.
+
+    A pickle is a DAG: n shared references can nest into 2**n paths.  Each object is visited
+    once (shared subtrees stay shared), so the time is linear in the pickle's size; a cycle is
+    a ``ValueError``.
+    """
+    memo: dict[int, Any] = {}
+    busy = object()
+
+    def visit(value):
+        replaced = leaf(value)
+        if replaced is not None:
+            return replaced
+        if not isinstance(value, (dict, list, tuple)):
+            return value
+        key = id(value)
+        if key in memo:
+            if memo[key] is busy:
+                raise ValueError(f"{source}: the pickled object contains itself (a cycle); a state dict cannot")
+            return memo[key]
+        memo[key] = busy
+        if isinstance(value, dict):  # dict subclasses from a pickle: OrderedDict
+            out = type(value)((k, visit(v)) for k, v in value.items())
+        else:  # tuple subclasses (torch.Size) become plain tuples
+            out = (list if isinstance(value, list) else tuple)(visit(v) for v in value)
+        memo[key] = out
+        return out
+
+    return visit(obj)
+
+
+def _legacy_pending(path: str):
+    def load_storage(key, dtype, pid):
+        view = pid[5] if len(pid) > 5 else None
+        if view is not None:
+            if not (isinstance(view, tuple) and len(view) == 3):
+                raise ValueError(f"{path}: storage {key} has a malformed view {view!r:.60}")
+            view = (str(view[0]), _int(view[1], "storage view offset"), _int(view[2], "storage view size"))
+        return _Pending(key, dtype, view)
+
+    return load_storage
+
+
 def _read_legacy(path: str, data: bytes) -> Any:
     # Pre-1.6 torch.save: successive pickles (magic, protocol, sys_info, object, storage keys),
     # then per key an int64 element count and the raw little-endian elements.  Tensors can only
     # be built once the storages have been read, so the object is unpickled with placeholders.
     stream = io.BytesIO(data)
-    unp = _RestrictedUnpickler(stream, lambda key, dtype, pid: _Pending(key, dtype, pid[5] if len(pid) > 5 else None), path)
+    unp = _RestrictedUnpickler(stream, _legacy_pending(path), path)
     try:
         magic = unp.load()
     except UnsafeCheckpointError:
@@ -216,8 +389,18 @@ def _read_legacy(path: str, data: bytes) -> Any:
     unp.load()  # sys_info
     obj = unp.load()
     keys = unp.load()
-    storages = {}
-    dtypes = _pending_dtypes(obj)
+    if not isinstance(keys, (list, tuple)):
+        raise ValueError(f"{path}: the storage key list is a {type(keys).__name__} (corrupt file)")
+    dtypes: dict[str, np.dtype] = {}
+
+    def note(value):
+        if isinstance(value, _LazyTensor):
+            dtypes[value.storage.key] = value.storage.dtype
+            return value
+        return None
+
+    map_tree(obj, note, source=path)
+    storages: dict[str, np.ndarray] = {}
     for key in keys:
         head = stream.read(8)
         if len(head) < 8:
@@ -228,53 +411,45 @@ def _read_legacy(path: str, data: bytes) -> Any:
         dtype = dtypes.get(str(key))
         if dtype is None:
             raise ValueError(f"{path}: storage {key} is listed but never used by a tensor")
-        raw = stream.read(count * dtype.itemsize)
+        raw = stream.read(count * dtype.itemsize)  # at most what the file holds
         if len(raw) < count * dtype.itemsize:
             raise ValueError(f"{path}: storage {key} truncated ({len(raw)} of {count * dtype.itemsize} bytes)")
         storages[str(key)] = np.frombuffer(raw, dtype)
 
     def resolve(value):
-        if isinstance(value, _LazyTensor):
-            pending = value.storage
-            if pending.key not in storages:
-                raise ValueError(f"{path}: storage {pending.key} referenced by the pickle is missing")
-            storage = storages[pending.key]
-            if pending.view:
-                _, start, size = pending.view
-                storage = storage[start : start + size]
-            return _rebuild_tensor(storage, *value.args)
-        if isinstance(value, dict):
-            return type(value)((k, resolve(v)) for k, v in value.items())
-        if isinstance(value, (list, tuple)):
-            return type(value)(resolve(v) for v in value)
-        return value
+        if not isinstance(value, _LazyTensor):
+            return None
+        pending = value.storage
+        if pending.key not in storages:
+            raise ValueError(f"{path}: storage {pending.key} referenced by the pickle is missing")
+        storage = storages[pending.key]
+        if pending.view:
+            _, start, size = pending.view
+            if start < 0 or size < 0 or start + size > storage.size:
+                raise ValueError(f"{path}: storage view [{start}, {start + size}) outside storage {pending.key} "
+                                 f"of {storage.size} elements")
+            storage = storage[start : start + size]
+        return _rebuild_tensor(_Storage(pending.key, storage), *value.args)
 
-    return resolve(obj)
-
-
-def _pending_dtypes(obj: Any, out: dict | None = None) -> dict[str, np.dtype]:
-    out = {} if out is None else out
-    if isinstance(obj, _LazyTensor):
-        out[obj.storage.key] = obj.storage.dtype
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            _pending_dtypes(v, out)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _pending_dtypes(v, out)
-    return out
+    return map_tree(obj, resolve, source=path)
 
 
 def read_torch(path: str | os.PathLike, *, backend: str = "auto") -> Any:
-    """The object saved in a ``.pth``/``.pt`` file, tensors as numpy arrays.
+    """The object saved in a ``.pth``/``.pt`` file, tensors as read-only numpy arrays.
 
     Args:
       path: the checkpoint file.
-      backend: ``"torch"`` (``torch.load(weights_only=True)``), ``"jaxretina"`` (the built-in
-        restricted reader) or ``"auto"``: torch's loader when torch is already imported in
-        this process, else the built-in reader, falling back to torch's loader (when
-        installed) for a file the built-in reader cannot parse.  Both refuse any pickled global
-        outside their allowlists, before it runs.
+      backend: ``"jaxretina"`` (the built-in restricted reader), ``"torch"``
+        (``torch.load(weights_only=True)``) or ``"auto"``: the built-in reader, and torch's
+        loader (when installed) only for a file whose pickle names a ``torch`` global outside
+        the built-in allowlist (torch's own allowlist may know it).  Both refuse any pickled
+        global outside their allowlists, before it runs.
+
+    The built-in reader checks every tensor's offset, sizes and strides against its storage
+    before making a view (:func:`check_layout`), refuses BUILD instructions on the globals it
+    allows, bounds compressed members by what their stored bytes can produce, and visits
+    shared references once.  Its arrays are views of memory the reader owns, not of a mapping
+    of the file: rewriting or truncating the file afterwards changes nothing.
 
     Why "auto" does not import torch just to read a file: measured on a DenseNet121 state
     dict (28 MB, ``benchmarks/conversion.py``), the built-in reader loads it in 0.04 s with no
@@ -284,21 +459,14 @@ def read_torch(path: str | os.PathLike, *, backend: str = "auto") -> Any:
     path = os.fspath(path)
     if backend not in ("auto", "torch", "jaxretina"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'jaxretina'; found {backend!r}")
-    if backend == "torch" or (backend == "auto" and "torch" in sys.modules):
+    if backend == "torch":
         return _read_with_torch(path)
     try:
         return _read_builtin(path)
-    except UnsafeCheckpointError:
-        raise
-    except ValueError as err:
-        if backend == "jaxretina" or importlib.util.find_spec("torch") is None:
-            raise
-        try:  # e.g. a storage type or layout the built-in reader lacks
+    except UnknownGlobalError as err:
+        if backend == "auto" and err.module.split(".")[0] == "torch" and importlib.util.find_spec("torch"):
             return _read_with_torch(path)
-        except UnsafeCheckpointError:
-            raise
-        except ValueError as torch_err:
-            raise ValueError(f"{err} (and {torch_err})") from torch_err
+        raise
 
 
 def _read_builtin(path: str) -> Any:
@@ -310,11 +478,15 @@ def _read_builtin(path: str) -> Any:
         with open(path, "rb") as fh:
             data = fh.read()
         return _read_legacy(path, data)
-    except (UnsafeCheckpointError, ValueError):
+    except UnsafeCheckpointError as err:
+        if str(err).startswith(path):
+            raise
+        raise UnsafeCheckpointError(f"{path}: {err}") from None
+    except ValueError:
         raise
     except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, struct.error,
             zipfile.BadZipFile, zlib.error, NotImplementedError, OverflowError, RecursionError, MemoryError,
-            RuntimeError, OSError) as err:  # a damaged pickle or archive (zipfile, mmap and pickle errors)
+            RuntimeError, OSError) as err:  # a damaged pickle or archive (zipfile and pickle errors)
         raise ValueError(f"{path}: corrupt PyTorch checkpoint ({type(err).__name__}: {err})") from err
 
 
@@ -331,18 +503,14 @@ def _read_with_torch(path: str) -> Any:
         raise ValueError(f"{path}: torch.load(weights_only=True) could not read it: {err}") from err
 
     def to_numpy(value):
-        if isinstance(value, torch.Tensor):
-            t = value.detach().cpu()
-            if t.dtype == torch.bfloat16:
-                return t.view(torch.int16).numpy().view(_bfloat16())
-            return t.numpy()
-        if isinstance(value, Mapping):
-            return {k: to_numpy(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(to_numpy(v) for v in value)
-        return value
+        if not isinstance(value, torch.Tensor):
+            return None
+        t = value.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.int16).numpy().view(_bfloat16())
+        return t.numpy()
 
-    return to_numpy(obj)
+    return map_tree(obj, to_numpy, source=path)
 
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict")
@@ -361,7 +529,9 @@ def unwrap(obj: Any, source: str = "checkpoint") -> dict[str, np.ndarray]:
     ``{"model": {"state_dict": …}}``), then strips a ``module.`` (DataParallel) or ``model.``
     (Lightning, safetensors exports) prefix shared by every key, repeatedly.
     """
-    while isinstance(obj, Mapping) and not _is_state_dict(obj):
+    seen = set()
+    while isinstance(obj, Mapping) and not _is_state_dict(obj) and id(obj) not in seen:
+        seen.add(id(obj))
         inner = next((obj[w] for w in _WRAPPERS if w in obj and isinstance(obj[w], Mapping)), None)
         if inner is None:
             raise ValueError(

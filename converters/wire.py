@@ -159,8 +159,21 @@ def packed_or_run(buf: bytes, f: Field, dtype: str, end: int, where: str) -> tup
         raise DecodeError(f"{where}: unpacked field {f.number} not supported")
     stride = 1 + size
     avail = (end - f.offset) // stride
-    block = np.frombuffer(buf, np.uint8, avail * stride, f.offset).reshape(avail, stride)
-    mismatch = np.flatnonzero(block[:, 0] != tag[0])
-    n = int(mismatch[0]) if mismatch.size else avail
-    values = np.ascontiguousarray(block[:n, 1:]).view(dtype).reshape(n)
+    # The run's length, found in windows that double: O(run) work however the file interleaves
+    # short runs with other fields (scanning to the end of the message for every run would be
+    # quadratic in the file size).
+    if avail == 1 or (avail > 1 and buf[f.offset + stride] != tag[0]):  # a run of one: no scan
+        return np.frombuffer(buf, dtype, 1, f.offset + 1), f.offset + stride
+    n, window = 0, 64
+    while n < avail:
+        take = min(window, avail - n)
+        heads = np.frombuffer(buf, np.uint8, take * stride, f.offset + n * stride)[::stride]
+        mismatch = np.flatnonzero(heads != tag[0])
+        if mismatch.size:
+            n += int(mismatch[0])
+            break
+        n += take
+        window *= 2
+    block = np.frombuffer(buf, np.uint8, n * stride, f.offset).reshape(n, stride)
+    values = np.ascontiguousarray(block[:, 1:]).view(dtype).reshape(n)
     return values, f.offset + n * stride

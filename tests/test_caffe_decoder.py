@@ -169,3 +169,37 @@ def test_foreign_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="blob shape"):
         blob = _len_field(7, _len_field(1, bytes(_varint_bytes(4)))) + _len_field(5, bytes(8))  # 4 dims, 2 floats
         read_caffemodel(_len_field(100, _len_field(1, b"x") + _len_field(7, blob)))
+
+
+def test_interleaved_unpacked_floats_decode_in_linear_time(tmp_path):
+    # 1.5 MB of one-float runs of `data` (field 5) interleaved with `diff` (field 6): every run
+    # is one value.  A scan to the message's end per run is quadratic (0.8 MB took 10 s, so this
+    # takes ~35 s); linear decoding takes ~1 s.  Bounded by the subprocess's timeout.
+    n = 150_000
+    values = np.arange(n, dtype="<f4")
+    rec = np.zeros((n, 10), np.uint8)
+    rec[:, 0], rec[:, 5] = _key(5, 5)[0], _key(6, 5)[0]
+    rec[:, 1:5] = values.view(np.uint8).reshape(n, 4)
+    blob = _len_field(7, _len_field(1, bytes(_varint_bytes(n)))) + rec.tobytes()
+    path = tmp_path / "interleaved.caffemodel"
+    path.write_bytes(_len_field(100, _len_field(1, b"L") + _len_field(7, blob)))
+    from tests.crafted import run_limited
+
+    done = run_limited(f"""
+        import numpy as np
+        from converters.caffe import read_caffemodel
+        blob = read_caffemodel({str(path)!r}).layers[0].blobs[0]
+        assert np.array_equal(blob, np.arange({n}, dtype=np.float32)), blob[:5]
+        print("ok", blob.shape)
+    """, memory_mb=2048, timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"ok ({n},)"
+
+
+@pytest.mark.parametrize("dims", [[1 << 32, 1 << 32], [(1 << 64) - 1, 2], [1 << 62, 4, 0]])
+def test_overflowing_or_negative_shapes_are_decode_errors(dims):
+    # int64 products of these wrap (2**64 -> 0, -1 * 2 -> -2): exact arithmetic refuses them.
+    shape = b"".join(_key(1, 0) + bytes(_varint_bytes(d)) for d in dims)
+    blob = _len_field(7, shape)
+    with pytest.raises(DecodeError, match="shape.dim: (negative dimension|blob shape)"):
+        read_caffemodel(_len_field(100, _len_field(1, b"x") + _len_field(7, blob)))
