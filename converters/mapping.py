@@ -19,9 +19,9 @@ import jax
 import flax.traverse_util as tu
 
 from jaxretina.checkpoint import expected_variables as expected_tree
+from jaxretina.validate import check_weight_dtype
 
-__all__ = ["Entry", "Report", "assemble", "expected_tree", "conv_kernel", "deconv_kernel", "torch_entries",
-           "check_float", "FLOAT_WEIGHT_DTYPES"]
+__all__ = ["Entry", "Report", "assemble", "expected_tree", "conv_kernel", "deconv_kernel", "torch_entries"]
 
 
 class Entry(NamedTuple):
@@ -117,7 +117,7 @@ def assemble(like: Mapping[str, Any], entries: Mapping[str, Entry], report: Repo
     host = {}
     for path, spec in want.items():
         given = entries[path].array
-        check_float(given, spec.dtype, f"{source}: {entries[path].source} (-> {path})")
+        check_weight_dtype(given.dtype, spec.dtype, f"{source}: {entries[path].source} (-> {path})")
         arr = np.asarray(given, dtype=spec.dtype)
         if arr.flags.writeable and np.may_share_memory(arr, given):
             # On the CPU, device_put may alias host memory: a caller's writable arrays (e.g.
@@ -131,21 +131,6 @@ def assemble(like: Mapping[str, Any], entries: Mapping[str, Entry], report: Repo
     paths = list(host)
     on_device = jax.device_put([host[p] for p in paths])  # one transfer call for all arrays
     return tu.unflatten_dict(dict(zip(paths, on_device)), sep="/")
-
-
-FLOAT_WEIGHT_DTYPES = ("float16", "bfloat16", "float32", "float64")
-
-
-def check_float(array: Any, want: Any, what: str) -> None:
-    """Refuse (``ValueError`` naming ``what``) a non-float array where float weights of dtype
-    ``want`` are expected: bool, integer, complex and float8 weights are never cast silently;
-    float16, bfloat16, float32 and float64 are converted."""
-    if not jax.numpy.issubdtype(np.dtype(want), np.floating):
-        return
-    found = np.dtype(getattr(array, "dtype", np.asarray(array).dtype))
-    if found.name not in FLOAT_WEIGHT_DTYPES:
-        raise ValueError(f"{what} holds {found.name} values; expected floating-point weights "
-                         f"({', '.join(FLOAT_WEIGHT_DTYPES)}), converted to {np.dtype(want).name}")
 
 
 def _all_finite(arr: np.ndarray) -> bool:

@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 import jax
+import jax.numpy as jnp
 
 from jaxretina.taps import _params_only
+from jaxretina.validate import check_weight_dtype
 
 __all__ = ["save_variables", "load_variables", "expected_variables"]
 
@@ -70,8 +72,18 @@ def _flat(tree: Any) -> dict[str, Any]:
     return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+@jax.jit
+def _all_finite(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jnp.all(jnp.isfinite(a)) if jnp.issubdtype(a.dtype, jnp.inexact) else True, tree)
+
+
 def load_variables(path: str | os.PathLike, *, like: Any) -> Any:
-    """Restore the checkpoint at ``path`` into the structure, shapes and dtypes of ``like``."""
+    """Restore the checkpoint at ``path`` into the structure, shapes and dtypes of ``like``.
+
+    Refused with one ``ValueError`` naming every offending path: missing, unexpected and
+    mis-shaped arrays, stored dtypes that are not float where ``like`` is (bool, integer,
+    complex, float8: never cast silently), unreadable array files, and NaN or infinite values.
+    """
     path = os.path.abspath(os.fspath(path))
     if not os.path.isdir(path):
         raise FileNotFoundError(
@@ -88,15 +100,30 @@ def load_variables(path: str | os.PathLike, *, like: Any) -> Any:
     want, have = _flat(like), _flat(stored)
     missing = sorted(set(want) - set(have))
     unexpected = sorted(set(have) - set(want))
-    misshaped = sorted(
-        f"{k}: expected {tuple(want[k].shape)}, found {tuple(have[k].shape)}"
-        for k in set(want) & set(have)
-        if tuple(want[k].shape) != tuple(have[k].shape)
-    )
-    if missing or unexpected or misshaped:
+    misshaped, mistyped = [], []
+    for k in sorted(set(want) & set(have)):
+        shape = tuple(getattr(have[k], "shape", ()) or ())
+        if tuple(want[k].shape) != shape:
+            misshaped.append(f"{k}: expected {tuple(want[k].shape)}, found {shape}")
+        try:
+            check_weight_dtype(getattr(have[k], "dtype", None) or np.dtype("O"), want[k].dtype, k)
+        except (ValueError, TypeError) as err:
+            mistyped.append(str(err))
+    if missing or unexpected or misshaped or mistyped:
         raise ValueError(
             f"load_variables: checkpoint {path} does not match the model: "
             f"missing {missing or 'none'}; unexpected {unexpected or 'none'}; "
-            f"mis-shaped {misshaped or 'none'}"
+            f"mis-shaped {misshaped or 'none'}; wrong dtype {mistyped or 'none'}"
         )
-    return ckpt.restore(path, like)
+    try:
+        restored = ckpt.restore(path, like)
+    except Exception as err:  # noqa: BLE001 - damaged array files: one clear message
+        raise ValueError(f"load_variables: {path}: the checkpoint's arrays cannot be read ({type(err).__name__}: "
+                         f"{str(err)[:300]})") from err
+    # One program on the arrays' devices (one compile per model, not one per array shape),
+    # one small transfer of a boolean per array.
+    finite = jax.device_get(_all_finite(restored))
+    bad = [k for k, ok in _flat(finite).items() if not bool(ok)]
+    if bad:
+        raise ValueError(f"load_variables: checkpoint {path}: {', '.join(bad[:10])} hold NaN or infinite values")
+    return restored

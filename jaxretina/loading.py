@@ -1,14 +1,16 @@
 """``jaxretina.load``: one entry point from a weight file to ``(module, variables)``.
 
-Supported models (``name``): ``"driu"`` (vessel or optic-disc, Caffe or deepdraw
-configuration, decided by the file) and ``"densenet121"``.  Supported files (``path``),
-recognised by content, not extension:
+Supported models (``name``, :data:`MODELS`): ``"driu"`` (vessel or optic-disc, Caffe or
+deepdraw configuration, decided by the file), ``"densenet121"``, ``"inception_v3"`` and
+``"unet3d"`` (DS6).  Supported files (``path``), recognised by content, not extension:
 
 * a ``.caffemodel`` (Caffe ``NetParameter``; no Caffe needed);
 * a PyTorch ``.pth``/``.pt`` (zip or legacy format; read without executing pickled code);
 * a ``.safetensors`` file;
-* an Orbax checkpoint directory, as written by ``jaxretina convert`` (its ``jaxretina.json``
-  record restores the model options) or by :func:`jaxretina.checkpoint.save_variables`.
+* an Orbax checkpoint directory written by :func:`save` or ``jaxretina convert``: its
+  ``jaxretina.json`` record names the model and restores its options (a bare Orbax checkpoint,
+  e.g. from :func:`jaxretina.checkpoint.save_variables`, loads with
+  :func:`jaxretina.checkpoint.load_variables`).
 
 Foreign formats are handled by the ``converters`` package, imported only when needed.
 
@@ -26,7 +28,7 @@ import json
 import os
 from typing import Any
 
-__all__ = ["load", "load_with_report", "save", "digest", "MODELS", "RECORD_NAME", "model_config"]
+__all__ = ["load", "load_with_report", "save", "digest", "read_record", "MODELS", "RECORD_NAME", "model_config"]
 
 # name -> (class in jaxretina.models, converter module).  A converter module exposes
 # ``from_weights(kind, content, source, **model_kwargs) -> (model, variables, report)`` for the
@@ -96,18 +98,61 @@ def _build(key: str, config: dict[str, Any]):
     return getattr(models, _REGISTRY[key][0])(**config)
 
 
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``jaxretina.json`` record of a checkpoint directory written by :func:`save` or
+    ``jaxretina convert``, checked: a JSON object whose ``model`` is a registered name and
+    whose ``config`` is an object.  Anything else is one ``ValueError`` saying what is wrong."""
+    path = os.fspath(path)
+    record_path = os.path.join(path, RECORD_NAME)
+    bare = ("; a bare Orbax checkpoint loads with jaxretina.checkpoint.load_variables(path, like=...)")
+    if not os.path.isfile(record_path):
+        raise ValueError(f"{path}: no {RECORD_NAME} record: not a checkpoint written by jaxretina.save or "
+                         f"jaxretina convert{bare}")
+    try:
+        with open(record_path, "rb") as fh:
+            record = json.loads(fh.read(1 << 24))  # records are a few kB; a 16 MB cap is generous
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(f"{record_path}: malformed record, not JSON ({type(err).__name__}: {err})") from err
+    if not isinstance(record, dict) or not isinstance(record.get("model"), str) \
+            or not isinstance(record.get("config", {}), dict):
+        raise ValueError(f"{record_path}: not a jaxretina record (expected an object with a 'model' name and a "
+                         f"'config' object; found {str(record)[:120]}){bare}")
+    if record["model"] not in MODELS:
+        raise ValueError(f"{record_path}: records an unknown model {record['model']!r}; expected one of {list(MODELS)}")
+    return record
+
+
+def _check_config(key: str, config: dict[str, Any], source: str) -> None:
+    # A record's options must be the model's fields, each of its default's type (JSON gives
+    # lists for tuples, ints for whole floats): the first model call is no place to find out.
+    import dataclasses
+
+    from jaxretina import models
+
+    fields = {f.name: f for f in dataclasses.fields(getattr(models, _REGISTRY[key][0]))}
+    unknown = sorted(set(config) - set(fields) | {k for k in config if k in ("parent", "name")})
+    if unknown:
+        raise ValueError(f"{source}: unknown {key} options {unknown}; expected some of "
+                         f"{sorted(set(fields) - {'parent', 'name', 'act', 'dtype'})}")
+    for name, value in config.items():
+        default = fields[name].default
+        if default is dataclasses.MISSING or default is None or value is None:
+            continue
+        ok = type(value) is type(default) or (type(default) is float and type(value) is int)
+        if not ok:
+            raise ValueError(f"{source}: option {name}={value!r:.60} is a {type(value).__name__}; expected a "
+                             f"{type(default).__name__} (like the default {default!r:.60})")
+
+
 def _load_orbax(key: str, path: str, model_kwargs: dict[str, Any]):
     from converters.mapping import Report
     from jaxretina.checkpoint import expected_variables, load_variables
 
-    config: dict[str, Any] = {}
-    record_path = os.path.join(path, RECORD_NAME)
-    if os.path.exists(record_path):
-        with open(record_path) as fh:
-            record = json.load(fh)
-        if record.get("model") and record["model"] != key:
-            raise ValueError(f"{path}: holds a {record['model']!r} model; asked to load it as {key!r}")
-        config = {k: _tuples(v) for k, v in record.get("config", {}).items()}
+    record = read_record(path)
+    if record["model"] != key:
+        raise ValueError(f"{path}: holds a {record['model']!r} model; asked to load it as {key!r}")
+    config = {k: _tuples(v) for k, v in record.get("config", {}).items()}
+    _check_config(key, config, os.path.join(path, RECORD_NAME))
     config.update(model_kwargs)
     model = _build(key, config)
     like = expected_variables(model)

@@ -14,7 +14,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-__all__ = ["check_image_batch", "check_example", "check_finite", "check_float"]
+__all__ = ["check_image_batch", "check_example", "check_finite", "check_float", "check_weight_dtype",
+           "FLOAT_WEIGHT_DTYPES"]
 
 
 def _describe(x: Any) -> str:
@@ -29,6 +30,27 @@ def check_float(x: Any, *, name: str) -> None:
         if dtype is not None and jnp.issubdtype(dtype, jnp.integer):
             hint = " (integer pixels: preprocess first, e.g. jaxretina.preprocess.driu_caffe_input)"
         raise TypeError(f"{name}: expected a floating-point array; found {_describe(x)}{hint}")
+
+
+FLOAT_WEIGHT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def check_weight_dtype(found: Any, want: Any, what: str) -> None:
+    """Refuse (``ValueError`` naming ``what``) stored weights of dtype ``found`` where float
+    weights of dtype ``want`` are expected: bool, integer, complex and float8 weights are never
+    cast silently; float16, bfloat16, float32 and float64 are converted.
+
+    >>> check_weight_dtype(np.dtype("float16"), np.float32, "conv1.weight")
+    >>> check_weight_dtype(np.dtype("int64"), np.float32, "conv1.weight")
+    Traceback (most recent call last):
+    ValueError: conv1.weight holds int64 values; expected floating-point weights (float16, bfloat16, float32, float64), converted to float32
+    """
+    if not jnp.issubdtype(np.dtype(want), jnp.floating):
+        return
+    found = np.dtype(found)
+    if found.name not in FLOAT_WEIGHT_DTYPES:
+        raise ValueError(f"{what} holds {found.name} values; expected floating-point weights "
+                         f"({', '.join(FLOAT_WEIGHT_DTYPES)}), converted to {np.dtype(want).name}")
 
 
 def check_image_batch(x: Any, *, channels: int | None, name: str, spatial_dims: int = 2) -> None:

@@ -38,9 +38,11 @@ def test_demo_end_to_end_small(tmp_path, capsys):
 def test_demo_with_saved_weights(tmp_path):
     from jaxretina.demo import run_demo
 
+    import jaxretina
+
     model = DRIU()
     variables = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
-    ckpt = save_variables(tmp_path / "ckpt", variables)
+    ckpt = jaxretina.save("driu", model, variables, tmp_path / "ckpt")
     summary = run_demo(out=str(tmp_path / "demo"), size=32, steps=2, chunk=None, weights=ckpt)
     assert summary["weights"].startswith("weights from")
 
