@@ -1,16 +1,21 @@
 """The ``jaxretina`` command.
 
     jaxretina demo [--out DIR] [--size N] [--steps N] [--chunk N] [--weights PATH] [--image PATH]
-    jaxretina convert SRC --model {driu,densenet121,inception_v3} --out DIR [--variant V] [--num-classes N]
+    jaxretina convert SRC --model {driu,densenet121,inception_v3,unet3d} --out DIR [--variant V] [--num-classes N]
                       [--backend {auto,torch,jaxretina}] [--no-parity]
     jaxretina sweep --model M --data DIR --method SPEC [--method SPEC ...] --out STORE [--batch N]
                     [--size N|HxW] [--weights FILE] [--target SPEC ...] [--config FILE] [--dry-run] ...
     jaxretina report STORE [--out DIR]
+
+Every error is one line on stderr with exit code 2 (``JAXRETINA_DEBUG=1`` re-raises it with
+its traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import sys
 
 
@@ -99,14 +104,14 @@ def _add_sweep(sub) -> None:
 
 
 def _model_options(pairs: list[str]) -> dict | None:
-    from jaxretina.sweep.config import _value
+    from jaxretina.sweep.config import parse_value
 
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not eq:
-            raise SystemExit(f"jaxretina sweep: --model-option expects KEY=VALUE; found {pair!r}")
-        out[key.strip()] = _value(value.strip())
+            raise ValueError(f"--model-option expects KEY=VALUE; found {pair!r}")
+        out[key.strip()] = parse_value(value.strip())
     return out or None
 
 
@@ -144,8 +149,34 @@ def _sweep(args) -> None:
               f"({run['compile_s']:.1f} s), {run['processes']} process(es) x {run['devices_per_process']} device(s)")
 
 
+# Errors that say what was wrong with the user's input: one line, no traceback.  Anything else
+# is a bug of ours: one line too, with the way to see its traceback.
+_INPUT_ERRORS = (ValueError, OSError, UnicodeError, LookupError, pickle.UnpicklingError, RuntimeError)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 4000 else text[:4000] + " …"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit code (2 for an error, printed as one line)."""
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print(f"jaxretina {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the command line shows one line, never a traceback
+        if os.environ.get("JAXRETINA_DEBUG"):
+            raise
+        hint = "" if isinstance(err, _INPUT_ERRORS) else (
+            f" ({type(err).__name__}; set JAXRETINA_DEBUG=1 for the traceback)")
+        print(f"jaxretina {args.command}: error: {_one_line(err)}{hint}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
     if args.command == "demo":
         from jaxretina.demo import run_demo
 
@@ -179,11 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"  parity: {check['reason']}")
     elif args.command == "sweep":
-        try:
-            _sweep(args)
-        except (ValueError, FileNotFoundError, FileExistsError) as e:
-            print(f"jaxretina sweep: error: {e}", file=sys.stderr)
-            return 2
+        _sweep(args)
     elif args.command == "report":
         from jaxretina.sweep import report
 

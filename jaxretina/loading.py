@@ -28,7 +28,8 @@ import json
 import os
 from typing import Any
 
-__all__ = ["load", "load_with_report", "save", "digest", "read_record", "MODELS", "RECORD_NAME", "model_config"]
+__all__ = ["load", "load_with_report", "save", "digest", "read_record", "check_model_options", "MODELS", "RECORD_NAME",
+           "model_config"]
 
 # name -> (class in jaxretina.models, converter module).  A converter module exposes
 # ``from_weights(kind, content, source, **model_kwargs) -> (model, variables, report)`` for the
@@ -122,25 +123,29 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
-def _check_config(key: str, config: dict[str, Any], source: str) -> None:
-    # A record's options must be the model's fields, each of its default's type (JSON gives
-    # lists for tuples, ints for whole floats): the first model call is no place to find out.
+def check_model_options(name: str, config: dict[str, Any], source: str) -> None:
+    """Refuse (``ValueError`` naming ``source`` and the option) options that are not fields of
+    model ``name``, or whose value is not of the default's type (a JSON/TOML file gives lists
+    for tuples and ints for whole floats, both accepted): the first model call is no place
+    to find out."""
     import dataclasses
 
     from jaxretina import models
 
+    key = _check_name(name)
     fields = {f.name: f for f in dataclasses.fields(getattr(models, _REGISTRY[key][0]))}
     unknown = sorted(set(config) - set(fields) | {k for k in config if k in ("parent", "name")})
     if unknown:
         raise ValueError(f"{source}: unknown {key} options {unknown}; expected some of "
                          f"{sorted(set(fields) - {'parent', 'name', 'act', 'dtype'})}")
-    for name, value in config.items():
-        default = fields[name].default
+    for option, value in config.items():
+        default = fields[option].default
         if default is dataclasses.MISSING or default is None or value is None:
             continue
-        ok = type(value) is type(default) or (type(default) is float and type(value) is int)
+        ok = (type(value) is type(default) or (type(default) is float and type(value) is int)
+              or (type(default) is tuple and type(value) is list))
         if not ok:
-            raise ValueError(f"{source}: option {name}={value!r:.60} is a {type(value).__name__}; expected a "
+            raise ValueError(f"{source}: option {option}={value!r:.60} is a {type(value).__name__}; expected a "
                              f"{type(default).__name__} (like the default {default!r:.60})")
 
 
@@ -152,7 +157,7 @@ def _load_orbax(key: str, path: str, model_kwargs: dict[str, Any]):
     if record["model"] != key:
         raise ValueError(f"{path}: holds a {record['model']!r} model; asked to load it as {key!r}")
     config = {k: _tuples(v) for k, v in record.get("config", {}).items()}
-    _check_config(key, config, os.path.join(path, RECORD_NAME))
+    check_model_options(key, config, os.path.join(path, RECORD_NAME))
     config.update(model_kwargs)
     model = _build(key, config)
     like = expected_variables(model)

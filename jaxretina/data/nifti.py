@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -26,20 +27,32 @@ class NiftiVolume(NamedTuple):
     zooms: tuple          # voxel sizes (mm)
 
 
-def read_nifti(path: str | os.PathLike) -> NiftiVolume:
-    """Read a 3D NIfTI volume (a 4D file with one frame is accepted) as ``(D, H, W, 1)`` float32."""
+MAX_VOXELS = 1 << 28  # 268 M voxels (1 GiB as float32; DS6's MRA volumes are ~50 M)
+
+
+def read_nifti(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> NiftiVolume:
+    """Read a 3D NIfTI volume (a 4D file with one frame is accepted) as ``(D, H, W, 1)`` float32.
+
+    A header promising more than ``max_voxels`` voxels is refused (``ValueError``) before any
+    voxel is read; so are non-regular files (a FIFO would block the reader)."""
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"read_nifti: no such file {path!r}")
+    if not os.path.isfile(path):
+        raise ValueError(f"read_nifti: {path!r} is not a regular file (a folder, FIFO or device)")
     try:
         image = nib.load(path)
     except (ImageFileError, EOFError, OSError, ValueError) as e:
         raise ValueError(f"read_nifti: {path!r} is not a readable NIfTI volume (.nii / .nii.gz): {e}") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"read_nifti: {path!r} is a {type(image).__name__}, expected a NIfTI-1/2 image")
+    voxels = math.prod(int(s) for s in image.shape)
+    if voxels > max_voxels:
+        raise ValueError(f"read_nifti: {path!r}: the header promises shape {tuple(image.shape)} ({voxels} voxels), "
+                         f"over the limit of {max_voxels} (max_voxels)")
     try:
         array = np.asarray(image.dataobj, dtype=np.float32)
     except (EOFError, OSError, ValueError) as e:

@@ -26,7 +26,7 @@ import json
 import os
 from typing import Any, Mapping
 
-__all__ = ["Spec", "SweepConfig", "parse_spec", "sweep_config", "read_config_file", "DTYPES"]
+__all__ = ["Spec", "SweepConfig", "parse_spec", "parse_value", "sweep_config", "read_config_file", "DTYPES"]
 
 DTYPES = ("float16", "float32")
 # Keys that say where and how fast, not what: a resumed run may change them.
@@ -55,7 +55,8 @@ class Spec:
         return self.kind + (":" + ",".join(parts) if parts else "")
 
 
-def _value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A flag's text as a value: ``true``/``false``, an int, a float, else the text."""
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
@@ -71,7 +72,7 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
     if isinstance(value, str) and "+" in value:
-        return tuple(_value(v) for v in value.split("+"))
+        return tuple(parse_value(v) for v in value.split("+"))
     return value
 
 
@@ -96,7 +97,7 @@ def parse_spec(spec: str | Mapping[str, Any] | Spec, *, what: str = "method") ->
             key, eq, val = part.partition("=")
             if not eq or not key:
                 raise ValueError(f"{what} {spec!r}: expected key=value options after ':'; found {part!r}")
-            items.append((key.strip(), _value(val.strip())))
+            items.append((key.strip(), parse_value(val.strip())))
     else:
         raise TypeError(f"{what}: expected 'kind:key=value,...' or a table; found {type(spec).__name__}")
     kind = kind.strip().lower()
@@ -165,24 +166,48 @@ class SweepConfig:
         return json.loads(json.dumps(out, default=list))
 
 
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+def _loader():
+    """PyYAML's safe loader without aliases: ``*anchor`` references let a few lines of YAML
+    stand for billions of nodes ("billion laughs"), and a sweep config never needs them."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a sweep config",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliases
+
+
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A TOML (``.toml``) or YAML (``.yaml``/``.yml``) file's keys as a dict."""
+    """A TOML (``.toml``) or YAML (``.yaml``/``.yml``) file's keys as a dict (YAML aliases and
+    files over 1 MiB are refused)."""
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: the config file is not a regular file (missing, a folder, a FIFO or a device)")
     with open(path, "rb") as fh:
-        raw = fh.read()
+        raw = fh.read(_MAX_CONFIG_BYTES + 1)
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: a config file of more than {_MAX_CONFIG_BYTES >> 20} MiB; expected a few keys")
     if path.endswith(".toml"):
         import tomllib
 
         try:
             return tomllib.loads(raw.decode())
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise ValueError(f"{path}: not valid TOML: {e}") from None
     if path.endswith((".yaml", ".yml")):
         import yaml
 
         try:
-            loaded = yaml.safe_load(raw) or {}
-        except yaml.YAMLError as e:
+            loaded = yaml.load(raw, Loader=_loader()) or {}
+        except (yaml.YAMLError, RecursionError) as e:
             raise ValueError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of keys at the top; found {type(loaded).__name__}")
@@ -191,6 +216,39 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 _ALIASES = {"method": "methods", "target": "targets"}
+
+
+def _of(*types):
+    # isinstance that does not take True for an int
+    return lambda v: isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+
+
+def _count(minimum: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+# Each key's check and what it expects, applied to the merged file and flags before anything
+# else reads them (a config file is a stranger's: its values may be of any type).
+_KEY_TYPES = {
+    "model": (_of(str), "a model name (text)"),
+    "data": (_of(str), "a folder or tfds:NAME (text)"),
+    "out": (_of(str), "a folder path (text)"),
+    "weights": (_of(str), "a weights file or checkpoint path (text)"),
+    "model_options": (lambda v: isinstance(v, (Mapping, tuple)), "a table of model options"),
+    "size": (lambda v: _count(1)(v) or isinstance(v, str) or (isinstance(v, (list, tuple)) and 1 <= len(v) <= 2
+                                                             and all(_count(1)(x) for x in v)),
+             "an image size: 256, \"256x320\" or [256, 320]"),
+    "preprocess": (_of(str), "a preprocessing name (text)"),
+    "dtype": (_of(str), f"one of {DTYPES}"),
+    "split": (_of(str), "a split name (text)"),
+    "tfds_dir": (_of(str), "a folder path (text)"),
+    "seed": (_count(0), "a non-negative integer"),
+    "progress": (_of(bool), "true or false"),
+    "coordinator": (_of(str), "HOST:PORT (text)"),
+    "num_processes": (_count(1), "a positive integer"),
+    "process_id": (_count(0), "a non-negative integer"),
+    "dry_run": (_of(bool), "true or false"),
+}
 
 
 def sweep_config(file: str | os.PathLike | None = None, **keys: Any) -> SweepConfig:
@@ -206,13 +264,23 @@ def sweep_config(file: str | os.PathLike | None = None, **keys: Any) -> SweepCon
     unknown = sorted(set(merged) - known)
     if unknown:
         raise ValueError(f"sweep: unknown configuration keys {unknown}; expected some of {sorted(known)}")
+    for k, v in merged.items():
+        check, expected = _KEY_TYPES.get(k, (None, ""))
+        if check is not None and not check(v):
+            raise ValueError(f"sweep: {k} must be {expected}; found {type(v).__name__} {v!r:.60}")
     missing = [k for k in ("model", "data", "out", "methods") if not merged.get(k)]
     if missing:
         raise ValueError(f"sweep: missing {missing} (flags --{' --'.join(missing)} or the config file)")
     for k in ("methods", "targets"):
         v = merged.get(k, ())
         v = [v] if isinstance(v, (str, Mapping)) else v
-        merged[k] = tuple(parse_spec(s, what=k[:-1]) for s in v)
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"sweep: {k} must be a list of 'kind:key=value' texts or tables; found "
+                             f"{type(v).__name__} {v!r:.60}")
+        try:
+            merged[k] = tuple(parse_spec(s, what=k[:-1]) for s in v)
+        except TypeError as e:
+            raise ValueError(f"sweep: {e}") from None
     names = [m.name for m in merged["methods"]]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

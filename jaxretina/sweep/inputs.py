@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -39,19 +40,57 @@ class Item(NamedTuple):
     problem: str | None            # why it cannot be used (found while listing), else None
 
 
+# Limits on what a header may promise: a stranger's folder can hold a decompression bomb (a few
+# kB that decode to gigabytes) or a scan far larger than any model input.  Above them an example
+# is recorded as failed, before any pixel or voxel is decoded.
+MAX_PIXELS = 89_478_485        # PIL's own default bomb limit (~9459²; Kaggle's DR photos are < 20 M)
+MAX_FILE_BYTES = 1 << 30       # an image file's size (it is read into memory to be hashed and decoded)
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _image_shape(path: Path, size: tuple[int, ...] | None) -> tuple[tuple[int, ...] | None, str | None]:
-    from PIL import Image, UnidentifiedImageError
+def _file_sha256(path: Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
 
+
+def _open_image(source):
+    """``PIL.Image.open`` with the bomb check ours: PIL's warning (or error, at twice its limit)
+    becomes a :class:`BadInput` with the header's size."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(source)
+        except Image.DecompressionBombError as e:
+            raise BadInput(f"too large: {e}") from None
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        im.close()
+        raise BadInput(f"too large: the header says {w}x{h} pixels ({w * h}), over the limit of {MAX_PIXELS} "
+                       "(a decompression bomb, or a scan to downsample before the sweep)")
+    return im
+
+
+def _image_shape(path: Path, size: tuple[int, ...] | None) -> tuple[tuple[int, ...] | None, str | None]:
     try:
-        with Image.open(path) as im:
+        if os.path.getsize(path) > MAX_FILE_BYTES:
+            raise BadInput(f"too large: {os.path.getsize(path)} bytes, over the limit of {MAX_FILE_BYTES}")
+        with _open_image(path) as im:
             w, h = im.size
             problem = _channel_problem(im.mode, im.getbands())
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        return None, f"unreadable image: {e}"
+    except BadInput as e:
+        return None, str(e)
+    except Exception as e:  # noqa: BLE001 - any failure of a stranger's file is recorded, not raised
+        return None, f"unreadable image: {type(e).__name__}: {e}"
     if problem:
         return None, problem
     return ((*size, 3) if size else (h, w, 3)), None
@@ -68,7 +107,7 @@ def _decode_image(data: bytes, where: str, size: tuple[int, ...] | None) -> np.n
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _open_image(io.BytesIO(data)) as im:
             problem = _channel_problem(im.mode, im.getbands())
             if problem:
                 raise BadInput(problem)
@@ -80,10 +119,14 @@ def _decode_image(data: bytes, where: str, size: tuple[int, ...] | None) -> np.n
         raise
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise BadInput(f"unreadable image {where}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a decoder's own failure: recorded, not raised
+        raise BadInput(f"unreadable image {where}: {type(e).__name__}: {e}") from None
 
 
 def _volume_shape(path: Path) -> tuple[tuple[int, ...] | None, str | None]:
     import nibabel as nib
+
+    from jaxretina.data.nifti import MAX_VOXELS
 
     try:
         shape = tuple(int(s) for s in nib.load(os.fspath(path)).shape)
@@ -93,6 +136,9 @@ def _volume_shape(path: Path) -> tuple[tuple[int, ...] | None, str | None]:
         shape = shape[:3]
     if len(shape) != 3:
         return None, f"wrong rank: expected a 3D volume; found shape {shape}"
+    if math.prod(shape) > MAX_VOXELS:
+        return None, (f"too large: the header says {shape} ({math.prod(shape)} voxels), over the limit of "
+                      f"{MAX_VOXELS}")
     return (*shape, 1), None
 
 
@@ -134,19 +180,42 @@ class Inputs:
                                                                  Image.Resampling.BILINEAR))
             return image, sha
         path = Path(self.root) / item.name
+        sha = None
         try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise BadInput(f"cannot read {item.name}: {e}") from None
-        sha = _sha256(data)
-        try:
-            array = _scaled_volume(path) if self.kind == "volumes" else _decode_image(data, item.name, self.size)
+            if not path.is_file():
+                raise BadInput(f"{item.name} is no longer a regular file")
+            if self.kind == "volumes":
+                sha = _file_sha256(path)
+                array = _scaled_volume(path)
+            else:
+                if path.stat().st_size > MAX_FILE_BYTES:
+                    raise BadInput(f"too large: {path.stat().st_size} bytes, over the limit of {MAX_FILE_BYTES}")
+                data = path.read_bytes()
+                sha = _sha256(data)
+                array = _decode_image(data, item.name, self.size)
             if item.shape is not None and array.shape != item.shape:
                 raise BadInput(f"wrong size: the header said {item.shape}, the decoded data is {array.shape}")
         except BadInput as e:
             e.sha256 = sha   # the bytes that failed, for the record
             raise
+        except Exception as e:  # noqa: BLE001 - every failure to load is recorded; the sweep goes on
+            bad = BadInput(f"cannot load {item.name}: {type(e).__name__}: {e}")
+            bad.sha256 = sha
+            raise bad from None
         return array, sha
+
+
+def _name_problem(root: Path, name: str) -> tuple[str, str | None]:
+    """``(name as stored, problem)``: a name that is not UTF-8 (kept with its bytes escaped) or
+    an entry that is not a regular file (a FIFO would block its reader) cannot be an example."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return shown, "the file name is not valid UTF-8 (rename the file)"
+    if not (root / name).is_file():
+        return name, "not a regular file (a FIFO, socket, device or broken link)"
+    return name, None
 
 
 def _listed(root: Path, suffixes: Sequence[str]) -> list[str]:
@@ -171,6 +240,13 @@ def _tfds_records(spec: str, split: str | None, data_dir: str | None):
     raise ValueError(f"sweep: unsupported TFDS dataset {name!r}; expected 'drive' or {data.TFDS_NAME!r}")
 
 
+def _item(root: Path, name: str, shape_of, args) -> Item:
+    shown, problem = _name_problem(root, name)
+    if problem:
+        return Item(shown, None, problem)
+    return Item(name, *shape_of(root / name, *args))
+
+
 def open_inputs(data: str, *, volumes: bool, size: tuple[int, ...] | None = None, split: str | None = None,
                 tfds_dir: str | None = None) -> Inputs:
     """List ``data``: a folder (searched recursively; ``*.zarr`` folders skipped) of images —
@@ -191,11 +267,9 @@ def open_inputs(data: str, *, volumes: bool, size: tuple[int, ...] | None = None
     if volumes:
         if size:
             raise ValueError("sweep: size (resizing) applies to images; volumes keep their shape")
-        names = _listed(root, VOLUME_SUFFIXES)
-        items = [Item(n, *_volume_shape(root / n)) for n in names]
+        items = [_item(root, n, _volume_shape, ()) for n in _listed(root, VOLUME_SUFFIXES)]
     else:
-        names = _listed(root, IMAGE_SUFFIXES)
-        items = [Item(n, *_image_shape(root / n, size)) for n in names]
+        items = [_item(root, n, _image_shape, (size,)) for n in _listed(root, IMAGE_SUFFIXES)]
     if not items:
         kinds = VOLUME_SUFFIXES if volumes else IMAGE_SUFFIXES
         raise FileNotFoundError(f"sweep: no {'volumes' if volumes else 'images'} ({', '.join(kinds)}) in {root}")

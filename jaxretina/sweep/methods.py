@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina import explain, preprocess, targets, taps
+from jaxretina.explain.quadrature import RULES
 from jaxretina.sweep.config import Spec
 
 __all__ = ["Computation", "build_computation", "PREPROCESSING", "METHODS", "TARGETS", "default_preprocess",
@@ -98,8 +99,39 @@ _OPTIONS = {
 _OPTIONS["gradcampp"] = _OPTIONS["gradcam"]
 
 
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _layers(v) -> bool:
+    return isinstance(v, str) or (isinstance(v, tuple) and bool(v) and all(isinstance(x, str) for x in v))
+
+
+# Each option's check and what it expects: a wrong value is an error naming the option, before
+# anything is traced (not a "cannot take input shape" from deep inside the model).
+_OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "steps": (lambda v: _positive_int(v) or v == "auto", "a positive integer or 'auto'"),
+    "rule": (lambda v: v in RULES, f"one of {list(RULES)}"),
+    "chunk": (lambda v: _positive_int(v) or v == "all", "a positive integer or 'all'"),
+    "stem": (lambda v: isinstance(v, bool), "true or false"),
+    "baseline": (lambda v: v in ("black", "zero") or _number(v), "'black', 'zero' or a number"),
+    "layers": (_layers, "'all', a layer name or names joined with '+'"),
+    "relu": (lambda v: isinstance(v, bool), "true or false"),
+    "resize": (lambda v: isinstance(v, bool), "true or false"),
+    "normalize": (lambda v: isinstance(v, bool), "true or false"),
+    "abs": (lambda v: isinstance(v, bool), "true or false"),
+    "samples": (_positive_int, "a positive integer"),
+    "sigma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+}
+
+
 def method_options(spec: Spec) -> dict[str, Any]:
-    """The spec's options over the method's defaults; unknown kinds and options are errors."""
+    """The spec's options over the method's defaults; unknown kinds and options, and values of
+    the wrong type, are errors naming the option."""
     if spec.kind not in _OPTIONS:
         raise ValueError(f"sweep: unknown method {spec.kind!r}; expected one of {list(METHODS)}")
     known = _OPTIONS[spec.kind]
@@ -108,6 +140,10 @@ def method_options(spec: Spec) -> dict[str, Any]:
     if bad:
         raise ValueError(f"sweep: method {spec.text()!r}: unknown options {bad}; {spec.kind} takes "
                          f"{sorted(known) + ['name']}")
+    for key, value in given.items():
+        check, expected = _OPTION_TYPES[key]
+        if not check(value):
+            raise ValueError(f"sweep: method {spec.text()!r}: option {key}={value!r:.60} is not {expected}")
     return {**known, **given}
 
 

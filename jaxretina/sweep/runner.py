@@ -36,10 +36,11 @@ from jaxretina.explain.memory import compiled_bytes
 from jaxretina.sweep import store as stores
 from jaxretina.sweep.config import SweepConfig, sweep_config
 from jaxretina.sweep.inputs import BadInput, Inputs, open_inputs
+from jaxretina.sweep.lease import Lease
 from jaxretina.sweep.methods import Computation, build_computation
 from jaxretina.sweep.plan import Batch, Plan, make_plan
 
-__all__ = ["run", "dry_run", "load_model"]
+__all__ = ["run", "dry_run", "load_model", "join_processes", "cluster_environment"]
 
 log = logging.getLogger("jaxretina.sweep")
 
@@ -48,29 +49,70 @@ log = logging.getLogger("jaxretina.sweep")
 
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
-    return int(value) if value not in (None, "") else None
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"sweep: environment variable {name}={value!r:.40} is not an integer") from None
+
+
+# The cluster environments ``jax.distributed.initialize()`` configures by itself (JAX's own
+# detection: jax/_src/clusters), with the variables that say how many tasks the job has.
+_SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+
+
+def cluster_environment() -> str | None:
+    """``"SLURM"`` or ``"Open MPI"`` when this process is one of several tasks of such a job
+    (JAX then finds the coordinator, the process count and this process's id itself), else
+    ``None``.  A one-task job is not a cluster run."""
+    if all(v in os.environ for v in _SLURM_VARS) and (_env_int("SLURM_NTASKS") or 1) > 1:
+        return "SLURM"
+    if "OMPI_MCA_orte_hnp_uri" in os.environ and (_env_int("OMPI_COMM_WORLD_SIZE") or 1) > 1:
+        return "Open MPI"
+    return None
+
+
+def _initialize(**kwargs) -> None:
+    if jax.distributed.is_initialized():
+        return
+    # CPU collectives (the final barrier and gather) go through gloo; GPUs/TPUs ignore this.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(**kwargs)
+    except RuntimeError as e:
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise RuntimeError(f"sweep: jax.distributed.initialize({args}) failed — it must run before anything uses "
+                           f"JAX: {e}") from None
 
 
 def join_processes(cfg: SweepConfig) -> tuple[int, int]:
-    """``(process id, process count)``; calls ``jax.distributed.initialize`` when the config or
-    the environment (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``; on
-    SLURM / Open MPI / Kubernetes JAX finds the counts itself) names a coordinator."""
+    """``(process id, process count)``, joining the other processes of the sweep first:
+
+    * with a coordinator address (``--coordinator`` or ``JAX_COORDINATOR_ADDRESS``, plus the
+      count and id from the config or ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``):
+      ``jax.distributed.initialize(address, count, id)``;
+    * else inside a SLURM or Open MPI job of several tasks (:func:`cluster_environment`):
+      ``jax.distributed.initialize()`` with no arguments — JAX reads the job's variables
+      (``JAX_COORDINATOR_PORT`` overrides the port it derives from the job id);
+    * else one process alone.  Two unjoined runs on one store are caught by its lease
+      (:mod:`jaxretina.sweep.lease`).
+    """
     address = cfg.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
     count = cfg.num_processes if cfg.num_processes is not None else _env_int("JAX_NUM_PROCESSES")
     pid = cfg.process_id if cfg.process_id is not None else _env_int("JAX_PROCESS_ID")
+    if address is None and count is None and pid is None:
+        cluster = cluster_environment()
+        if cluster is not None:
+            log.info("%s job of several tasks: jax.distributed.initialize() finds the processes", cluster)
+            _initialize()
+        return jax.process_index(), jax.process_count()
     if address is None and (count or 1) == 1:
         return jax.process_index(), jax.process_count()
     if address is None:
         raise ValueError("sweep: several processes need a coordinator address (--coordinator HOST:PORT or "
                          "JAX_COORDINATOR_ADDRESS)")
-    if not jax.distributed.is_initialized():
-        # CPU collectives (the final barrier and gather) go through gloo; GPUs/TPUs ignore this.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        try:
-            jax.distributed.initialize(address, num_processes=count, process_id=pid)
-        except RuntimeError as e:
-            raise RuntimeError(f"sweep: jax.distributed.initialize({address!r}, num_processes={count}, "
-                               f"process_id={pid}) failed — it must run before anything uses JAX: {e}") from None
+    _initialize(coordinator_address=address, num_processes=count, process_id=pid)
     return jax.process_index(), jax.process_count()
 
 
@@ -98,6 +140,7 @@ def load_model(cfg: SweepConfig) -> tuple[Any, Any, dict]:
 
     name = loading._check_name(cfg.model)
     opts = dict(cfg.model_options)
+    loading.check_model_options(name, opts, "sweep: model_options")
     if name == "unet3d":
         opts.setdefault("deep_supervision", False)  # one output map to explain
     if cfg.weights:
@@ -289,15 +332,33 @@ def _json(obj):
 
 # -- run ---------------------------------------------------------------------------------------
 
-def _prepare_store(runner: Runner) -> None:
-    """Process 0 creates the store, or checks that the existing one is this sweep's."""
+def _prepare_store(runner: Runner) -> Lease:
+    """Process 0 takes the store's lease, then creates the store or checks that the existing one
+    is this sweep's (same configuration, dataset and weights).  Returns the lease."""
     path = runner.cfg.out
-    meta = stores.read_meta(path)
-    if meta is None:
-        # a Zarr group without our attribute is a creation that was interrupted: start it again
-        interrupted = os.path.exists(os.path.join(path, "zarr.json"))
-        if os.path.exists(path) and os.listdir(path) and not interrupted:
-            raise FileExistsError(f"sweep: {path} exists and is not a jaxretina sweep store; choose another --out")
+    state, _ = stores.store_state(path)
+    if state == "file":
+        raise FileExistsError(f"sweep: --out {path} is a file; expected a new folder or an existing sweep store")
+    if state == "foreign":
+        raise FileExistsError(f"sweep: --out {path} exists and was not created by jaxretina (not an empty folder, "
+                              "not a jaxretina sweep store); it was left untouched: choose another --out")
+    lease = Lease(path)
+    lease.acquire()
+    try:
+        _check_or_create(runner, path)
+    except BaseException:
+        lease.release()
+        raise
+    return lease
+
+
+def _check_or_create(runner: Runner, path: str) -> None:
+    state, meta = stores.store_state(path)   # again, now that this run holds the lease
+    if state == "creating":
+        stores.clear_interrupted(path)
+        log.info("%s: redoing an interrupted store creation", path)
+        state = "absent"
+    if state == "absent":
         stores.create_store(path, meta=runner.meta(), names=[it.name for it in runner.inputs.items],
                             maps=runner.map_specs(), scalar_names=runner.scalar_names(), dtype=runner.cfg.dtype)
         writer = stores.StoreWriter(path)
@@ -305,12 +366,19 @@ def _prepare_store(runner: Runner) -> None:
             writer.failed(i, {"reason": reason, "shape": runner.inputs.items[i].shape})
         log.info("created %s: %d examples, %d listed as failed", path, len(runner.inputs), len(runner.plan.problems))
         return
+    if state != "sweep":
+        raise FileExistsError(f"sweep: --out {path} changed while this run started ({state}); left untouched")
     want, have = runner.cfg.identity(), meta.get("config", {})
     differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
     if differ:
         raise ValueError(f"sweep: {path} holds a sweep with another configuration (differs in {differ}: "
                          + "; ".join(f"{k}: store {have.get(k)!r}, now {want.get(k)!r}" for k in differ)
                          + "); use another --out to start a new sweep")
+    then, now = (meta.get("weights") or {}).get("sha256"), runner.weights.get("sha256")
+    if then != now:
+        raise ValueError(f"sweep: the weights {runner.weights.get('source')} changed since {path} was created "
+                         f"(SHA-256 {str(then)[:16]}… then, {str(now)[:16]}… now); resuming would mix two models: "
+                         "use another --out")
     names = stores.SweepStore(path).names
     listed = [it.name for it in runner.inputs.items]
     if names != listed:
@@ -354,8 +422,16 @@ def run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
     """
     cfg = config if isinstance(config, SweepConfig) else sweep_config(**keys)
     runner = Runner(cfg)
-    if runner.pid == 0:
-        _prepare_store(runner)
+    lease = _prepare_store(runner) if runner.pid == 0 else None
+    try:
+        return _run(runner, lease)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _run(runner: Runner, lease: Lease | None) -> dict:
+    cfg = runner.cfg
     _barrier("jaxretina-sweep-store", runner.processes)
     writer = stores.StoreWriter(cfg.out)
     status = writer.status()
@@ -368,7 +444,7 @@ def run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
     for shape in sorted({b.shape for b in todo}):
         runner.program(shape)   # compile up front: no batch's time includes a compile
     t_start = time.perf_counter()
-    done = _loop(runner, writer, todo, status, n_todo)
+    done = _loop(runner, writer, todo, status, n_todo, lease)
     wall = time.perf_counter() - t_start
     stats = _gather(np.asarray([done, wall, runner.compile_seconds, len(runner._compiled)], np.float64),
                     runner.processes)
@@ -386,7 +462,8 @@ def run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
     return summary
 
 
-def _loop(runner: Runner, writer: stores.StoreWriter, todo: list[Batch], status: np.ndarray, total: int) -> int:
+def _loop(runner: Runner, writer: stores.StoreWriter, todo: list[Batch], status: np.ndarray, total: int,
+          lease: Lease | None) -> int:
     bar = _progress(total, runner)
     done = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sweep-load") as loader, \
@@ -396,6 +473,8 @@ def _loop(runner: Runner, writer: stores.StoreWriter, todo: list[Batch], status:
         writes: deque = deque()
         last = time.perf_counter()
         for k, batch in enumerate(todo):
+            if lease is not None:
+                lease.renew()
             raw, index, loaded = loads.popleft().result()
             if k + 2 < len(todo):
                 loads.append(loader.submit(runner.load_batch, todo[k + 2]))

@@ -32,14 +32,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["SweepStore", "open_store", "PENDING", "DONE", "FAILED", "shape_key"]
+__all__ = ["SweepStore", "open_store", "store_state", "PENDING", "DONE", "FAILED", "shape_key"]
 
 PENDING, DONE, FAILED = 0, 1, 2
 ATTR = "jaxretina"
+CREATING = "jaxretina_creating"   # the root's attribute while jaxretina creates the store
+LEASE_GROUP = "lease"             # see jaxretina.sweep.lease
 
 
 def shape_key(shape: Sequence[int]) -> str:
@@ -52,13 +55,59 @@ def _zarr():
     return zarr
 
 
+def store_state(path: str) -> tuple[str, dict | None]:
+    """What is at ``path``, read without changing anything: ``("absent", None)`` (nothing, an
+    empty folder, or only a lease), ``("sweep", meta)`` (a jaxretina store), ``("creating",
+    None)`` (a creation of ours that was interrupted: safe to redo), ``("file", None)`` or
+    ``("foreign", None)`` (anything else — another Zarr group, a folder of other files)."""
+    if not os.path.lexists(path):
+        return "absent", None
+    if not os.path.isdir(path) or os.path.islink(path):
+        return "file", None
+    entries = set(os.listdir(path))
+    if entries <= {LEASE_GROUP}:
+        return "absent", None
+    try:
+        with open(os.path.join(path, "zarr.json"), "rb") as fh:
+            doc = json.loads(fh.read(1 << 26))
+        attrs = doc.get("attributes") or {}
+        if doc.get("node_type") != "group" or not isinstance(attrs, dict):
+            return "foreign", None
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return "foreign", None
+    if isinstance(attrs.get(ATTR), dict):
+        return "sweep", attrs[ATTR]
+    if CREATING in attrs:
+        return "creating", None
+    return "foreign", None
+
+
+def clear_interrupted(path: str) -> None:
+    """Remove an interrupted creation's arrays (only for ``store_state(path)[0] == "creating"``;
+    the lease stays)."""
+    import shutil
+
+    if store_state(path)[0] != "creating":
+        raise ValueError(f"{path}: not an interrupted jaxretina store creation; nothing removed")
+    for entry in os.listdir(path):
+        if entry == LEASE_GROUP:
+            continue
+        full = os.path.join(path, entry)
+        shutil.rmtree(full) if os.path.isdir(full) and not os.path.islink(full) else os.remove(full)
+
+
 def create_store(path: str, *, meta: dict, names: Sequence[str], maps: dict[str, dict], scalar_names: Sequence[str],
                  dtype: str) -> None:
-    """Create the store's arrays (all chunks unwritten).  ``maps``: name -> {"shape": the
-    largest map shape, "shapes": {input shape key: map shape}}."""
+    """Create the store's arrays (all chunks unwritten) in an absent or empty folder.  ``maps``:
+    name -> {"shape": the largest map shape, "shapes": {input shape key: map shape}}.
+
+    The group is created marked as a creation in progress (attribute ``jaxretina_creating``),
+    so that an interrupted creation is told apart from someone else's Zarr group; the marker
+    is replaced by the metadata last."""
     zarr = _zarr()
     n = len(names)
-    root = zarr.open_group(path, mode="w", zarr_format=3)
+    root = zarr.create_group(path, zarr_format=3, overwrite=False,
+                             attributes={CREATING: {"pid": os.getpid(), "host": socket.gethostname()}})
     listing = root.create_array("names", shape=(n,), chunks=(max(1, min(n, 4096)),), dtype=str)
     listing[:] = np.asarray(names, dtype=object)
     root.create_array("status", shape=(n,), chunks=(1,), dtype="uint8", fill_value=PENDING)
@@ -70,7 +119,7 @@ def create_store(path: str, *, meta: dict, names: Sequence[str], maps: dict[str,
         arr = root.create_array(f"maps/{name}", shape=(n, *spec["shape"]), chunks=(1, *spec["shape"]), dtype=dtype,
                                 fill_value=0)
         arr.attrs["shapes"] = spec["shapes"]
-    root.attrs[ATTR] = meta   # last: a store without it was never finished being created
+    root.attrs.put({ATTR: meta})   # last, replacing the marker: a finished creation
 
 
 def remove_partials(path: str) -> int:
@@ -189,11 +238,9 @@ def open_store(path: str | os.PathLike) -> SweepStore:
 
 
 def read_meta(path: str) -> dict[str, Any] | None:
-    """The recorded attributes of an existing store, or ``None`` when there is none."""
-    if not os.path.exists(os.path.join(path, "zarr.json")):
-        return None
-    root = _zarr().open_group(path, mode="r")
-    return dict(root.attrs[ATTR]) if ATTR in root.attrs else None
+    """The recorded attributes of an existing jaxretina store, or ``None`` when there is none."""
+    state, meta = store_state(path)
+    return dict(meta) if state == "sweep" else None
 
 
 def write_summary(path: str, summary: dict) -> None:
