@@ -145,3 +145,46 @@ def test_killed_midway_and_resumed_gives_the_uninterrupted_store(dataset, refere
     assert "done" in again.stdout
     assert not list(out.rglob("*.partial"))
     assert_same_store(reference, str(out), exact=True)
+
+
+def test_two_tasks_of_a_simulated_slurm_job_join_by_themselves(dataset, reference, tmp_path):
+    # No --coordinator: the sweep sees a SLURM job of two tasks and calls
+    # jax.distributed.initialize() with no arguments; JAX reads the job's variables.
+    out = str(tmp_path / "slurm.zarr")
+    port = _free_port()
+    procs = []
+    for k in range(2):
+        env = dict(_env(), SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
+                   SLURM_PROCID=str(k), SLURM_LOCALID=str(k), JAX_COORDINATOR_PORT=str(port))
+        procs.append(subprocess.Popen(_command(dataset, out), env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    store = sweep.open_store(out)
+    assert store.meta["summary"]["this_run"]["processes"] == 2
+    by = {store.info(i)["process"] for i in range(len(store)) if store.status()[i] == sweep.DONE}
+    assert by == {0, 1}
+    assert_same_store(reference, out, exact=False)
+
+
+def test_a_second_unjoined_sweep_on_the_same_store_is_stopped(dataset, tmp_path):
+    out = tmp_path / "shared.zarr"
+    slow = ["--method", "smoothgrad:samples=128,chunk=32"]   # keeps the first busy while the second starts
+    first = subprocess.Popen(_command(dataset, str(out), *slow), env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    lease = out / "lease" / "zarr.json"
+    deadline = time.time() + 300
+    while not lease.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert lease.exists(), "the first sweep never took the store's lease"
+    second = subprocess.run(_command(dataset, str(out), *slow), env=_env(), cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    still_running = first.poll() is None
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    assert still_running, "the first sweep ended before the second started; nothing was tested"
+    assert second.returncode == 2
+    assert "another sweep is writing" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    assert sweep.open_store(str(out)).status_counts() == {"done": 10, "failed": 2, "pending": 0}
+    assert not lease.exists()

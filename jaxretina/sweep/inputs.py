@@ -4,8 +4,12 @@
 order) and reads each one's shape cheaply (image and NIfTI headers), so that the plan can group
 equal shapes before any pixel is decoded.  :meth:`Inputs.load` decodes one example, checks it
 and returns it with the SHA-256 of its bytes; a bad example raises :class:`BadInput` with a
-reason (unreadable, truncated, wrong channels, wrong rank, NaN or inf), which the sweep records
-and skips.
+reason (unreadable, truncated, wrong channels, wrong rank, NaN or inf; any other failure to load
+too), which the sweep records and skips.  Before any pixel or voxel is decoded, headers that
+promise more than :data:`MAX_PIXELS` pixels (decompression bombs) or
+:data:`jaxretina.data.nifti.MAX_VOXELS` voxels, image files over :data:`MAX_FILE_BYTES`, entries
+that are not regular files (a FIFO would block the reader) and names that are not UTF-8 are
+recorded as failed the same way.
 
 Images come as uint8 (H, W, 3) RGB, resized to ``size`` (PIL bilinear, antialiased) when given;
 RGBA loses its alpha channel, palette images are expanded; one- or two-channel images are
@@ -75,7 +79,7 @@ def _open_image(source):
     w, h = im.size
     if w * h > MAX_PIXELS:
         im.close()
-        raise BadInput(f"too large: the header says {w}x{h} pixels ({w * h}), over the limit of {MAX_PIXELS} "
+        raise BadInput(f"too large: the header says {w}x{h} = {w * h} pixels, over the limit of {MAX_PIXELS} "
                        "(a decompression bomb, or a scan to downsample before the sweep)")
     return im
 
