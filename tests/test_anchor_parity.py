@@ -150,6 +150,23 @@ def test_grad_cam_per_layer_matches_pytorch_grad_cam_densenet(dense):
         np.testing.assert_allclose(ours[name], want, atol=1e-5, err_msg=name)
 
 
+def test_grad_cam_plus_plus_per_layer_matches_pytorch_grad_cam_densenet(dense):
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, variables, ref, x, target = dense
+    ref = ref.double()
+    modules = dict(ref.named_modules())
+    with jax.enable_x64(True):
+        ours = explain.grad_cam_plus_plus(model, *_f64(variables, x), target, layers=list(DENSE_LAYERS), relu=True,
+                                          resize=True, normalize=True, eps=explain.PYTORCH_GRAD_CAM_EPS)
+    for name, path in DENSE_LAYERS.items():
+        with pgc.GradCAMPlusPlus(model=ref, target_layers=[modules[path]]) as cam:
+            want = cam(input_tensor=_nchw(x, torch.float64), targets=[ClassifierOutputTarget(CLASS)])[0]
+        # pytorch-grad-cam's convention (ε = 1e-6 in the denominator); the same float32 output
+        # and OpenCV resize bound the difference as for Grad-CAM
+        np.testing.assert_allclose(np.asarray(ours[name]), want, atol=1e-5, err_msg=name)
+
+
 def test_grad_cam_every_layer_matches_pytorch_grad_cam_driu(driu):
     model, variables, ref, x, target = driu
     ref = ref.double()

@@ -40,12 +40,33 @@ def test_tiny_net_against_hand_computed_map():
     np.testing.assert_allclose(cams["feat"], expected, rtol=1e-5, atol=1e-6)
     relu = explain.grad_cam(model, variables, x, target, layers="feat")
     np.testing.assert_allclose(relu["feat"], np.maximum(expected, 0), rtol=1e-5, atol=1e-6)
-    # Grad-CAM++ closed form on the same net.
-    g2, g3 = g**2, g**3
-    aij = np.where(g != 0, g2 / (2 * g2 + a.sum(axis=(0, 1)) * g3 + 1e-7), 0)
-    w = (aij * np.maximum(g, 0)).sum(axis=(0, 1))
-    pp = explain.grad_cam_plus_plus(model, variables, x, target, layers=["feat"], relu=False)
-    np.testing.assert_allclose(pp["feat"], (a * w).sum(-1), rtol=1e-4, atol=1e-6)
+    # Grad-CAM++ closed form on the same net: the published formula (default) and
+    # pytorch-grad-cam's, whose denominator adds 1e-6.
+    for eps in (0.0, explain.PYTORCH_GRAD_CAM_EPS):
+        g2, g3 = g**2, g**3
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 where G = 0: masked
+            aij = np.where(g != 0, g2 / (2 * g2 + a.sum(axis=(0, 1)) * g3 + eps), 0)
+        w = (aij * np.maximum(g, 0)).sum(axis=(0, 1))
+        pp = explain.grad_cam_plus_plus(model, variables, x, target, layers=["feat"], relu=False, eps=eps)
+        np.testing.assert_allclose(pp["feat"], (a * w).sum(-1), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-5, 1e-8])
+def test_grad_cam_plus_plus_keeps_its_formula_for_small_gradients(scale):
+    # Gradients of ~1e-5 (DenseNet121's shallow layers) make G² ~ 1e-10: an ε of 1e-7 in the
+    # denominator would swamp it.  The default is the formula itself (float64 NumPy, 1e-6).
+    model, variables, x = _tiny()
+    target = targets.segmentation_sum(probability=False)
+    small = lambda out: scale * target(out)  # noqa: E731
+    a = np.maximum(np.einsum("hwc,ck->hwk", np.asarray(x, np.float64), W1[0, 0].astype(np.float64)), 0)
+    g = scale * 2 * V.astype(np.float64) * a
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 where G = 0: masked
+        aij = np.where(g != 0, g**2 / (2 * g**2 + a.sum(axis=(0, 1)) * g**3), 0)
+    want = (a * (aij * np.maximum(g, 0)).sum(axis=(0, 1))).sum(-1)
+    got = explain.grad_cam_plus_plus(model, variables, x, small, layers=["feat"], relu=False)["feat"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    swamped = explain.grad_cam_plus_plus(model, variables, x, small, layers=["feat"], relu=False, eps=1e-7)["feat"]
+    assert np.abs(np.asarray(swamped) - want).max() > 0.5 * np.abs(want).max()  # what the old ε did
 
 
 def test_normalize_ranges():

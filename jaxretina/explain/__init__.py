@@ -21,7 +21,7 @@
 """
 
 from jaxretina.explain._core import model_fn
-from jaxretina.explain.cam import grad_cam, grad_cam_plus_plus, layer_gradients
+from jaxretina.explain.cam import PYTORCH_GRAD_CAM_EPS, grad_cam, grad_cam_plus_plus, layer_gradients
 from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
 from jaxretina.explain.gradients import (
     Attribution, gradient_x_input, integrated_gradients, saliency, smoothgrad,
@@ -71,6 +71,7 @@ __all__ = [
     "layerwise_guided_backprop",
     "grad_cam",
     "grad_cam_plus_plus",
+    "PYTORCH_GRAD_CAM_EPS",
     "gradient_x_input",
     "guided_backprop",
     "guided_relu",

@@ -10,7 +10,8 @@ defaults in brackets):
   image for images, 0 for volumes; ``zero``; or a number in model-input units].  Map: the
   attribution (input's shape); scalar ``<name>.delta`` (completeness error).
 * ``gradcam`` / ``gradcampp`` — :func:`~jaxretina.explain.grad_cam` (++): ``layers`` [all],
-  ``relu`` [true], ``resize`` [true], ``normalize`` [false].  Maps ``<name>/<layer>``.
+  ``relu`` [true], ``resize`` [true], ``normalize`` [false]; ``gradcampp`` also ``eps`` [0: the
+  published formula; 1e-6 is pytorch-grad-cam's].  Maps ``<name>/<layer>``.
 * ``guided_backprop``, ``deconvnet``, ``gradient_x_input``, ``saliency`` (``abs`` [true]) and
   ``smoothgrad`` (of the saliency: ``samples`` [16], ``sigma`` [0.15: the noise's standard
   deviation as a fraction of the input's value range — 0..255 pixels or [0, 1] voxels — after
@@ -96,7 +97,7 @@ _OPTIONS = {
     "saliency": {"abs": True},
     "smoothgrad": {"samples": 16, "sigma": 0.15, "chunk": 8},
 }
-_OPTIONS["gradcampp"] = _OPTIONS["gradcam"]
+_OPTIONS["gradcampp"] = {**_OPTIONS["gradcam"], "eps": 0.0}
 
 
 def _positive_int(v) -> bool:
@@ -126,6 +127,7 @@ _OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "abs": (lambda v: isinstance(v, bool), "true or false"),
     "samples": (_positive_int, "a positive integer"),
     "sigma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "eps": (lambda v: _number(v) and v >= 0, "a non-negative number"),
 }
 
 
@@ -205,7 +207,8 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
         maps[name] = ig.values
         scalars[f"{name}.delta"] = ig.delta
     elif kind in ("gradcam", "gradcampp"):
-        cam = explain.grad_cam if kind == "gradcam" else explain.grad_cam_plus_plus
+        cam = explain.grad_cam if kind == "gradcam" else functools.partial(explain.grad_cam_plus_plus,
+                                                                             eps=o["eps"])
         layers = o["layers"]
         layers = list(layers) if isinstance(layers, tuple) else layers
         for layer, m in cam(ex.model, variables, x, target, layers=layers, relu=o["relu"], resize=o["resize"],
