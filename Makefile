@@ -16,8 +16,11 @@ $(VENV)/.stamp-core: pyproject.toml | $(PY)
 	$(PIP) -e .
 	touch $@
 
+# deepdraw's own DRIU classes are a parity anchor; its other dependencies are not needed for them
+# (and would pull a second PyTorch), hence --no-deps.
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
 	$(PIP) -e '.[test]'
+	$(PIP) --no-deps deepdraw==1.5.0
 	touch $@ $(VENV)/.stamp-core
 
 demo: $(VENV)/.stamp-core

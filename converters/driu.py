@@ -13,7 +13,8 @@ rule) and recorded in the report.
 deepdraw (``{"model": state_dict}``, :func:`from_deepdraw`): keys
 ``backbone.features.{i}`` (torchvision VGG16 indices), ``head.conv1_2_16``,
 ``head.upsample{f}.conv`` / ``.upconv``, ``head.concatfuse.conv``, and optional
-``normalizer.mean`` / ``normalizer.std`` buffers, which become the ``normalization`` option.
+``normalizer.mean`` / ``normalizer.std`` buffers, which become the ``normalization`` option
+(a file without them has no normalisation; the report's notes say which).
 The port's other differences are :data:`jaxretina.models.driu.DEEPDRAW_OPTIONS`.
 """
 
@@ -132,14 +133,24 @@ def from_deepdraw(state: Mapping[str, np.ndarray], source: str, **model_kwargs: 
     variant = model_kwargs.pop("variant", "optic_disc" if 16 in heads else "vessel")
     config: dict[str, Any] = {"variant": variant, **DEEPDRAW_OPTIONS}
     ignored = []
+    # Follow the file: deepdraw's driu(pretrained_backbone=True) holds a normaliser module
+    # (ImageNet mean/std buffers); driu(pretrained_backbone=False) has none and takes its input
+    # as it is.  Assuming ImageNet normalisation for the latter changed outputs by 1.6-2.7x.
     if "normalizer.mean" in state and "normalizer.std" in state:
         mean = np.asarray(state["normalizer.mean"], np.float64).reshape(-1)
         std = np.asarray(state["normalizer.std"], np.float64).reshape(-1)
         config["normalization"] = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
         ignored += ["normalizer.mean", "normalizer.std"]
+        how = "from the file's normalizer.mean / normalizer.std: (x - mean) / std inside the model"
+    else:
+        config["normalization"] = None
+        how = "none: the file has no normalizer.* keys (deepdraw's driu(pretrained_backbone=False))"
+    if "normalization" in model_kwargs:
+        how = "given by the caller (normalization=...)"
     config.update(model_kwargs)
     model = DRIU(**config)
-    report = Report(source_format="deepdraw DRIU state dict", ignored=ignored, config=dict(config))
+    report = Report(source_format="deepdraw DRIU state dict", ignored=ignored, config=dict(config),
+                    notes={"normalization": how})
     entries: dict[str, Entry] = {}
     hints: dict[str, str] = {}
 

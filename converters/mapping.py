@@ -41,10 +41,12 @@ class Report:
     ignored: list[str] = field(default_factory=list)          # source keys deliberately skipped
     unexpected: list[str] = field(default_factory=list)       # source keys nobody claimed
     config: dict[str, Any] = field(default_factory=dict)      # model options read from the file
+    notes: dict[str, str] = field(default_factory=dict)       # how the file's conventions were read
 
     def summary(self) -> dict[str, Any]:
         return {
             "source_format": self.source_format,
+            "notes": dict(self.notes),
             "mapped": len(self.mapped),
             "ignored": sorted(self.ignored),
             "unexpected": sorted(self.unexpected),

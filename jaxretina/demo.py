@@ -88,7 +88,8 @@ def run_demo(
     model, variables, weights_note = _model_and_variables(weights, variant)
     # Caffe DRIU takes BGR minus the Caffe mean; a model that normalises inside (the deepdraw
     # port) takes RGB in [0, 1].
-    prepare = preprocess.driu_caffe_input if model.normalization is None else (lambda im: jnp.asarray(im, jnp.float32) / 255.0)
+    prepare = preprocess.driu_caffe_input if model.input_kind() == "driu_caffe" else (
+        lambda im: jnp.asarray(im, jnp.float32) / 255.0)
     x = prepare(rgb)
     short_note = "trained weights" if weights else "untrained: deterministic init"
     target = targets.segmentation_sum()  # Σ vessel probability, seed 000's target

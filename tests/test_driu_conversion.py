@@ -153,3 +153,41 @@ def test_caffe_deconvolution_geometry_is_checked(tmp_path, vessel_weights):
     layer.convolution_param.stride[:] = [2]
     with pytest.raises(ValueError, match=r"upsample4_: kernel \(8, 8\) stride \(2, 2\) in the file"):
         from_caffe(read_caffemodel(net.SerializeToString()), "test")
+
+
+@pytest.mark.parametrize("normalizer", [False, True], ids=["plain", "normalizer"])
+@pytest.mark.parametrize("variant", ["vessel", "optic_disc"])
+def test_deepdraw_own_models_match_what_their_files_say(tmp_path, variant, normalizer):
+    """deepdraw 1.5.0's own DRIU classes (installed with --no-deps; they import without the
+    rest of deepdraw's dependencies) with random weights, saved as plain state dicts: with or
+    without the normaliser module that driu(pretrained_backbone=True) adds.  No normaliser
+    keys means no normalisation inside the model (it was assumed before: outputs 1.6-2.7x off)."""
+    from collections import OrderedDict
+
+    deepdraw = pytest.importorskip("deepdraw.models.driu")
+    from deepdraw.models.driu_od import driu_od
+    from deepdraw.models.normalizer import TorchVisionNormalizer
+
+    torch.manual_seed(11)
+    net = (deepdraw.driu if variant == "vessel" else driu_od)(pretrained_backbone=False)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * (2.0 / p[0].numel()) ** 0.5 if p.ndim > 1 else torch.randn_like(p) * 0.1)
+    if normalizer:
+        net = torch.nn.Sequential(OrderedDict([("normalizer", TorchVisionNormalizer()), *net.named_children()]))
+    net = net.double().eval()
+    path = tmp_path / "driu.pth"
+    torch.save(net.state_dict(), path)
+    model, variables, report = jaxretina.loading.load_with_report("driu", path)
+    assert model.variant == variant and (model.normalization is not None) == normalizer
+    assert report.notes["normalization"].startswith("from the file" if normalizer else "none")
+    x = np.random.default_rng(8).uniform(0, 1, (1, 3, 47, 58))   # RGB in [0, 1], odd sizes
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    with jax.enable_x64(True), jax.default_matmul_precision("highest"):
+        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        got = np.asarray(jax.jit(model.apply)(v64, jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
+    # float64 on both sides: 1e-9 of the largest logit
+    np.testing.assert_allclose(got, want, atol=1e-9 * np.abs(want).max())
+    record = jaxretina.loading.model_config(model)
+    assert record["normalization"] == model.normalization

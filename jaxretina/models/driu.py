@@ -218,6 +218,13 @@ class DRIU(nn.Module):
             out[name] = range(i * self.side_channels, (i + 1) * self.side_channels)
         return out
 
+    def input_kind(self) -> str:
+        """What the model's input is: ``"driu_caffe"`` (the Caffe model: BGR minus the Caffe
+        mean, :func:`jaxretina.preprocess.driu_caffe_input`) or ``"unit"`` (the deepdraw port,
+        recognised by its centre crops or its normaliser: RGB in [0, 1], normalised inside the
+        model when the file had a normaliser)."""
+        return "unit" if self.normalization is not None or self.crop_offsets == "center" else "driu_caffe"
+
     def layer_names(self) -> tuple[str, ...]:
         """Explainable layers in execution order (same for every input size)."""
         cfg = self._config()

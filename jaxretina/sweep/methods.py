@@ -66,7 +66,7 @@ def default_preprocess(model_name: str, model: Any) -> str:
     if model_name == "unet3d":
         return "none"
     if model_name == "driu":
-        return "driu_caffe" if model.normalization is None else "unit"
+        return model.input_kind()
     return "imagenet" if model.normalization is None else "pixels"
 
 
