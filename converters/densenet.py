@@ -8,7 +8,8 @@ Key schemes (after :func:`converters.torch.unwrap` removed wrappers and ``module
   → ``group1 + group2`` (``norm.1.weight`` → ``norm1.weight``);
 * MONAI ``DenseNet121``: ``…denselayerL.layers.norm1.weight`` and ``class_layers.out.*``.
 
-``num_classes`` is read from the classifier weight unless given.
+``num_classes`` is read from the classifier weight and ``in_channels`` from ``conv0``'s unless
+given.
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs
     state, scheme = normalize_keys(state)
     if "num_classes" not in model_kwargs and "classifier.weight" in state:
         model_kwargs["num_classes"] = int(np.shape(state["classifier.weight"])[0])
+    conv0 = np.shape(state.get("features.conv0.weight", ()))
+    if "in_channels" not in model_kwargs and len(conv0) == 4:
+        model_kwargs["in_channels"] = int(conv0[1])   # MONAI's DenseNet121(in_channels=1), ...
     model = DenseNet121(**model_kwargs)
-    report = Report(source_format=f"PyTorch DenseNet state dict, {scheme} keys",
-                    config={"num_classes": model.num_classes, **{k: v for k, v in model_kwargs.items() if k != "num_classes"}})
+    report = Report(source_format=f"PyTorch DenseNet state dict, {scheme} keys", config=dict(model_kwargs))
     return model, torch_variables(model, state, report, source), report
 
 

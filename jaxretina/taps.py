@@ -49,6 +49,8 @@ __all__ = [
     "layer_names",
     "activations",
     "select_layers",
+    "resolve_layers",
+    "layer_aliases",
 ]
 
 _TAPS = "taps"  # the name models give their TapPoints submodule
@@ -220,6 +222,25 @@ def layer_shapes(
 def layer_names(model: nn.Module, input_shape: Sequence[int], **apply_kwargs: Any) -> tuple[str, ...]:
     """The explainable layer names of ``model`` for ``input_shape``, in execution order."""
     return tuple(layer_shapes(model, None, input_shape, **apply_kwargs))
+
+
+def layer_aliases(model: Any) -> dict[str, str]:
+    """``{other name: layer name}`` a model declares (``model.layer_aliases()``, e.g. the
+    PyTorch module paths of the network it reimplements), else ``{}``."""
+    method = getattr(model, "layer_aliases", None)
+    return dict(method()) if callable(method) else {}
+
+
+def resolve_layers(available: Sequence[str], layers: str | Sequence[str],
+                   aliases: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """``((name asked for, layer name), ...)``: :func:`select_layers` that also accepts the
+    model's aliases (:func:`layer_aliases`), so results can be keyed by the name asked for."""
+    aliases = aliases or {}
+    if isinstance(layers, str):
+        layers = tuple(available) if layers == "all" else (layers,)
+    asked = tuple(layers)
+    chosen = select_layers(available, tuple(aliases.get(n, n) if n not in available else n for n in asked))
+    return tuple(zip(asked, chosen))
 
 
 def select_layers(available: Sequence[str], layers: str | Sequence[str]) -> tuple[str, ...]:

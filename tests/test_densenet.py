@@ -178,3 +178,36 @@ def test_variables_do_not_alias_the_callers_arrays():
         ref.classifier.bias.add_(1.0)
     np.testing.assert_array_equal(np.asarray(variables["batch_stats"]["features"]["norm0"]["mean"]), before)
     np.testing.assert_array_equal(np.asarray(variables["params"]["classifier"]["bias"]), bias_before)
+
+
+def test_monai_grayscale_densenet_and_its_layer_names_match_monai_grad_cam(tmp_path):
+    """What MONAI's own Grad-CAM tests do: DenseNet121(spatial_dims=2, in_channels=1, …) with
+    target_layers="class_layers.relu" (after norm5's ReLU).  Same weights (random BatchNorm
+    statistics), float64 both sides; MONAI's map before its flipping normaliser."""
+    monai_nets = pytest.importorskip("monai.networks.nets")
+    from monai.visualize import GradCAM
+
+    ref = monai_nets.DenseNet(spatial_dims=2, in_channels=1, out_channels=3, init_features=SMALL["num_init_features"],
+                              growth_rate=SMALL["growth_rate"], block_config=SMALL["block_config"],
+                              bn_size=SMALL["bn_size"])
+    ref = randomize(ref, seed=7).double().eval()
+    path = _save(tmp_path, "monai_gray.pth", ref.state_dict())
+    model, variables = jaxretina.load("densenet121", path, **{k: v for k, v in SMALL.items()})
+    assert model.in_channels == 1 and model.num_classes == 3
+    x = torch.randn(1, 1, 47, 53, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    with torch.no_grad():
+        want_logits = ref(x).numpy()
+    layers = ["class_layers.relu", "features.transition1.pool", "features.denseblock2.denselayer3.layers.conv2"]
+    with jax.enable_x64(True), jax.default_matmul_precision("highest"):
+        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        xj = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+        np.testing.assert_allclose(np.asarray(jax.jit(model.apply)(v64, xj)), want_logits,
+                                   atol=1e-10 * np.abs(want_logits).max())   # float64: 1e-10
+        ours = explain.grad_cam(model, v64, xj[0], targets.class_logit(2), layers=layers)
+        ours = {k: np.asarray(v) for k, v in ours.items()}
+    assert list(ours) == layers                            # keyed by the names asked for
+    for layer in layers:
+        cam = GradCAM(nn_module=ref, target_layers=layer, postprocessing=lambda m: m)
+        want = cam(x, class_idx=2)[0, 0].detach().numpy()
+        # MONAI: ReLU(Σ_k mean(G_k) A_k), bilinear upsampling (align_corners=False); float64
+        np.testing.assert_allclose(ours[layer], want, atol=1e-9 * np.abs(want).max(), err_msg=layer)

@@ -140,6 +140,8 @@ class DenseNet(nn.Module):
 
     Attributes:
       num_classes: outputs of ``classifier`` (1000 for ImageNet, 5 for DR grades).
+      in_channels: input channels (3 for RGB; MONAI's ``DenseNet121(in_channels=1)`` for
+        grayscale scans).
       growth_rate, block_config, num_init_features, bn_size: torchvision's arguments.
       act: the nonlinearity (``nn.relu``); swap it for guided backprop / deconvnet.
       normalization: ``None`` or ``((mean_c), (std_c))``: ``(x − mean) / std`` inside the model
@@ -152,6 +154,7 @@ class DenseNet(nn.Module):
     AFFINE_STEM: ClassVar[bool] = True  # part="stem" is affine in the image when train=False
 
     num_classes: int = 1000
+    in_channels: int = 3
     growth_rate: int = 32
     block_config: tuple[int, ...] = (6, 12, 24, 16)
     num_init_features: int = 64
@@ -167,7 +170,7 @@ class DenseNet(nn.Module):
         ``head(stem(x)) == model(x)``; the stem is affine only with ``train=False``."""
         check_part(part)
         if part != "head":
-            check_image_batch(x, channels=3, name="DenseNet input")
+            check_image_batch(x, channels=self.in_channels, name="DenseNet input")
             if x.shape[1] < 29 or x.shape[2] < 29:
                 raise ValueError(f"DenseNet input: images need at least 29x29 pixels (five 2x downsamplings); "
                                  f"found {x.shape[1]}x{x.shape[2]}")
@@ -181,12 +184,35 @@ class DenseNet(nn.Module):
                       bn_size=self.bn_size, name="features")(x, train, part)
         if part == "stem":
             return h
-        h = jnp.mean(self.act(h), axis=(1, 2))
+        h = tap("relu5", self.act(h))   # torchvision's F.relu after norm5; MONAI's class_layers.relu
+        h = jnp.mean(h, axis=(1, 2))
         return tap("classifier", nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(h))
 
     def shape_probe(self) -> tuple["DenseNet", jax.Array]:
         """A module and input whose ``init`` has this model's variable shapes."""
-        return self, jnp.zeros((1, 64, 64, 3), jnp.float32)
+        return self, jnp.zeros((1, 64, 64, self.in_channels), jnp.float32)
+
+    def layer_aliases(self) -> dict[str, str]:
+        """Other names of the layers: the PyTorch module paths of torchvision's DenseNet
+        (``features.denseblock1``, ``features.transition1.pool``, ``classifier``) and of MONAI's
+        (``features.denseblock1.denselayer1.layers.conv1``, ``class_layers.relu``,
+        ``class_layers.out``), so that a layer named as in a Captum, pytorch-grad-cam or MONAI
+        script resolves; results are keyed by the name asked for."""
+        out = {}
+        for name in self.layer_names():
+            if name == "classifier":
+                out["class_layers.out"] = name
+                continue
+            if name == "relu5":
+                out["class_layers.relu"] = name
+                continue
+            out[f"features.{name}"] = name
+            if ".denselayer" in name:  # MONAI keeps a layer's modules in `.layers`
+                block, layer, conv = name.split(".")
+                out[f"features.{block}.{layer}.layers.{conv}"] = name
+            if name.startswith("transition") and "." not in name:
+                out[f"features.{name}.pool"] = name   # a transition's output is its pool's
+        return out
 
     def layer_names(self) -> tuple[str, ...]:
         """Explainable layers in execution order."""
@@ -197,7 +223,7 @@ class DenseNet(nn.Module):
             names.append(f"denseblock{b}")
             if b != len(self.block_config):
                 names += [f"transition{b}.conv", f"transition{b}"]
-        return tuple(names) + ("norm5", "classifier")
+        return tuple(names) + ("norm5", "relu5", "classifier")
 
 
 class DenseNet121(DenseNet):
