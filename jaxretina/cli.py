@@ -30,6 +30,12 @@ def _chunk(text: str) -> int | str:
     return "all" if text == "all" else _positive_int(text)
 
 
+def _add_cache_flag(parser) -> None:
+    parser.add_argument("--compilation-cache", default=None, metavar="DIR|off",
+                        help="JAX's persistent compilation cache: a second run loads its programs instead of "
+                             "compiling them (default: $JAXRETINA_COMPILATION_CACHE, else ~/.cache/jaxretina/xla)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxretina", description=__doc__.strip().splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     demo.add_argument("--size", type=_positive_int, default=384,
                       help="longer image side in pixels after resizing (default: 384)")
-    demo.add_argument("--steps", type=_positive_int, default=32, help="IG steps (default: 32)")
+    demo.add_argument("--steps", type=_positive_int, default=16,
+                      help="IG steps (default: 16 Gauss-Legendre nodes; the completeness error is printed)")
     demo.add_argument("--chunk", type=_chunk, default=8,
                       help="IG steps per compiled chunk, or 'all' (default: 8)")
     demo.add_argument("--weights", default=None,
@@ -46,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image", default=None, help="RGB fundus image (default: skimage's retina.jpg)")
     demo.add_argument("--variant", default=None, choices=["vessel", "optic_disc"],
                       help="DRIU variant (default: from --weights, else vessel)")
+    _add_cache_flag(demo)
     conv = sub.add_parser("convert", help="convert Caffe / PyTorch weights to an Orbax checkpoint + JSON record")
     conv.add_argument("src", help="a .caffemodel, .pth/.pt or .safetensors file")
     conv.add_argument("--model", required=True, choices=["driu", "densenet121", "inception_v3", "unet3d"])
@@ -57,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--backend", default="auto", choices=["auto", "torch", "jaxretina"],
                       help="PyTorch file reader (default: torch's weights_only loader when installed)")
     conv.add_argument("--no-parity", action="store_true", help="skip the reference comparison")
+    _add_cache_flag(conv)
     _add_sweep(sub)
     rep = sub.add_parser("report", help="summarise a sweep store: statistics, slowest and failed examples, "
                                         "contact sheet")
@@ -177,18 +186,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
+    if args.command in ("demo", "sweep", "convert"):
+        from jaxretina import compilation_cache
+
+        compilation_cache.enable(args.compilation_cache)
     if args.command == "demo":
         from jaxretina.demo import run_demo
 
         summary = run_demo(out=args.out, size=args.size, steps=args.steps, chunk=args.chunk,
-                           weights=args.weights, image=args.image, variant=args.variant)
-        ig, cam = summary["integrated_gradients"], summary["grad_cam_all_layers"]
+                           weights=args.weights, image=args.image, variant=args.variant, verbose=True)
+        ig, cam, xla = summary["integrated_gradients"], summary["grad_cam_all_layers"], summary["xla"]
         print(f"DRIU on {summary['image']}, input {summary['input_shape']}, {summary['weights']}")
         print(f"Grad-CAM, {cam['layers']} layers in one pass: compile {cam['compile_s']:.2f} s, "
               f"run {cam['run_s']:.2f} s")
         print(f"Integrated Gradients, {ig['steps']} steps: compile {ig['compile_s']:.2f} s, "
               f"run {ig['run_s']:.2f} s, completeness error {ig['relative_delta']:.2%} of "
               f"|f(x) - f(baseline)|")
+        print(f"XLA: {xla['compiled']} program(s) compiled, {xla['from_cache']} loaded from the compilation cache "
+              f"({xla['cache_dir'] or 'off'}); {summary['wall_s']:.1f} s in all")
         print("wrote:")
         for path in summary["files"].values():
             print(f"  {path}")

@@ -8,11 +8,12 @@ On scikit-image's bundled ``retina.jpg`` (or ``--image``), resized so its longer
 
 and writes PNGs plus ``summary.json`` (layers and their shapes, compile and run times, the IG
 completeness error) to ``--out``.  Without ``--weights`` the network has its deterministic
-initialisation (seed 0), which every title and the summary state.
+initialisation (seed 0), which every title and the summary state.  It says what it is doing
+(and compiling) as it goes, with a progress bar over IG's steps.
 
 Command::
 
-    jaxretina demo --out out/demo --size 384 --steps 32
+    jaxretina demo --out out/demo --size 384 --steps 16
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import functools
 import json
 import os
 import platform
+import time
 from typing import Any
 
 import numpy as np
@@ -75,16 +77,34 @@ def run_demo(
     *,
     out: str = "out/demo",
     size: int = 384,
-    steps: int = 32,
+    steps: int = 16,
     chunk: int | str | None = 8,
     weights: str | None = None,
     image: str | None = None,
     variant: str | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
-    """Run the demo; returns the summary it writes to ``out/summary.json``."""
+    """Run the demo; returns the summary it writes to ``out/summary.json``.  ``verbose``: say
+    what it is doing (and compiling) as it goes, with a progress bar over IG's steps."""
+    from jaxretina.compilation_cache import CompileCount
+
+    started = time.perf_counter()
+    say = (lambda text: print(f"[{time.perf_counter() - started:5.1f} s] {text}", flush=True)) if verbose else (
+        lambda text: None)
+    with CompileCount() as count:
+        summary = _run(out, size, steps, chunk, weights, image, variant, say, verbose)
+    summary["xla"] = {**count.as_dict(), "cache_dir": jax.config.jax_compilation_cache_dir or None}
+    summary["wall_s"] = round(time.perf_counter() - started, 3)
+    with open(os.path.join(out, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=2)
+    return summary
+
+
+def _run(out, size, steps, chunk, weights, image, variant, say, verbose) -> dict[str, Any]:
     os.makedirs(out, exist_ok=True)
     rgb_full, source = load_image(image)
     rgb = _fit_size(rgb_full, size)
+    say(f"DRIU: {'loading ' + weights if weights else 'deterministic initialisation (compiling its init)'}")
     model, variables, weights_note = _model_and_variables(weights, variant)
     # Caffe DRIU takes BGR minus the Caffe mean; a model that normalises inside (the deepdraw
     # port) takes RGB in [0, 1].
@@ -96,9 +116,11 @@ def run_demo(
     f = explain.model_fn(model, variables, target)
     files = {}
 
+    say(f"forward pass on {x.shape[0]}x{x.shape[1]} (compiling it)")
     with Stopwatch() as t_fwd:
         prob = _probability(model, variables, x)
         prob.block_until_ready()
+    say(f"Grad-CAM of all {len(model.layer_names())} layers: compiling one program, then one forward + backward")
     with Stopwatch() as t_cam:
         cams_signed = explain.grad_cam(model, variables, x, target, relu=False)
         jax.block_until_ready(cams_signed)
@@ -106,10 +128,12 @@ def run_demo(
     # as grad_cam(relu=True) does: equal away from sign changes, and no second pass).
     cams = {name: np.maximum(np.asarray(m), 0) for name, m in cams_signed.items()}
     black = prepare(np.zeros_like(rgb))  # the IG baseline
+    say(f"Integrated Gradients: {steps} Gauss-Legendre steps in chunks of {chunk or 8} (compiling the chunk program)")
     with Stopwatch() as t_ig:
         ig = explain.integrated_gradients(f, x, baseline=black, steps=steps, rule="gausslegendre",
-                                          chunk=chunk)
+                                          chunk=chunk, progress=True if verbose else None)
         jax.block_until_ready(ig)
+    say("writing figures")
 
     files["input"] = viz.save_png(rgb, os.path.join(out, "input.png"))
     files["probability"] = viz.save_png(viz.heatmap_rgb(prob, cmap="gray", vmin=0, vmax=1),
@@ -151,7 +175,5 @@ def run_demo(
         "vessel_probability": {"mean": float(prob.mean()), "max": float(prob.max())},
         "files": files,
     }
-    with open(os.path.join(out, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=2)
     files["summary"] = os.path.join(out, "summary.json")
     return summary

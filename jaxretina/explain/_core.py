@@ -150,18 +150,50 @@ def _sum_over(term: Callable, consts: Any, xs: Any) -> Any:
     return jax.tree.map(lambda a: a.sum(0), terms)
 
 
-def chunked_sum(term: Callable, consts: Any, xs: Any, *, chunk: int) -> Any:
+def chunked_sum(term: Callable, consts: Any, xs: Any, *, chunk: int,
+                progress: Callable[[int, int], None] | None = None) -> Any:
     """``Σ_i term(consts, xs_i)`` over the leading axis of the pytree ``xs``.
 
     ``term`` must be hashable (it is a static argument of the jitted chunk); ``consts`` and
     ``xs`` are traced.  At most two programs are compiled per (term, shapes): one for full
-    chunks and one for a shorter last chunk.
+    chunks and one for a shorter last chunk.  ``progress(done, total)`` (items) is called after
+    each chunk has finished (waiting for it: without ``progress`` chunks are only dispatched).
     """
     total = None
+    n = jax.tree.leaves(xs)[0].shape[0]
+    done = 0
     for part in _chunks(xs, chunk):
+        size = jax.tree.leaves(part)[0].shape[0]
         part = _sum_over(term, consts, part)
         total = part if total is None else jax.tree.map(jnp.add, total, part)
+        if progress is not None:
+            jax.block_until_ready(total)
+            done += size
+            progress(done, n)
     return total
+
+
+def progress_callback(progress: Any, *, desc: str, unit: str) -> Callable[[int, int], None] | None:
+    """``progress`` as a ``(done, total)`` callable: ``None``/``False`` -> ``None``, ``True`` -> a
+    tqdm bar (closed when it reaches the total), a callable -> itself."""
+    if progress is None or progress is False:
+        return None
+    if callable(progress):
+        return progress
+    if progress is not True:
+        raise TypeError(f"progress must be True, False, None or a callable (done, total); found {progress!r:.40}")
+    from tqdm.auto import tqdm
+
+    bar = [None]
+
+    def update(done: int, total: int) -> None:
+        if bar[0] is None:
+            bar[0] = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+        bar[0].update(done - bar[0].n)
+        if done >= total:
+            bar[0].close()
+
+    return update
 
 
 def _chunks(xs: Any, chunk: int):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina.explain._core import (
-    as_baseline, check_chunk, check_input, chunked_map, chunked_sum, scalar_output, split_fn,
+    as_baseline, check_chunk, check_input, chunked_map, chunked_sum, progress_callback, scalar_output, split_fn,
 )
 from jaxretina.explain.quadrature import quadrature
 
@@ -123,6 +123,7 @@ def integrated_gradients(
     tol: float = 0.01,
     max_steps: int = 512,
     stem: bool = True,
+    progress: bool | Callable[[int, int], None] | None = None,
 ) -> Attribution:
     """Integrated Gradients of a scalar function of one example.
 
@@ -157,6 +158,9 @@ def integrated_gradients(
         the rest: exact (an affine map keeps the path straight; its input gradient is applied
         once to the summed head gradients) and each step skips the first convolution's
         forward and input gradient.  ``False``: the whole model at every step, as Captum.
+      progress: ``True`` for a progress bar over the steps (tqdm), or a callable
+        ``(steps done, steps)`` called after each chunk; each chunk is then waited for.  Not
+        under ``jit``/``vmap``, and not when all steps are one program (``chunk >= steps``).
 
     Returns:
       :class:`Attribution` ``(values, delta)``, ``values`` of ``x``'s shape.
@@ -184,7 +188,8 @@ def integrated_gradients(
     plan = _plan(fn, data, x, b, stem)
     if chunk >= steps and not plan.stemmed:
         return _ig_whole(fn, data, x, b, alphas, weights)
-    return plan.finish(chunked_sum(plan.term, plan.consts, (alphas, weights), chunk=chunk))
+    report = progress_callback(progress, desc="Integrated Gradients", unit="step")
+    return plan.finish(chunked_sum(plan.term, plan.consts, (alphas, weights), chunk=chunk, progress=report))
 
 
 def _ig_auto(f, x, b, *, rule, chunk, tol, max_steps, stem) -> Attribution:
