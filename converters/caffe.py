@@ -14,7 +14,7 @@ Example::
 
     >>> net = read_caffemodel("DRIU_DRIVE.caffemodel")
     >>> [(l.name, l.type, [b.shape for b in l.blobs]) for l in net.layers][:2]
-    [('conv1_1', 'Convolution', [(64, 3, 3, 3), (64,)]), ('relu1_1', 'ReLU', [])]
+    [('data', 'Input', []), ('conv1_1', 'Convolution', [(64, 3, 3, 3), (64,)])]
 """
 
 from __future__ import annotations

@@ -11,9 +11,12 @@ absolute and relative logit difference under highest matmul precision).
 Example::
 
     $ jaxretina convert DRIU_DRIVE.caffemodel --model driu --out weights/driu_drive
-    >>> record = convert("grader.pth", "densenet121", "weights/grader")
-    >>> record["parity"]["max_rel"]
-    3.1e-07
+    >>> record = convert("DRIU_DRIVE.caffemodel", "driu", "weights/driu_drive")
+    >>> record["mapping"]["mapped"], record["config"]["variant"], record["parity"]["available"]
+    (36, 'vessel', False)
+
+For DenseNet121 and Inception V3 ``record["parity"]`` holds ``max_abs`` and ``max_rel`` (e.g.
+3.1e-07) against torchvision.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ stay valid and unchanged if the file is rewritten or truncated afterwards).
 
 Example::
 
-    >>> state = read_safetensors("model.safetensors")
+    >>> state = read_safetensors("model.safetensors")           # a DS6 U-Net's weights
     >>> sorted(state)[:2]
     ['Conv.bias', 'Conv.weight']
 """

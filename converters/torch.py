@@ -17,7 +17,7 @@ Two readers, same result (``{key: np.ndarray}`` plus non-tensor values):
 
 Example::
 
-    >>> state = unwrap(read_torch("densenet121_dr.pth"))
+    >>> state = unwrap(read_torch("grader.pth"))                 # a DenseNet121's state dict
     >>> state["features.conv0.weight"].shape
     (64, 3, 7, 7)
 """

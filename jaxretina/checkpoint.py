@@ -6,9 +6,11 @@ TensorStore/OCDBT files and metadata as JSON: restoring never executes code from
 
 Example::
 
-    >>> save_variables("ckpt/driu", variables)
+    >>> path = save_variables("ckpt/driu", variables)
     >>> like = jax.eval_shape(model.init, jax.random.key(0), x[None])
-    >>> variables = load_variables("ckpt/driu", like=like)
+    >>> restored = load_variables(path, like=like)
+    >>> bool(jnp.all(restored["params"]["conv1_1"]["kernel"] == variables["params"]["conv1_1"]["kernel"]))
+    True
 """
 
 from __future__ import annotations

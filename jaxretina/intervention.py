@@ -17,10 +17,13 @@ once per image (XLA also merges the trunk across layers).
 
 Example::
 
+    >>> images, vessels, fov = data.drive_folder("~/DRIVE", "test").arrays()   # (N, H, W, 3), (N, H, W) x2
+    >>> x = preprocess.seed000_driu_input(images, fov)
     >>> sweep = intervention.scaling_sweep(model, variables, x, vessels, fov, ["upsample2", "conv1_2_16"],
     ...                                    jnp.linspace(0.5, 2.0, 7))
-    >>> sweep.miou.shape                                         # (layers, c, images) = (2, 7, 20)
-    >>> sweep.table()                                            # mean mIoU per (layer, c)
+    >>> sweep.miou.shape                                         # (layers, c, images); DRIVE: (2, 7, 20)
+    (2, 7, 2)
+    >>> table = sweep.table()                                    # mean mIoU per (layer, c)
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ def scale_layer(model: Any, variables: Any, x: Any, layer: str | dict[str, Any],
 
     Example::
 
-        >>> logits = intervention.scale_layer(model, variables, x, "upsample2", 1.5)
+        >>> logits = intervention.scale_layer(model, variables, xs, "upsample2", 1.5)
+        >>> logits.shape                                          # xs: (2, 32, 32, 3)
+        (2, 32, 32, 1)
     """
     scales = dict(layer) if isinstance(layer, dict) else {layer: c}
     if not isinstance(layer, dict) and c is None:

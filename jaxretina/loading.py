@@ -17,8 +17,12 @@ Foreign formats are handled by the ``converters`` package, imported only when ne
 Example::
 
     >>> model, variables = jaxretina.load("driu", "DRIU_DRIVE.caffemodel")
+    >>> logits = jax.jit(model.apply)(variables, xs)   # xs: (N, H, W, 3)
+    >>> logits.shape
+    (2, 32, 32, 1)
     >>> model, variables = jaxretina.load("densenet121", "grader.pth", num_classes=5)
-    >>> logits = model.apply(variables, x)          # x: (N, 224, 224, 3)
+    >>> model.num_classes, model.in_channels
+    (5, 3)
 """
 
 from __future__ import annotations

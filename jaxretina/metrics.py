@@ -234,7 +234,10 @@ def masked_miou(pred, target, fov_mask, *, erode: int = 1) -> jax.Array:
 
     Example::
 
-        >>> miou = metrics.masked_miou(logits[..., 0] > 0, vessels, fov)     # (N,)
+        >>> logits = model.apply(variables, xs)
+        >>> vessels, fov = jnp.zeros((2, 32, 32), bool), jnp.ones((2, 32, 32), bool)
+        >>> metrics.masked_miou(logits[..., 0] > 0, vessels, fov).shape      # (N,)
+        (2,)
     """
     vessel, background = _ious(segmentation_counts(pred, target, erode_mask(fov_mask, erode)))
     return 0.5 * (vessel + background)

@@ -124,12 +124,12 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
     Example::
 
       >>> model = jaxretina.models.DRIU()
-      >>> x = jnp.zeros((1, 64, 64, 3))
+      >>> x = jnp.zeros((1, 32, 32, 3))
       >>> variables = model.init(jax.random.key(0), x)
       >>> fns = tap_functions(model)
       >>> out, acts = fns.tapped(variables, x, fns.zeros(variables, x))
       >>> acts["upsample2"].shape
-      (1, 64, 64, 16)
+      (1, 32, 32, 16)
     """
 
     def forward(variables, x):
@@ -271,7 +271,9 @@ def activations(
 
     Example::
 
-      >>> out, acts = activations(model, variables, x, ["conv1_2", "upsample2"])
+      >>> out, acts = activations(model, variables, xs, ["conv1_2", "upsample2"])
+      >>> out.shape, acts["conv1_2"].shape, acts["upsample2"].shape
+      ((2, 32, 32, 1), (2, 32, 32, 64), (2, 32, 32, 16))
     """
     items = tuple(sorted(apply_kwargs.items()))
     chosen = layers if isinstance(layers, str) else tuple(layers)

@@ -300,6 +300,8 @@ def class_vector(factory: Callable[[int], Target], classes: Any) -> Callable[[ja
     Example::
 
       >>> counts = targets.class_vector(targets.argmax_count, (0, 1))
+      >>> out = jnp.zeros((4, 4, 4, 2)).at[..., 1].set(1.0)   # a two-class 3-D output: all vessel
       >>> counts(out)                                   # (2,): background and vessel voxels
+      Array([ 0., 64.], dtype=float32)
     """
     return _ClassVector(factory, tuple(int(c) for c in classes))

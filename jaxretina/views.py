@@ -8,8 +8,12 @@ Volumes are ``(D, H, W)`` or ``(D, H, W, 1)``; pictures are RGB uint8 (write the
 
 Example::
 
-    >>> panel = views.volume_panel(volume, gbp, axis=0, slices=16)     # [MIP | montage], RGB
+    >>> gbp = explain.guided_backprop(unet, unet_variables, volume[:16, :16, :16], targets.segmentation_sum())
+    >>> panel = views.volume_panel(volume[:16, :16, :16], gbp, axis=0, slices=16)     # [MIP | montage], RGB
+    >>> panel.dtype, panel.shape[-1]
+    (dtype('uint8'), 3)
     >>> viz.save_png(panel, "out/gbp.png")
+    'out/gbp.png'
 """
 
 from __future__ import annotations

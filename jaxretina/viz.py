@@ -8,6 +8,7 @@ Example::
     >>> cams = explain.grad_cam(model, variables, x, target, relu=False)
     >>> fig = viz.layer_grid(cams, image=rgb, signed=True, title="Grad-CAM per layer")
     >>> viz.save_figure(fig, "out/layers.png")
+    'out/layers.png'
 """
 
 from __future__ import annotations

@@ -20,9 +20,14 @@ so it reuses the programs.  Nothing leaves the device until the caller reads the
 
 Example::
 
-    >>> model = UNet3D(base_width=16, deep_supervision=False)
-    >>> prob = volumes.predict(model, variables, volume, patch=64, overlap=0.5)        # (D, H, W, 1)
-    >>> gbp = volumes.attribute("guided_backprop", model, variables, volume, targets.segmentation_sum())
+    >>> model = UNet3D(base_width=2, deep_supervision=False)             # DS6: base_width=64
+    >>> variables = models.random_variables(model, (1, 16, 16, 16, 1))
+    >>> prob = volumes.predict(model, variables, volume, patch=16, overlap=0.5)        # seed 003: patch=64
+    >>> prob.shape                                                                      # (D, H, W, 1)
+    (32, 32, 32, 1)
+    >>> gbp = volumes.attribute("guided_backprop", model, variables, volume, targets.segmentation_sum(), patch=16)
+    >>> gbp.shape
+    (32, 32, 32, 1)
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ def patch_origins(shape: Sequence[int], patch: int | Sequence[int] = 64, overlap
     Example::
 
       >>> patch_origins((100, 64, 64), 64, 0.5)[:, 0]
-      array([ 0, 32, 36])
+      array([ 0, 32, 36], dtype=int32)
     """
     patch = _triple(patch, "patch")
     if not 0 <= overlap < 1:
@@ -248,8 +253,10 @@ def attribute(
 
     Example::
 
-      >>> ig = volumes.attribute("integrated_gradients", model, variables, volume, targets.segmentation_sum(),
-      ...                        baseline=0.0, steps=32, chunk=4)
+      >>> ig = volumes.attribute("integrated_gradients", unet, unet_variables, volume, targets.segmentation_sum(),
+      ...                        patch=16, baseline=0.0, steps=4, chunk=2)
+      >>> ig.shape
+      (32, 32, 32, 1)
     """
     if method not in METHODS:
         raise ValueError(f"attribute: unknown method {method!r}; expected one of {METHODS}")

@@ -7,10 +7,12 @@ builder ``drive``, with a generated fake tree (seeds 000 and 004).
 Example::
 
     >>> from jaxretina import data
-    >>> src = data.kaggle_manual_dir("~/eyepacs", split="train")
-    >>> order = data.class_balanced(src.labels, data.SEED001_FRACTIONS, batch_size=32, seed=0)
-    >>> for batch in data.batches(src, order, size=512, steps=10):
-    ...     ...
+    >>> src = data.kaggle_manual_dir("~/eyepacs", split="train")       # Kaggle's extracted download
+    >>> order = data.class_balanced(src.labels, data.SEED001_FRACTIONS, batch_size=8, seed=0)
+    >>> for batch in data.batches(src, order, size=64, steps=2):
+    ...     print(batch["image"].shape, batch["label"].shape)
+    (8, 64, 64, 3) (8,)
+    (8, 64, 64, 3) (8,)
 """
 
 from jaxretina.data.batching import batches, load_batch, prefetched

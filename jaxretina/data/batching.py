@@ -7,9 +7,11 @@ releases the GIL) ``prefetch`` batches ahead of the consumer.
 
 Example::
 
-    >>> order = data.class_balanced(src.labels, data.SEED001_FRACTIONS, batch_size=32)
-    >>> for batch in data.batches(src, order, size=512, steps=1395):
-    ...     batch["image"].shape, batch["label"].shape       # (32, 512, 512, 3) uint8, (32,) int32
+    >>> src = data.kaggle_manual_dir("~/eyepacs", split="train")
+    >>> order = data.class_balanced(src.labels, data.SEED001_FRACTIONS, batch_size=8)
+    >>> for batch in data.batches(src, order, size=64, steps=1):      # seed 001: size 512, 1395 steps of 32
+    ...     print(batch["image"].shape, batch["image"].dtype, batch["label"].shape, batch["label"].dtype)
+    (8, 64, 64, 3) uint8 (8,) int32
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ is the usual entry point.
 Example::
 
     >>> src = data.drive_tfds("~/tensorflow_datasets", "test", manual_dir="~/Downloads/DRIVE")
+    ...Dataset drive downloaded and prepared to ... Subsequent calls will reuse this data...
     >>> ex = src[0]                                # DriveExample, as from data.drive_folder
+    >>> ex.image.dtype, ex.image.shape[-1], ex.vessels.dtype
+    (dtype('uint8'), 3, dtype('bool'))
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ Example::
 
     >>> vol = data.read_nifti("sub-01_TOF.nii.gz")
     >>> vol.array.shape, vol.affine.shape               # (D, H, W, 1), (4, 4)
+    ((32, 32, 32, 1), (4, 4))
+    >>> gbp = np.abs(vol.array)                          # e.g. a guided-backprop map of it
     >>> data.write_nifti("gbp.nii.gz", gbp, affine=vol.affine)
+    'gbp.nii.gz'
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ so a resumed run continues with exactly the batches it would have seen (nothing 
 
 Example::
 
-    >>> order = class_balanced(src.labels, SEED001_FRACTIONS, batch_size=32, seed=0)
-    >>> next(iter(order))                   # 32 indices: 16 grade 0, 2 grade 1, 4, 2, 8
+    >>> labels = np.repeat(np.arange(5), 20)          # 20 examples of each grade
+    >>> order = class_balanced(labels, SEED001_FRACTIONS, batch_size=32, seed=0)
+    >>> np.bincount(labels[next(iter(order))], minlength=5)   # 32 indices: 16 grade 0, 2 grade 1, 4, 2, 8
+    array([16,  2,  4,  2,  8])
 """
 
 from __future__ import annotations

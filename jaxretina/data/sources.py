@@ -8,9 +8,12 @@ A source is a sequence of :class:`Example` (``name``, ``image`` uint8 (H, W, 3) 
 Example::
 
     >>> src = data.kaggle_folder("~/eyepacs/train", "~/eyepacs/trainLabels.csv")
-    >>> src = data.kaggle_manual_dir("~/tensorflow_datasets/downloads/manual", split="train")
-    >>> src = data.tfds_source("~/tensorflow_datasets", split="train")      # needs tensorflow-datasets
+    >>> src = data.kaggle_manual_dir("~/eyepacs", split="train")     # the same, found by layout
     >>> len(src), src.labels[:5], src[0].image.shape
+    (10, array([0, 0, 1, 1, 2], dtype=int32), (..., ..., 3))
+
+A split that TFDS prepared (which needs TensorFlow) reads without it:
+``data.tfds_source("~/tensorflow_datasets", split="train")``.
 """
 
 from __future__ import annotations

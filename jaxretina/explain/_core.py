@@ -105,7 +105,7 @@ def scalar_output(value: Any, *, who: str) -> jax.Array:
 # Steps (or samples) per compiled chunk when the caller gives none.  Measured on the 2-core
 # build machine (benchmarks/driu_attribution.py, DRIU 256×256, IG 16 steps): chunks of 8 ran
 # 7.2 s at 1.7 GB peak; chunks of 4 8.4 s at 1.2 GB; all 16 in one vmap 8.3 s at 2.7 GB (and
-# DESIGN.md §4 saw 16 GB for 64 steps in one vmap).  So the default bounds memory for free.
+# all 64 steps in one vmap peaked at 16 GB on the same net).  So the default bounds memory for free.
 DEFAULT_CHUNK = 8
 
 

@@ -184,10 +184,13 @@ def grad_cam(
 
     Example::
 
-      >>> model = DRIU(); variables = model.init(jax.random.key(0), x[None])
+      >>> model = DRIU(); variables = model.init(jax.random.key(0), x[None])     # x: (32, 32, 3)
       >>> cams = explain.grad_cam(model, variables, x, targets.segmentation_sum())
-      >>> cams["upsample2"].shape == x.shape[:2]
-      >>> batched = jax.vmap(lambda xi: explain.grad_cam(model, variables, xi, target))(xs)
+      >>> len(cams), cams["upsample2"].shape == x.shape[:2]
+      (21, True)
+      >>> batched = jax.vmap(lambda xi: explain.grad_cam(model, variables, xi, target, layers="upsample2"))(xs)
+      >>> batched["upsample2"].shape                                           # xs: (2, 32, 32, 3)
+      (2, 32, 32)
     """
     return _cam("gradcam", model, variables, x, target, layers, relu, resize, normalize)
 

@@ -7,9 +7,12 @@ numbers side by side for one image and its lesion mask, and measures how much of
 
 Example::
 
-    >>> cams = explain.grad_cam(model, variables, x, targets.class_logit(4), layers="denseblock4", resize=False)
-    >>> report = explain.cam_coverage(x.shape[:2], cams["denseblock4"], lesion_mask=mask)
-    >>> report.cell_fraction, report.median_lesion_over_cell, report.cam_mass_in_lesions
+    >>> model, variables, x = grader, grader_variables, z          # a small DenseNet, a 64x64 image
+    >>> cams = explain.grad_cam(model, variables, x, targets.class_logit(4), layers="denseblock2", resize=False)
+    >>> mask = np.zeros((64, 64), bool); mask[20:30, 30:44] = True  # a lesion
+    >>> report = explain.cam_coverage(x.shape[:2], cams["denseblock2"], lesion_mask=mask)
+    >>> round(float(report.cell_fraction), 4)                   # one cell of the 8x8 map: 1/64 of the image
+    0.0156
 """
 
 from __future__ import annotations

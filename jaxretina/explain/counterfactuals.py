@@ -42,8 +42,11 @@ def ig_counterfactual(x: Any, baseline: Any, attribution: Any, c: Any, *, low: f
 
     Example::
 
-      >>> ig = explain.integrated_gradients(f, x, baseline=128.0, steps=32)
-      >>> x_cf = explain.ig_counterfactual(x, 128.0, ig.values, c=jnp.geomspace(1, 1e4, 5))
+      >>> f = explain.model_fn(grader, grader_variables, targets.class_probability(1))
+      >>> ig = explain.integrated_gradients(f, z, baseline=128.0, steps=8)
+      >>> x_cf = explain.ig_counterfactual(z, 128.0, ig.values, c=jnp.geomspace(1, 1e4, 5))
+      >>> x_cf.shape                                    # one image per c
+      (5, 64, 64, 3)
     """
     who = "ig_counterfactual"
     x = check_input(x, who=who)
@@ -101,9 +104,10 @@ def linearity_study(
 
     Example::
 
-      >>> s = explain.linearity_study(model, variables, x, "head.fc2", targets.class_probability(1),
-      ...                             explain.exponential_grid(1.0, 1e5, 6), baseline=128.0)
-      >>> s.attributions.shape                      # (6, 512)
+      >>> s = explain.linearity_study(grader, grader_variables, z, "relu5", targets.class_probability(1),
+      ...                             explain.exponential_grid(1.0, 1e5, 6), baseline=128.0, steps=8)
+      >>> s.attributions.shape                      # (6, *layer): seed 001 used Inception's head.fc2, (6, 512)
+      (6, 8, 8, 32)
     """
     who = "linearity_study"
     x = check_input(x, who=who)

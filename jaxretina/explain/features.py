@@ -18,10 +18,15 @@
 
 Example::
 
-    >>> acts = explain.activation_maps(model, variables, x, "conv1_2")            # (H, W, 64)
-    >>> dead = explain.dead_filters(model, variables, batches)                     # {layer: (C,) bool}
+    >>> acts = explain.activation_maps(model, variables, x, "conv1_2")
+    >>> acts.shape                                                                 # (H, W, 64)
+    (32, 32, 64)
+    >>> dead = explain.dead_filters(model, variables, [xs], layers=["conv1_2", "conv3_3"])
+    >>> {k: v.shape for k, v in dead.items()}                                      # {layer: (C,) bool}
+    {'conv1_2': (64,), 'conv3_3': (256,)}
     >>> recon = explain.deconvnet_reconstruction(model, variables, x, "conv3_3", channel=[5, 17], top_k=9)
     >>> recon.shape                                                                # (2, H, W, 3)
+    (2, 32, 32, 3)
 """
 
 from __future__ import annotations

@@ -85,9 +85,11 @@ def integrated_gradients_vector(
 
     Example::
 
-      >>> f = Partial(lambda v, z: jax.nn.softmax(model.apply(v, z[None])[0])[jnp.array([0, 4])], params)
-      >>> ig = explain.integrated_gradients_vector(f, x, baseline=128.0, steps=32)
-      >>> ig.values.shape                                  # (2, H, W, 3)
+      >>> f = Partial(lambda v, x: jax.nn.softmax(grader.apply(v, x[None])[0])[jnp.array([0, 4])],
+      ...             grader_variables)                    # classes 0 and 4 of a small DenseNet
+      >>> ig = explain.integrated_gradients_vector(f, z, baseline=128.0, steps=8)
+      >>> ig.values.shape, ig.delta.shape                  # (2, H, W, 3), (2,)
+      ((2, 64, 64, 3), (2,))
     """
     who = "integrated_gradients_vector"
     x = check_input(x, who=who)
@@ -280,9 +282,10 @@ def neuron_study(
 
     Example::
 
-      >>> s = explain.neuron_study(model, variables, x, "Mixed_5b", targets.class_probability(4),
-      ...                          baseline=preprocess.HALF_GRAY, k=8, steps=32)
-      >>> s.positive_region.shape == x.shape
+      >>> s = explain.neuron_study(grader, grader_variables, z, "denseblock2", targets.class_probability(4),
+      ...                          baseline=preprocess.HALF_GRAY, k=4, steps=8)    # seed 001: Mixed_5b
+      >>> s.positive_region.shape == z.shape, s.neuron_maps.values.shape
+      (True, (8, 64, 64, 3))
     """
     layer_ig = layer_integrated_gradients(model, variables, x, layer, target, baseline=baseline, steps=steps,
                                           rule=rule, chunk=chunk)

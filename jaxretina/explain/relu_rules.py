@@ -25,10 +25,12 @@ layer's activation in one program.
 
 Example::
 
-    >>> gb = explain.guided_backprop(model, variables, x, targets.class_logit(3))
-    >>> gb.shape == x.shape
+    >>> gb = explain.guided_backprop(grader, grader_variables, z, targets.class_logit(3))
+    >>> gb.shape == z.shape
     True
-    >>> maps = explain.layerwise_guided_backprop(model, variables, volume)   # (L, D, H, W, 1)
+    >>> maps, names = explain.layerwise_guided_backprop(unet, unet_variables, volume[:16, :16, :16])
+    >>> maps.shape, names[:2]                                   # (L, D, H, W, 1)
+    ((16, 16, 16, 16, 1), ('Conv1', 'Conv2'))
 """
 
 from __future__ import annotations
@@ -210,7 +212,9 @@ def layerwise_guided_backprop(
 
     Example::
 
-      >>> maps, names = explain.layerwise_guided_backprop(model, variables, patch)   # (16, 64, 64, 64, 1)
+      >>> maps, names = explain.layerwise_guided_backprop(unet, unet_variables, volume[:16, :16, :16])
+      >>> maps.shape                                 # seed 003: a 64³ patch, (16, 64, 64, 64, 1)
+      (16, 16, 16, 16, 1)
     """
     who = "layerwise_guided_backprop"
     x = check_input(x, who=who)

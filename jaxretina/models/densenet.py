@@ -26,9 +26,9 @@ Example::
     >>> import jax, jax.numpy as jnp
     >>> from jaxretina.models import DenseNet121
     >>> model = DenseNet121(num_classes=5)
-    >>> x = jnp.zeros((1, 224, 224, 3))
-    >>> variables = model.init(jax.random.key(0), x)
-    >>> model.apply(variables, x).shape
+    >>> x = jnp.zeros((1, 64, 64, 3))                     # 224 x 224 for ImageNet; at least 29 x 29
+    >>> variables = jaxretina.models.random_variables(model, x.shape)   # or model.init(key, x)
+    >>> jax.jit(model.apply)(variables, x).shape
     (1, 5)
 """
 

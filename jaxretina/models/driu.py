@@ -21,10 +21,10 @@ Example::
     >>> import jax, jax.numpy as jnp
     >>> from jaxretina.models import DRIU
     >>> model = DRIU()                                  # vessel variant
-    >>> x = jnp.zeros((1, 101, 117, 3))
-    >>> variables = model.init(jax.random.key(0), x)
-    >>> model.apply(variables, x).shape
-    (1, 101, 117, 1)
+    >>> x = jnp.zeros((1, 37, 45, 3))                   # any size: Caffe's crops align the sides
+    >>> variables = jax.jit(model.init)(jax.random.key(0), x)
+    >>> jax.jit(model.apply)(variables, x).shape
+    (1, 37, 45, 1)
 """
 
 from __future__ import annotations

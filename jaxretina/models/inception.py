@@ -32,9 +32,9 @@ Example::
     >>> import jax, jax.numpy as jnp
     >>> from jaxretina.models import InceptionV3
     >>> model = InceptionV3(num_classes=5, head="seed001")
-    >>> x = jnp.zeros((1, 256, 256, 3))
-    >>> variables = model.init(jax.random.key(0), x)
-    >>> model.apply(variables, x).shape
+    >>> x = jnp.zeros((1, 96, 96, 3))                         # seed 001: 256 x 256; at least 75 x 75
+    >>> variables = jaxretina.models.random_variables(model, x.shape)    # or model.init(key, x)
+    >>> jax.jit(model.apply)(variables, x).shape
     (1, 5)
 """
 

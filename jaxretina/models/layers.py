@@ -48,8 +48,10 @@ class Training:
 
     Example::
 
-      >>> mode = Training(trainable=("features.denseblock4.denselayer16", "classifier"))
-      >>> logits, updates = model.apply(variables, x, train=mode, mutable=["batch_stats"])
+      >>> mode = Training(trainable=("features.denseblock2.denselayer2", "classifier"))
+      >>> logits, updates = grader.apply(grader_variables, z[None], train=mode, mutable=["batch_stats"])
+      >>> logits.shape
+      (1, 5)
     """
 
     trainable: tuple[str, ...] = ()

@@ -10,7 +10,9 @@ bilinear upsampling kernels) are set as that init sets them, by the model's
 
 Example::
 
-    >>> variables = models.random_variables(InceptionV3(num_classes=5), seed=0)
+    >>> variables = models.random_variables(InceptionV3(num_classes=5), seed=0)     # no compile
+    >>> variables["params"]["fc"]["kernel"].shape
+    (2048, 5)
 """
 
 from __future__ import annotations

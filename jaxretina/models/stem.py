@@ -16,8 +16,10 @@ gradient is among the least efficient convolutions on a CPU).
 
 Example::
 
-    >>> z = model.apply(variables, x, part="stem")
-    >>> y = model.apply(variables, z, part="head")          # == model.apply(variables, x)
+    >>> s = model.apply(variables, xs, part="stem")
+    >>> y = model.apply(variables, s, part="head")
+    >>> bool(jnp.allclose(y, model.apply(variables, xs), rtol=1e-4, atol=1e-4))
+    True
 """
 
 from __future__ import annotations

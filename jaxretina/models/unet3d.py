@@ -16,10 +16,12 @@ multiples of 16.
 
 Example::
 
-    >>> model = UNet3D(base_width=8)
+    >>> model = UNet3D(base_width=2)                           # DS6: 64
     >>> x = jnp.zeros((1, 32, 32, 32, 1))
     >>> variables = model.init(jax.random.key(0), x)
-    >>> out, d3_out, d4_out = model.apply(variables, x)       # (1,32,32,32,1), (1,16,…,1), (1,8,…,1)
+    >>> out, d3_out, d4_out = jax.jit(model.apply)(variables, x)
+    >>> out.shape, d3_out.shape, d4_out.shape
+    ((1, 32, 32, 32, 1), (1, 16, 16, 16, 1), (1, 8, 8, 8, 1))
 """
 
 from __future__ import annotations

@@ -9,8 +9,12 @@
 Example::
 
     >>> from skimage import data
-    >>> x = driu_caffe_input(data.retina())        # (1411, 1411, 3) uint8 -> float32 BGR − mean
-    >>> y = seed001_input(data.retina())           # (256, 256, 3) float32, half-gray = 128
+    >>> x = driu_caffe_input(data.retina())        # uint8 RGB -> float32 BGR − mean
+    >>> x.shape, x.dtype
+    ((1411, 1411, 3), dtype('float32'))
+    >>> y = seed001_input(data.retina())           # float32, half-gray = 128
+    >>> y.shape
+    (256, 256, 3)
 
 Every function takes one image (H, W, C) or a batch (N, H, W, C) of equal-sized images and
 is jittable; different image sizes compile once each.

@@ -4,7 +4,9 @@ Gaussian blur and ImageNet normalisation, in jax.numpy (jittable, batched).
 Example::
 
     >>> from skimage import data
-    >>> x = driu_caffe_input(data.retina())        # (1411, 1411, 3) uint8 -> float32 BGR − mean
+    >>> x = driu_caffe_input(data.retina())        # uint8 RGB -> float32 BGR − mean
+    >>> x.shape, x.dtype
+    ((1411, 1411, 3), dtype('float32'))
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ def gaussian_blur(image: Any, sigma: float, *, truncate: float = 4.0) -> jax.Arr
 
     Example::
 
-        >>> smooth = gaussian_blur(jnp.asarray(img, jnp.float32), sigma=4.0)
+        >>> smooth = gaussian_blur(jnp.asarray(rgb, jnp.float32), sigma=4.0)
+        >>> smooth.shape == rgb.shape
+        True
     """
     image = jnp.asarray(image)
     if image.ndim not in (3, 4):

@@ -32,9 +32,11 @@ Shapes: ``rgb`` (H, W, 3) or (N, H, W, 3), uint8 or float on 0..255; ``mask`` (H
 Example::
 
     >>> src = data.drive_folder("~/DRIVE", "test")
-    >>> ex = src[0]
-    >>> gray = preprocess.seed000_input(ex.image, ex.mask)        # (584, 565, 1), unit scale
-    >>> x = preprocess.seed000_driu_input(ex.image, ex.mask)      # (584, 565, 3) DRIU input
+    >>> ex = src[0]                                               # DRIVE: 584 x 565
+    >>> gray = preprocess.seed000_input(ex.image, ex.mask)        # (H, W, 1), unit scale
+    >>> x = preprocess.seed000_driu_input(ex.image, ex.mask)      # (H, W, 3) DRIU input
+    >>> gray.shape[-1], x.shape[-1], x.shape[:2] == ex.image.shape[:2]
+    (1, 3, True)
 """
 
 from __future__ import annotations
@@ -151,7 +153,10 @@ def seed000_input(rgb: Any, mask: Any, *, sigma: float = 1.0, radius: int = 2, w
 
     Example::
 
-        >>> gray = jax.jit(seed000_input)(images, masks)          # (N, 584, 565, 1)
+        >>> images, _, masks = data.drive_folder("~/DRIVE", "test").arrays()
+        >>> gray = jax.jit(seed000_input)(images, masks)          # (N, H, W, 1); DRIVE: (20, 584, 565, 1)
+        >>> gray.shape
+        (2, 37, 35, 1)
     """
     if not (isinstance(radius, int) and radius >= 1):
         raise ValueError(f"seed000_input: radius must be a positive int; found {radius!r}")

@@ -3,7 +3,10 @@ fixed diameter, contrast-normalised against a blurred copy, on a half-gray field
 
 Example::
 
-    >>> y = seed001_input(skimage.data.retina())           # (256, 256, 3) float32, half-gray = 128
+    >>> import skimage
+    >>> y = seed001_input(skimage.data.retina())           # float32, half-gray = 128
+    >>> y.shape, y.dtype
+    ((256, 256, 3), dtype('float32'))
 """
 
 from __future__ import annotations
@@ -71,7 +74,9 @@ def seed001_input(
 
     Example::
 
-        >>> x = seed001_input(skimage.data.retina())       # (256, 256, 3)
+        >>> import skimage
+        >>> seed001_input(skimage.data.retina()).shape
+        (256, 256, 3)
     """
     image = _check_rgb(rgb, "seed001_input").astype(jnp.float32)
     if not 0 <= crop < 1:

@@ -11,10 +11,11 @@ the local devices and over processes (``jax.distributed``), resumable after bein
 Example::
 
     >>> from jaxretina import sweep
-    >>> sweep.run(model="driu", data="fundus/", out="driu.zarr", size=256, batch=8,
-    ...           methods=["ig:steps=32", "gradcam:layers=all"])
+    >>> summary = sweep.run(model="driu", data="images/", out="driu.zarr", size=48, batch=2, progress=False,
+    ...                     methods=["ig:steps=4", "gradcam:layers=upsample2"])
     >>> store = sweep.open_store("driu.zarr")
-    >>> store.example("01_test.tif")["gradcam/upsample2"].shape        # (256, 256)
+    >>> store.status_counts(), store.example("img1.png")["gradcam/upsample2"].shape
+    ({'done': 2, 'failed': 0, 'pending': 0}, (48, 48))
 """
 
 from jaxretina.sweep.config import Spec, SweepConfig, parse_spec, read_config_file, sweep_config

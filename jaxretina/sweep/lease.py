@@ -14,9 +14,12 @@ exists (a killed run: resuming it needs no wait), or when it has not been renewe
 
 Example::
 
-    >>> lease = Lease("out.zarr")
+    >>> lease = Lease("leased.zarr")
     >>> lease.acquire()          # raises StoreBusy naming the holder if another run is writing
-    >>> lease.renew()            # at least every ttl / 4 seconds while working (cheap: utime)
+    >>> Lease("leased.zarr").acquire()
+    Traceback (most recent call last):
+    jaxretina.sweep.lease.StoreBusy: sweep: another sweep is writing into leased.zarr (process ...) and did not join this one; ...
+    >>> lease.renew()            # at most every ttl / 10 s it touches the file (cheap: utime)
     >>> lease.release()
 """
 

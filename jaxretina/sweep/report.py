@@ -12,7 +12,10 @@ Writes into ``out`` (default ``STORE/../<store name>_report``):
 
 Example::
 
-    >>> sweep.report("driu.zarr")          # {"counts": ..., "maps": ..., "files": {...}}
+    >>> _ = sweep.run(model="driu", data="images/", out="seen.zarr", methods=["saliency"], batch=2, progress=False)
+    >>> summary = sweep.report("seen.zarr")
+    >>> summary["counts"], sorted(summary["files"])
+    ({'done': 2, 'failed': 0, 'pending': 0}, ['contact_sheet', 'report'])
 """
 
 from __future__ import annotations

@@ -416,9 +416,10 @@ def run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
 
     Example::
 
-      >>> summary = sweep.run(model="driu", data="images/", out="driu.zarr", size=256, batch=8,
-      ...                     methods=["ig:steps=32", "gradcam:layers=all"])
-      >>> sweep.open_store("driu.zarr").example(0)["ig"].shape       # (256, 256, 3)
+      >>> summary = sweep.run(model="driu", data="images/", out="run.zarr", size=48, batch=2, progress=False,
+      ...                     methods=["ig:steps=4", "gradcam:layers=upsample2"])
+      >>> summary["counts"], sweep.open_store("run.zarr").example(0)["ig"].shape
+      ({'done': 2, 'failed': 0, 'pending': 0}, (48, 48, 3))
     """
     cfg = config if isinstance(config, SweepConfig) else sweep_config(**keys)
     runner = Runner(cfg)

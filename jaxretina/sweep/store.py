@@ -21,11 +21,16 @@ map shape and :meth:`SweepStore.example` crops to it.
 
 Example::
 
+    >>> _ = sweep.run(model="driu", data="images/", out="out.zarr", methods=["ig:steps=4"], batch=2, progress=False)
     >>> store = sweep.open_store("out.zarr")
     >>> store.names[:3], store.status_counts()
-    >>> maps = store.example(0)                     # {"ig": (H, W, 3), "gradcam/upsample2": (H, W), ...}
-    >>> store.scalars()["ig.delta"]                 # (N,)
-    >>> store.failed()                              # [(index, name, reason), ...]
+    (['img0.png', 'img1.png'], {'done': 2, 'failed': 0, 'pending': 0})
+    >>> {k: v.shape for k, v in store.example(0).items()}          # {"ig": (H, W, 3), ...}
+    {'ig': (32, 32, 3)}
+    >>> store.scalars()["ig.delta"].shape                           # (N,)
+    (2,)
+    >>> store.failed()                                              # [(index, name, reason), ...]
+    []
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ alone kept), Orbax checkpoints every N steps with exact resume, and a progress b
 
 Example::
 
-    >>> trainer = train.Trainer(model, variables, trainable=train.SEED002_TRAINABLE, learning_rate=1e-4)
-    >>> trainer = train.SegmentationTrainer(driu, variables)          # seed 000: BCE, every layer
+    >>> grader_trainer = train.Trainer(grader, grader_variables, trainable=("features.denseblock2", "classifier"),
+    ...                                learning_rate=1e-4)            # seed 002: train.SEED002_TRAINABLE
+    >>> trainer = train.SegmentationTrainer(model, variables)          # seed 000: BCE, every layer of DRIU
 """
 
 from jaxretina.train.segmentation import (

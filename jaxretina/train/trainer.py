@@ -85,9 +85,10 @@ def transfer_variables(source: Mapping[str, Any], model: Any, *, seed: int = 0) 
 
     Example::
 
-      >>> _, imagenet = jaxretina.load("densenet121", "densenet121-a639ec97.pth")
-      >>> variables, fresh = train.transfer_variables(imagenet, models.DenseNet121(num_classes=5))
-      >>> fresh                                # ['params.classifier.bias', 'params.classifier.kernel']
+      >>> _, imagenet = jaxretina.load("densenet121", "grader.pth")   # e.g. densenet121-a639ec97.pth
+      >>> variables, fresh = train.transfer_variables(imagenet, models.DenseNet121(num_classes=2))
+      >>> fresh                                # the head has another shape: initialised afresh
+      ['params.classifier.bias', 'params.classifier.kernel']
     """
     probe, example = model.shape_probe()
     fresh = _params_only(jax.jit(probe.init)(jax.random.key(seed), example))
