@@ -110,6 +110,7 @@ def _add_sweep(sub) -> None:
     sw.add_argument("--dry-run", action="store_true",
                     help="compile one step, report memory per device and time per example, write nothing")
     sw.add_argument("--quiet", action="store_true", help="log warnings only")
+    _add_cache_flag(sw)
 
 
 def _model_options(pairs: list[str]) -> dict | None:

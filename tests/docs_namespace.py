@@ -5,6 +5,8 @@ a folder of fundus images, a finished sweep store) in a temporary working folder
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -36,6 +38,8 @@ def make_files(root: Path) -> None:
     data.make_fake_drive(root / "DRIVE", n_train=2, n_test=2, height=SIZE + 5, width=SIZE + 3)
     os.makedirs(root / "Downloads", exist_ok=True)
     os.symlink(root / "DRIVE", root / "Downloads" / "DRIVE")
+    with contextlib.redirect_stdout(io.StringIO()):   # TFDS says where it prepared the split
+        data.drive_tfds(root / "tensorflow_datasets", "test", manual_dir=root / "DRIVE")
     data.make_fake_dataset(root / "fake_kaggle", per_class=2, test_per_class=1, size=48)
     os.symlink(root / "fake_kaggle" / "manual", root / "eyepacs")
     os.makedirs(root / "images", exist_ok=True)

@@ -87,3 +87,25 @@ def test_stopwatch_separates_compile_from_run():
         f(z).block_until_ready()
     assert first.compiles == 1 and first.compile > 0
     assert second.compiles == 0 and second.compile == 0
+
+
+def test_second_demo_run_compiles_nothing(tmp_path):
+    # The command keeps JAX's persistent compilation cache (here in tmp_path): the same command
+    # run again loads every program instead of compiling it.  Subprocesses: the cache is a
+    # per-process setting, and the first run must start with an empty cache.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cache = tmp_path / "xla"
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"demo{k}"
+        done = subprocess.run([sys.executable, "-m", "jaxretina", "demo", "--out", str(out), "--size", "32",
+                               "--steps", "2", "--chunk", "1", "--compilation-cache", str(cache)],
+                              cwd=root, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(json.loads((out / "summary.json").read_text())["xla"])
+    assert runs[0]["compiled"] > 0 and runs[0]["cache_dir"] == str(cache)
+    assert runs[1]["compiled"] == 0 and runs[1]["from_cache"] == runs[0]["compiled"] + runs[0]["from_cache"]

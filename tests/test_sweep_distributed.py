@@ -174,14 +174,18 @@ def test_a_second_unjoined_sweep_on_the_same_store_is_stopped(dataset, tmp_path)
     first = subprocess.Popen(_command(dataset, str(out), *slow), env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     lease = out / "lease" / "zarr.json"
-    deadline = time.time() + 300
-    while not lease.exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    assert lease.exists(), "the first sweep never took the store's lease"
-    second = subprocess.run(_command(dataset, str(out), *slow), env=_env(), cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)
-    still_running = first.poll() is None
-    _, err = first.communicate(timeout=600)
+    try:
+        deadline = time.time() + 300
+        while not lease.exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert lease.exists(), "the first sweep never took the store's lease"
+        second = subprocess.run(_command(dataset, str(out), *slow), env=_env(), cwd=ROOT, capture_output=True,
+                                text=True, timeout=600)
+        still_running = first.poll() is None
+    finally:
+        if first.poll() is None and not lease.exists():
+            first.kill()
+        _, err = first.communicate(timeout=600)   # closes its pipes whatever happened
     assert first.returncode == 0, err[-3000:]
     assert still_running, "the first sweep ended before the second started; nothing was tested"
     assert second.returncode == 2

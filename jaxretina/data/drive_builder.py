@@ -5,10 +5,9 @@ and reading need no TensorFlow: the features are zlib-compressed uint8 tensors, 
 ``Image`` feature (which encodes PNGs through TensorFlow).  :func:`jaxretina.data.drive_tfds`
 is the usual entry point.
 
-Example::
+Example (the first call prepares the dataset and says so; this one reads it)::
 
     >>> src = data.drive_tfds("~/tensorflow_datasets", "test", manual_dir="~/Downloads/DRIVE")
-    ...Dataset drive downloaded and prepared to ... Subsequent calls will reuse this data...
     >>> ex = src[0]                                # DriveExample, as from data.drive_folder
     >>> ex.image.dtype, ex.image.shape[-1], ex.vessels.dtype
     (dtype('uint8'), 3, dtype('bool'))
