@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from jaxretina.compilation_cache import CompileCount
 from tests import docs_namespace
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -64,7 +65,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
             code = code.replace(old, new)
         t0 = time.perf_counter()
         try:
-            exec(compile(code, f"README.md:{line}", "exec"), names)
+            with CompileCount() as count:
+                exec(compile(code, f"README.md:{line}", "exec"), names)
         except Exception as err:
             raise AssertionError(f"README.md block at line {line} failed: {type(err).__name__}: {err}") from err
-        print(f"README.md block at line {line}: {time.perf_counter() - t0:.1f} s")
+        print(f"README.md block at line {line}: {time.perf_counter() - t0:.1f} s, {count.programs} programs")

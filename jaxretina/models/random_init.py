@@ -45,16 +45,20 @@ def random_variables(model: Any, example_shape: Sequence[int] | None = None, *, 
     shapes = {k: v for k, v in shapes.items() if k in ("params", "batch_stats")}
     rng = np.random.default_rng(seed)
 
+    # Host arrays of the final dtype, then one transfer: no per-shape device program (a
+    # jnp.ones or a float64 -> float32 conversion on the device compiles once per shape: ~150
+    # small compiles for Inception V3).
     def fill(path, s):
         name = jax.tree_util.keystr(path)
+        dtype = np.dtype(s.dtype)
         if "kernel" in name:
-            return jnp.asarray(rng.normal(0, 1 / np.sqrt(np.prod(s.shape[:-1])), s.shape), s.dtype)
+            return rng.normal(0, 1 / np.sqrt(np.prod(s.shape[:-1])), s.shape).astype(dtype)
         if "var" in name or "scale" in name:
-            return jnp.ones(s.shape, s.dtype)
+            return np.ones(s.shape, dtype)
         if "mean" in name:
-            return jnp.zeros(s.shape, s.dtype)
-        return jnp.asarray(rng.normal(0, bias_std, s.shape), s.dtype)
+            return np.zeros(s.shape, dtype)
+        return rng.normal(0, bias_std, s.shape).astype(dtype)
 
-    variables = jax.tree_util.tree_map_with_path(fill, shapes)
+    variables = jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
     fixed = getattr(model, "fixed_parameters", None)   # parameters a model's init sets, not draws
     return fixed(variables) if fixed is not None else variables

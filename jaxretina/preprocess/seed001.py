@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -81,11 +82,16 @@ def seed001_input(
     image = _check_rgb(rgb, "seed001_input").astype(jnp.float32)
     if not 0 <= crop < 1:
         raise ValueError(f"seed001_input: crop must be in [0, 1); found {crop!r}")
+    # One compiled program per (image shape, options), not ~40 small ones op by op.
+    return _seed001(image, int(size), float(noise_sigma), None if background_sigma is None else float(background_sigma),
+                    float(contrast), float(crop), float(threshold), float(gray))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6, 7))
+def _seed001(image, size, noise_sigma, background_sigma, contrast, crop, threshold, gray):
     if image.ndim == 4:
-        one = lambda im: seed001_input(im, size=size, noise_sigma=noise_sigma,  # noqa: E731
-                                       background_sigma=background_sigma, contrast=contrast,
-                                       crop=crop, threshold=threshold, gray=gray)
-        return jax.vmap(one)(image)
+        return jax.vmap(lambda im: _seed001(im, size, noise_sigma, background_sigma, contrast, crop, threshold,
+                                            gray))(image)
     diameter, centre_col = retina_extent(image, threshold=threshold)
     diameter = jnp.maximum(diameter, 1).astype(jnp.float32)
     scale = size / diameter
