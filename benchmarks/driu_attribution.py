@@ -82,10 +82,10 @@ def _alternative_chunking(model, variables, target, x, spec):
 
     from jaxretina.explain import model_fn, quadrature
     from jaxretina.explain._core import split_fn
-    from jaxretina.explain.gradients import _IGTerm, _finish
+    from jaxretina.explain.gradients import IGTerm, finish_ig
 
     fn, data = split_fn(model_fn(model, variables, target))
-    term = _IGTerm(fn)
+    term = IGTerm(fn)
     alphas, weights = (a.astype("float32") for a in quadrature("gausslegendre", spec["steps"]))
     chunk = spec["chunk"]
     baseline = jnp.zeros_like(x)
@@ -95,14 +95,14 @@ def _alternative_chunking(model, variables, target, x, spec):
         consts = (data, x, b)
         if spec["impl"] == "lax_map":
             grads = jax.lax.map(lambda node: term(consts, node), (alphas, weights), batch_size=chunk)
-            return _finish(fn, data, x, b, grads.sum(0))
+            return finish_ig(fn, data, x, b, grads.sum(0))
         nodes = (alphas.reshape(-1, chunk), weights.reshape(-1, chunk))
 
         def body(acc, node):
             return acc + jax.vmap(term, in_axes=(None, 0))(consts, node).sum(0), None
 
         total, _ = jax.lax.scan(body, jnp.zeros_like(x), nodes, unroll=spec["impl"] == "scan_unrolled")
-        return _finish(fn, data, x, b, total)
+        return finish_ig(fn, data, x, b, total)
 
     return lambda: ig(data, x, baseline, alphas, weights)
 

@@ -94,10 +94,10 @@ def convert(src: str | os.PathLike, model: str, out: str | os.PathLike, *, backe
     import jaxretina
     from converters.formats import read_weights
     from jaxretina.checkpoint import save_variables
-    from jaxretina.loading import RECORD_NAME, _check_name, from_weights, model_config
+    from jaxretina.loading import RECORD_NAME, check_name, from_weights, model_config
 
     src, out = os.fspath(src), os.path.abspath(os.fspath(out))
-    key = _check_name(model)
+    key = check_name(model)
     if os.path.exists(out):
         raise FileExistsError(f"convert: {out} exists; expected a new directory path")
     t0 = time.perf_counter()

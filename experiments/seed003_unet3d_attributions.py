@@ -100,7 +100,7 @@ def train_on_phantom(model, variables, volume, mask, args):
     import optax
     from jaxretina import taps
 
-    variables = taps._params_only(variables)  # no tap-point collections sized for init's input
+    variables = taps.params_only(variables)  # no tap-point collections sized for init's input
     params, rest = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     opt = optax.adam(args.learning_rate)
     state = opt.init(params)

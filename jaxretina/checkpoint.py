@@ -23,7 +23,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from jaxretina.taps import _params_only
+from jaxretina.taps import params_only
 from jaxretina.validate import check_weight_dtype
 
 __all__ = ["save_variables", "load_variables", "expected_variables"]
@@ -65,7 +65,7 @@ def save_variables(path: str | os.PathLike, variables: Any) -> str:
     ckpt = _checkpointer()
     # Tap-point collections (zero perturbations, recorded activations) that model.init returns
     # are per input size and carry no weights: never stored.
-    ckpt.save(path, jax.tree.map(np.asarray, _params_only(variables)))
+    ckpt.save(path, jax.tree.map(np.asarray, params_only(variables)))
     ckpt.wait_until_finished()
     return path
 
@@ -98,7 +98,7 @@ def load_variables(path: str | os.PathLike, *, like: Any) -> Any:
         stored = getattr(stored, "item_metadata", stored)
     except Exception as err:  # noqa: BLE001 - any unreadable directory gets the same message
         raise ValueError(f"load_variables: {path} is not a readable Orbax checkpoint ({err})") from err
-    like = _params_only(like)
+    like = params_only(like)
     want, have = _flat(like), _flat(stored)
     missing = sorted(set(want) - set(have))
     unexpected = sorted(set(have) - set(want))

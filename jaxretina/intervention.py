@@ -77,14 +77,14 @@ def fuse_weight_edit(model: Any, variables: Any, layer: str, c: Any) -> dict:
     rows = model.fuse_inputs()
     if layer not in rows:
         raise ValueError(f"fuse_weight_edit: the fuse layer reads {list(rows)}; found {layer!r}")
-    params = dict(taps._params_only(variables)["params"])
+    params = dict(taps.params_only(variables)["params"])
     fuse = dict(params[model.FUSE_LAYER])
     kernel = fuse["kernel"]                                   # (1, 1, channels in, 1)
     idx = np.asarray(rows[layer])
     factor = jnp.broadcast_to(jnp.asarray(c, kernel.dtype), (len(idx),))
     fuse["kernel"] = kernel.at[:, :, idx, :].multiply(factor[:, None])
     params[model.FUSE_LAYER] = fuse
-    return {**taps._params_only(variables), "params": params}
+    return {**taps.params_only(variables), "params": params}
 
 
 class ScalingSweep(NamedTuple):
@@ -155,6 +155,6 @@ def scaling_sweep(model: Any, variables: Any, images: Any, targets: Any, fov_mas
     for name, a in (("targets", targets), ("fov_masks", masks)):
         if a.shape[:3] != images.shape[:3]:
             raise ValueError(f"scaling_sweep: {name} must be (N, H, W) = {images.shape[:3]}; found {a.shape}")
-    miou, base = _sweep_program(model, layers, float(threshold), int(erode), taps._params_only(variables), images,
+    miou, base = _sweep_program(model, layers, float(threshold), int(erode), taps.params_only(variables), images,
                                 targets, masks, cs)
     return ScalingSweep(layers, np.asarray(cs), np.moveaxis(np.asarray(miou), 0, -1), np.asarray(base))

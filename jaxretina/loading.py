@@ -33,7 +33,9 @@ import os
 from typing import Any
 
 __all__ = ["load", "load_with_report", "save", "digest", "read_record", "check_model_options", "MODELS", "RECORD_NAME",
-           "model_config"]
+           "model_config",
+    "check_name", "model_from_config",
+]
 
 # name -> (class in jaxretina.models, converter module).  A converter module exposes
 # ``from_weights(kind, content, source, **model_kwargs) -> (model, variables, report)`` for the
@@ -71,7 +73,7 @@ def digest(path: str | os.PathLike, block: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     key = name.lower().replace("-", "_")
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {list(MODELS)}")
@@ -97,7 +99,7 @@ def model_config(model: Any) -> dict[str, Any]:
     return out
 
 
-def _build(key: str, config: dict[str, Any]):
+def model_from_config(key: str, config: dict[str, Any]):
     from jaxretina import models
 
     return getattr(models, _REGISTRY[key][0])(**config)
@@ -136,7 +138,7 @@ def check_model_options(name: str, config: dict[str, Any], source: str) -> None:
 
     from jaxretina import models
 
-    key = _check_name(name)
+    key = check_name(name)
     fields = {f.name: f for f in dataclasses.fields(getattr(models, _REGISTRY[key][0]))}
     unknown = sorted(set(config) - set(fields) | {k for k in config if k in ("parent", "name")})
     if unknown:
@@ -163,7 +165,7 @@ def _load_orbax(key: str, path: str, model_kwargs: dict[str, Any]):
     config = {k: _tuples(v) for k, v in record.get("config", {}).items()}
     check_model_options(key, config, os.path.join(path, RECORD_NAME))
     config.update(model_kwargs)
-    model = _build(key, config)
+    model = model_from_config(key, config)
     like = expected_variables(model)
     variables = load_variables(path, like=like)
     return model, variables, Report(source_format="Orbax checkpoint", config=config)
@@ -171,7 +173,7 @@ def _load_orbax(key: str, path: str, model_kwargs: dict[str, Any]):
 
 def load_with_report(name: str, path: str | os.PathLike, *, backend: str = "auto", **model_kwargs: Any):
     """Like :func:`load`, plus the conversion :class:`converters.mapping.Report`."""
-    key = _check_name(name)
+    key = check_name(name)
     path = os.fspath(path)
     if os.path.isdir(path):
         return _load_orbax(key, path, model_kwargs)
@@ -186,7 +188,7 @@ def load_with_report(name: str, path: str | os.PathLike, *, backend: str = "auto
 def from_weights(name: str, kind: str, content: Any, source: str, **model_kwargs: Any):
     """``(module, variables, report)`` from already-read weights ``(kind, content)`` of
     :func:`converters.formats.read_weights`, through the model's converter module."""
-    converter = importlib.import_module(_REGISTRY[_check_name(name)][1])
+    converter = importlib.import_module(_REGISTRY[check_name(name)][1])
     return converter.from_weights(kind, content, source, **model_kwargs)
 
 
@@ -215,7 +217,7 @@ def save(name: str, model: Any, variables: Any, out: str | os.PathLike, *, extra
     import jaxretina
     from jaxretina.checkpoint import save_variables
 
-    key = _check_name(name)
+    key = check_name(name)
     out = save_variables(out, variables)
     record = {"jaxretina_version": jaxretina.__version__, "model": key, "config": model_config(model),
               "notes": extra or {}}

@@ -51,6 +51,7 @@ __all__ = [
     "select_layers",
     "resolve_layers",
     "layer_aliases",
+    "params_only",
 ]
 
 _TAPS = "taps"  # the name models give their TapPoints submodule
@@ -108,7 +109,7 @@ class TapFunctions(NamedTuple):
     scaled: Callable[[Any, jax.Array, Mapping[str, Any]], Any]
 
 
-def _params_only(variables: Mapping[str, Any]) -> dict[str, Any]:
+def params_only(variables: Mapping[str, Any]) -> dict[str, Any]:
     # Never forward stale perturbations or intermediates a caller kept from an earlier apply.
     return {k: v for k, v in variables.items() if k not in (_PERTURB, _INTERMEDIATES, _REPLACE, _SCALE)}
 
@@ -133,10 +134,10 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
     """
 
     def forward(variables, x):
-        return model.apply(_params_only(variables), x, **apply_kwargs)
+        return model.apply(params_only(variables), x, **apply_kwargs)
 
     def tapped(variables, x, deltas):
-        full = dict(_params_only(variables))
+        full = dict(params_only(variables))
         full[_PERTURB] = {_TAPS: dict(deltas)}
         out, state = model.apply(full, x, mutable=[_INTERMEDIATES], **apply_kwargs)
         acts = state.get(_INTERMEDIATES, {}).get(_TAPS)
@@ -145,16 +146,16 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
         return out, dict(acts)
 
     def zeros(variables, x):
-        shapes = _tap_shapes(model, variables, x, apply_kwargs)
+        shapes = tap_shapes(model, variables, x, apply_kwargs)
         return {name: _varying_like(jnp.zeros(s.shape, s.dtype), x) for name, s in shapes.items()}
 
     def replaced(variables, x, values):
-        full = dict(_params_only(variables))
+        full = dict(params_only(variables))
         full[_REPLACE] = {_TAPS: dict(values)}
         return model.apply(full, x, **apply_kwargs)
 
     def scaled(variables, x, scales):
-        full = dict(_params_only(variables))
+        full = dict(params_only(variables))
         full[_SCALE] = {_TAPS: dict(scales)}
         return model.apply(full, x, **apply_kwargs)
 
@@ -183,11 +184,11 @@ def _no_taps(model: nn.Module) -> ValueError:
     )
 
 
-def _tap_shapes(model, variables, x, apply_kwargs) -> dict[str, jax.ShapeDtypeStruct]:
+def tap_shapes(model, variables, x, apply_kwargs) -> dict[str, jax.ShapeDtypeStruct]:
     order: list[str] = []  # execution order, seen while tracing (pytree outputs sort dict keys)
 
     def run(v, z):
-        _, state = model.apply(_params_only(v), z, mutable=[_PERTURB], **apply_kwargs)
+        _, state = model.apply(params_only(v), z, mutable=[_PERTURB], **apply_kwargs)
         created = state.get(_PERTURB, {}).get(_TAPS, {})
         order.extend(created)
         return created
@@ -216,7 +217,7 @@ def layer_shapes(
             variables = jax.eval_shape(probe.init, jax.random.key(0), jax.ShapeDtypeStruct(example.shape, dtype))
         else:
             variables = jax.eval_shape(model.init, jax.random.key(0), x, **apply_kwargs)
-    return _tap_shapes(model, variables, x, apply_kwargs)
+    return tap_shapes(model, variables, x, apply_kwargs)
 
 
 def layer_names(model: nn.Module, input_shape: Sequence[int], **apply_kwargs: Any) -> tuple[str, ...]:

@@ -208,7 +208,7 @@ def predict(
     averaged.  A UNet3D with deep supervision is explained by its main output.  ``(D, H, W, C)``."""
     if getattr(model, "deep_supervision", False):
         model = model.clone(deep_supervision=False)
-    f = Partial(_Probability(model), taps._params_only(variables))
+    f = Partial(_Probability(model), taps.params_only(variables))
     return sliding_window(f, volume, patch=patch, overlap=overlap, batch=batch, normalize=normalize, jit=True)
 
 
@@ -265,5 +265,5 @@ def attribute(
     if getattr(model, "deep_supervision", False):
         model = model.clone(deep_supervision=False)
     options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
-    f = Partial(_PatchMethod(method, model, target, options), taps._params_only(variables))
+    f = Partial(_PatchMethod(method, model, target, options), taps.params_only(variables))
     return sliding_window(f, volume, patch=patch, overlap=overlap, batch=batch, normalize=normalize, jit=False)

@@ -91,7 +91,7 @@ def test_neuron_maps_equal_each_neuron_alone_and_resultant_is_ig_of_the_weighted
     pos, neg = np.asarray(study.positive), np.asarray(study.negative)
     assert np.all(np.diff(lay[pos]) <= 0) and lay[pos].min() >= np.sort(lay)[-3]
     assert np.all(np.diff(lay[neg]) >= 0) and lay[neg].max() <= np.sort(lay)[2]
-    params = taps._params_only(variables)
+    params = taps.params_only(variables)
 
     def neuron(j):
         def f(v, z):

@@ -158,7 +158,7 @@ def test_store_holds_what_the_explainers_give(store, images):
     assert summary["this_run"]["compiles"] == 1 and summary["groups"] == {"32x32x3": 6}
     model, variables, record = sweep.load_model(sweep.sweep_config(model="driu", data=images, out=path,
                                                                    methods=METHODS, seed=3))
-    variables = taps._params_only(variables)
+    variables = taps.params_only(variables)
     assert record["from_file"] is False and "deterministic initialisation" in record["note"]
     assert s.meta["weights"] == record
     target = targets.segmentation_sum()
@@ -249,7 +249,7 @@ def test_volumes_sweep_records_nan_and_wrong_rank(tmp_path, unet_small):
                                                   methods=["guided_backprop"], model_options={"base_width": 2}))
     vol = data.read_nifti(tmp_path / "v1.nii.gz").array
     vol = (vol - vol.min()) / (vol.max() - vol.min())
-    want = explain.guided_backprop(m, taps._params_only(v), jnp.asarray(vol), targets.segmentation_sum())
+    want = explain.guided_backprop(m, taps.params_only(v), jnp.asarray(vol), targets.segmentation_sum())
     np.testing.assert_allclose(s.example("v1.nii.gz")["guided_backprop"], np.asarray(want), rtol=1e-4,
                                atol=1e-5 * float(jnp.abs(want).max()))
 
@@ -300,7 +300,7 @@ def test_tfds_split_in_float16_and_the_report_command(tmp_path, capsys):
     image = test_split[1].image
     assert s.info(1)["sha256"] == hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
     model, variables, _ = sweep.load_model(sweep.sweep_config(model="driu", data="x", out=out, methods=["saliency"]))
-    f = explain.model_fn(model, taps._params_only(variables), targets.segmentation_sum())
+    f = explain.model_fn(model, taps.params_only(variables), targets.segmentation_sum())
     want = np.asarray(explain.saliency(f, preprocess.driu_caffe_input(image)))
     np.testing.assert_allclose(s.example(1)["saliency"].astype(np.float32), want, rtol=2e-3,
                                atol=1e-3 * np.abs(want).max())

@@ -97,7 +97,7 @@ def test_one_program_per_shape_and_errors(unet):
     from jaxretina.explain import gradients
 
     programs = lambda: (volumes._mapped._cache_size(), volumes._accumulate._cache_size(),  # noqa: E731
-                        gradients._gradient._cache_size())
+                        gradients.input_gradient._cache_size())
     mapped, acc, grad = programs()
     volumes.predict(model, variables, vol + 1, patch=16, batch=2)   # another volume of the same shape
     assert programs() == (mapped, acc, grad)

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxretina.data.drive import DriveExample, DriveFolder
-from jaxretina.data.sources import _record_index
+from jaxretina.data.sources import record_index
 
 __all__ = ["Drive", "DriveTFDS", "drive_tfds"]
 
@@ -80,7 +80,7 @@ class DriveTFDS(Sequence[DriveExample]):
         return len(self._records)
 
     def __getitem__(self, k: int) -> DriveExample:  # type: ignore[override]
-        r = self._records[_record_index(k, len(self))]
+        r = self._records[record_index(k, len(self))]
         name = r["name"].decode() if isinstance(r["name"], bytes) else str(r["name"])
         return DriveExample(name, np.asarray(r["image"], np.uint8), np.asarray(r["vessels"]) > 0,
                             np.asarray(r["mask"]) > 0)

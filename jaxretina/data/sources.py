@@ -30,6 +30,7 @@ from PIL import Image
 __all__ = [
     "Example", "KaggleFolder", "kaggle_folder", "kaggle_manual_dir", "TFDSSource", "tfds_source", "decode_rgb",
     "square_resize", "Subset", "split", "TFDS_NAME", "GRADES",
+    "record_index",
 ]
 
 TFDS_NAME = "diabetic_retinopathy_detection"
@@ -174,7 +175,7 @@ def kaggle_manual_dir(manual_dir: str | os.PathLike, split: str = "train") -> Ka
     return KaggleFolder(root / folder, root / labels, usage=usage)
 
 
-def _record_index(i: int, n: int) -> int:
+def record_index(i: int, n: int) -> int:
     """``i`` as a record key in ``[0, n)`` (negative counts from the end); ``IndexError`` outside,
     as a Sequence must (TFDS raises ValueError, which breaks iteration)."""
     i = int(i)
@@ -195,7 +196,7 @@ class TFDSSource(Sequence[Example]):
         return len(self._records)
 
     def __getitem__(self, i: int) -> Example:  # type: ignore[override]
-        r = self._records[_record_index(i, len(self))]
+        r = self._records[record_index(i, len(self))]
         image = r["image"]
         image = decode_rgb(image) if isinstance(image, bytes) else np.asarray(image, np.uint8)
         if image.ndim == 2 or image.shape[-1] == 1:

@@ -31,6 +31,7 @@ from jaxretina.validate import check_example, check_finite
 
 __all__ = [
     "DEFAULT_CHUNK", "model_fn", "split_fn", "chunked_sum", "check_chunk", "as_baseline", "scalar_output",
+    "sum_over", "progress_callback",
 ]
 
 
@@ -75,7 +76,7 @@ def model_fn(model: Any, variables: Any, target: Callable) -> Partial:
       >>> f = explain.model_fn(model, variables, targets.segmentation_sum())
       >>> ig = explain.integrated_gradients(f, x, baseline=0.0, steps=32)
     """
-    return Partial(_ModelScore(model, target), taps._params_only(variables))
+    return Partial(_ModelScore(model, target), taps.params_only(variables))
 
 
 def split_fn(f: Callable) -> tuple[Callable, tuple]:
@@ -145,7 +146,7 @@ def check_input(x: Any, *, who: str) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _sum_over(term: Callable, consts: Any, xs: Any) -> Any:
+def sum_over(term: Callable, consts: Any, xs: Any) -> Any:
     terms = jax.vmap(term, in_axes=(None, 0))(consts, xs)
     return jax.tree.map(lambda a: a.sum(0), terms)
 
@@ -164,7 +165,7 @@ def chunked_sum(term: Callable, consts: Any, xs: Any, *, chunk: int,
     done = 0
     for part in _chunks(xs, chunk):
         size = jax.tree.leaves(part)[0].shape[0]
-        part = _sum_over(term, consts, part)
+        part = sum_over(term, consts, part)
         total = part if total is None else jax.tree.map(jnp.add, total, part)
         if progress is not None:
             jax.block_until_ready(total)

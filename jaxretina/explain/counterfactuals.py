@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina.explain._core import as_baseline, check_input, model_fn, split_fn
-from jaxretina.explain.gradients import _gradient
-from jaxretina.explain.neurons import _layer_values, layer_integrated_gradients
+from jaxretina.explain.gradients import input_gradient
+from jaxretina.explain.neurons import layer_values, layer_integrated_gradients
 
 __all__ = ["ig_counterfactual", "gradient_counterfactual", "LinearityStudy", "linearity_study", "exponential_grid"]
 
@@ -64,7 +64,7 @@ def gradient_counterfactual(f: Callable, x: Any, c: Any, *, low: float = 0.0, hi
     x = check_input(x, who=who)
     fn, data = split_fn(f)
     c, _ = _grid(c, x, who)
-    return jnp.clip(x + c * _gradient(fn, data, x, False), low, high)
+    return jnp.clip(x + c * input_gradient(fn, data, x, False), low, high)
 
 
 def exponential_grid(start: float, stop: float, num: int) -> jax.Array:
@@ -131,8 +131,8 @@ def _linearity(model, target, layer, steps, rule, chunk, fn, data, x, b, grid):
         return fn(*data, xc), ig.values, ig.delta
 
     outputs, attributions, deltas = jax.vmap(one)(xs)
-    acts = _layer_values(model, layer, params, xs)
-    base = _layer_values(model, layer, params, b[None])[0]
+    acts = layer_values(model, layer, params, xs)
+    base = layer_values(model, layer, params, b[None])[0]
     diff = acts - base
     mean_grad = jnp.where(diff != 0, attributions / jnp.where(diff != 0, diff, 1), 0)
     return LinearityStudy(grid, outputs, attributions, acts, base, mean_grad, deltas)

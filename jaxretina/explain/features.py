@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxretina import taps
 from jaxretina.explain._core import check_input
-from jaxretina.explain.relu_rules import _tap_names, _tap_shapes, _with_act, deconvnet_rule
+from jaxretina.explain.relu_rules import tap_names, tap_shapes, with_act, deconvnet_rule
 
 __all__ = ["activation_maps", "filter_peaks", "dead_filters", "deconvnet_reconstruction"]
 
@@ -67,14 +67,14 @@ def filter_peaks(model: Any, variables: Any, batches: Iterable[Any], layers: str
     dropped by ``valid``)."""
     names: tuple[str, ...] | None = None
     peaks: list[jax.Array] | None = None
-    params = taps._params_only(variables)
+    params = taps.params_only(variables)
     for batch in batches:
         x, valid = batch if isinstance(batch, tuple) else (batch, None)
         x = jnp.asarray(x)
         if valid is not None:  # padded rows repeat a real one: harmless for a maximum, but drop them
             x = x[np.asarray(valid, bool)]
         if names is None:
-            names = taps.select_layers(_tap_names(model, tuple(x.shape[1:]), x.dtype), layers)
+            names = taps.select_layers(tap_names(model, tuple(x.shape[1:]), x.dtype), layers)
         got = _peaks(model, names, params, x)
         peaks = list(got) if peaks is None else [jnp.maximum(a, b) for a, b in zip(peaks, got)]
     if names is None:
@@ -133,16 +133,16 @@ def deconvnet_reconstruction(model: Any, variables: Any, x: Any, layer: str, *,
     """
     who = "deconvnet_reconstruction"
     x = check_input(x, who=who)
-    shapes = _tap_shapes(model, tuple(x.shape), x.dtype)
+    shapes = tap_shapes(model, tuple(x.shape), x.dtype)
     taps.select_layers(tuple(shapes), layer)
     if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"{who}: top_k must be a positive int or None; found {top_k!r}")
-    swapped = _with_act(model, deconvnet_rule, who)
+    swapped = with_act(model, deconvnet_rule, who)
     single = channel is None or isinstance(channel, (int, np.integer))
     chans = np.atleast_1d(np.asarray(-1 if channel is None else channel, np.int32))
     width = shapes[layer].shape[-1]
     bad = [int(c) for c in chans if not (channel is None or 0 <= c < width)]
     if bad:
         raise ValueError(f"{who}: layer {layer!r} has {width} channels (0 … {width - 1}); found {bad}")
-    out = _reconstruct(swapped, layer, top_k, taps._params_only(variables), x, jnp.asarray(chans))
+    out = _reconstruct(swapped, layer, top_k, taps.params_only(variables), x, jnp.asarray(chans))
     return out[0] if single else out

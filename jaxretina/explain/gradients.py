@@ -20,7 +20,8 @@ from jaxretina.explain._core import (
 )
 from jaxretina.explain.quadrature import quadrature
 
-__all__ = ["Attribution", "integrated_gradients", "saliency", "gradient_x_input", "smoothgrad"]
+__all__ = ["Attribution", "integrated_gradients", "saliency", "gradient_x_input", "smoothgrad", "ig_plan",
+           "input_gradient", "IGTerm", "finish_ig"]
 
 
 class Attribution(NamedTuple):
@@ -37,7 +38,7 @@ class Attribution(NamedTuple):
     steps: int | None = None
 
 
-class _IGTerm(NamedTuple):
+class IGTerm(NamedTuple):
     """One quadrature term ``w · ∇f(x' + α (x − x'))`` (hashable: a static jit argument)."""
 
     fn: Callable
@@ -66,13 +67,13 @@ def _complete(values, end, a, b) -> Attribution:
     return Attribution(values, values.sum() - (ends[0] - ends[1]))
 
 
-def _finish(fn, data, x, baseline, grad_sum) -> Attribution:
+def finish_ig(fn, data, x, baseline, grad_sum) -> Attribution:
     return _complete((x - baseline) * grad_sum, lambda z: fn(*data, z), x, baseline)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _ig_finish(fn, data, x, baseline, grad_sum):
-    return _finish(fn, data, x, baseline, grad_sum)
+    return finish_ig(fn, data, x, baseline, grad_sum)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -97,19 +98,19 @@ class _Plan(NamedTuple):
     stemmed: bool
 
 
-def _plan(fn, data, x, b, stem: bool) -> _Plan:
+def ig_plan(fn, data, x, b, stem: bool) -> _Plan:
     if stem and getattr(fn, "has_affine_stem", False):
         zx, zb = _stem_ends(fn, data, x, b)
-        return _Plan(_IGTerm(_Head(fn)), (data, zx, zb),
+        return _Plan(IGTerm(_Head(fn)), (data, zx, zb),
                      lambda g: _ig_finish_stem(fn, data, x, b, zx, zb, g), True)
-    return _Plan(_IGTerm(fn), (data, x, b), lambda g: _ig_finish(fn, data, x, b, g), False)
+    return _Plan(IGTerm(fn), (data, x, b), lambda g: _ig_finish(fn, data, x, b, g), False)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _ig_whole(fn, data, x, baseline, alphas, weights):
     # All steps vmap-ed, endpoints and delta in the same program.
-    grads = jax.vmap(_IGTerm(fn), in_axes=(None, 0))((data, x, baseline), (alphas, weights))
-    return _finish(fn, data, x, baseline, grads.sum(0))
+    grads = jax.vmap(IGTerm(fn), in_axes=(None, 0))((data, x, baseline), (alphas, weights))
+    return finish_ig(fn, data, x, baseline, grads.sum(0))
 
 
 def integrated_gradients(
@@ -189,7 +190,7 @@ def integrated_gradients(
     alphas, weights = alphas.astype(x.dtype), weights.astype(x.dtype)
     chunk = check_chunk(chunk, steps, who=who)
     fn, data = split_fn(f)
-    plan = _plan(fn, data, x, b, stem)
+    plan = ig_plan(fn, data, x, b, stem)
     if chunk >= steps and not plan.stemmed:
         return _ig_whole(fn, data, x, b, alphas, weights)
     report = progress_callback(progress, desc="Integrated Gradients", unit="step")
@@ -207,7 +208,7 @@ def _ig_auto(f, x, b, *, rule, chunk, tol, max_steps, stem) -> Attribution:
         raise ValueError(f"{who}: max_steps must be an int >= 8; found {max_steps!r}")
     chunk = 8 if chunk == "all" else check_chunk(chunk, 8, who=who)  # every round: chunks of <= 8
     fn, data = split_fn(f)
-    plan = _plan(fn, data, x, b, stem)
+    plan = ig_plan(fn, data, x, b, stem)
     if rule == "clenshaw_curtis":
         return _ig_auto_nested(plan, x, chunk=chunk, tol=tol, max_steps=max_steps)
     steps = 8
@@ -249,7 +250,7 @@ def _ig_auto_nested(plan, x, *, chunk, tol, max_steps) -> Attribution:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _gradient(fn, data, x, absolute):
+def input_gradient(fn, data, x, absolute):
     g = jax.grad(lambda z: scalar_output(fn(*data, z), who="saliency"))(x)
     return jnp.abs(g) if absolute else g
 
@@ -265,14 +266,14 @@ def saliency(f: Callable, x: Any, *, abs: bool = True) -> jax.Array:  # noqa: A0
     """
     x = check_input(x, who="saliency")
     fn, data = split_fn(f)
-    return _gradient(fn, data, x, bool(abs))
+    return input_gradient(fn, data, x, bool(abs))
 
 
 def gradient_x_input(f: Callable, x: Any) -> jax.Array:
     """``x · ∂f/∂x`` — IG with a zero baseline and one right-Riemann step."""
     x = check_input(x, who="gradient_x_input")
     fn, data = split_fn(f)
-    return x * _gradient(fn, data, x, False)
+    return x * input_gradient(fn, data, x, False)
 
 
 class _NoisyTerm(NamedTuple):

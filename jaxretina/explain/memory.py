@@ -24,18 +24,18 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxretina.explain._core import _sum_over, as_baseline, check_input, split_fn
+from jaxretina.explain._core import sum_over, as_baseline, check_input, split_fn
 
 __all__ = ["ig_chunk_memory", "ig_chunk_for_budget", "compiled_bytes"]
 
 
 def _plan_for(f, x, baseline, stem):
-    from jaxretina.explain.gradients import _plan  # the same plan integrated_gradients runs
+    from jaxretina.explain.gradients import ig_plan  # the same plan integrated_gradients runs
 
     x = check_input(x, who="ig_chunk_memory")
     b = as_baseline(baseline, x, who="ig_chunk_memory")
     fn, data = split_fn(f)
-    return _plan(fn, data, x, b, stem), x.dtype
+    return ig_plan(fn, data, x, b, stem), x.dtype
 
 
 def ig_chunk_memory(f: Callable, x: Any, chunk: int, *, baseline: Any = 0.0, stem: bool = True) -> int:
@@ -45,7 +45,7 @@ def ig_chunk_memory(f: Callable, x: Any, chunk: int, *, baseline: Any = 0.0, ste
         raise ValueError(f"ig_chunk_memory: chunk must be a positive int; found {chunk!r}")
     plan, dtype = _plan_for(f, x, baseline, stem)
     nodes = jnp.zeros((chunk,), dtype)
-    need = compiled_bytes(_sum_over.lower(plan.term, plan.consts, (nodes, nodes)).compile())
+    need = compiled_bytes(sum_over.lower(plan.term, plan.consts, (nodes, nodes)).compile())
     if need is None:
         raise RuntimeError("ig_chunk_memory: this backend's compiler reports no memory analysis")
     return need

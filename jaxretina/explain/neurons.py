@@ -37,6 +37,7 @@ from jaxretina.explain.quadrature import quadrature
 __all__ = [
     "integrated_gradients_vector", "class_integrated_gradients", "layer_integrated_gradients",
     "neuron_integrated_gradients", "top_neurons", "resultant_active_region", "NeuronStudy", "neuron_study",
+    "layer_values",
 ]
 
 
@@ -123,7 +124,7 @@ def class_integrated_gradients(
     ``classes`` are traced: other classes of the same count reuse the compiled program.
     """
     classes = jnp.asarray(classes, jnp.int32).reshape(-1)
-    f = Partial(_ClassScores(model, probability), taps._params_only(variables), classes)
+    f = Partial(_ClassScores(model, probability), taps.params_only(variables), classes)
     return integrated_gradients_vector(f, x, baseline=baseline, steps=steps, rule=rule, chunk=chunk)
 
 
@@ -141,7 +142,7 @@ def _layer_shape(model, x, layer, who) -> tuple[int, ...]:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _layer_values(model, layer, variables, xs):
+def layer_values(model, layer, variables, xs):
     fns = taps.tap_functions(model)
     _, acts = fns.tapped(variables, xs, fns.zeros(variables, xs))
     return acts[layer]
@@ -186,8 +187,8 @@ def layer_integrated_gradients(
     x = check_input(x, who=who)
     b = as_baseline(baseline, x, who=who)
     _layer_shape(model, x, layer, who)
-    params = taps._params_only(variables)
-    ends = _layer_values(model, layer, params, jnp.stack([x, b]))
+    params = taps.params_only(variables)
+    ends = layer_values(model, layer, params, jnp.stack([x, b]))
     f = Partial(_LayerHead(model, target, layer), params, x)
     return integrated_gradients(f, ends[0], baseline=ends[1], steps=steps, rule=rule, chunk=chunk,
                                 stem=False, **ig_kwargs)
@@ -198,7 +199,7 @@ class _NeuronValues(NamedTuple):
     layer: str
 
     def __call__(self, variables, neurons, x):
-        return _layer_values(self.model, self.layer, variables, x[None])[0].reshape(-1)[neurons]
+        return layer_values(self.model, self.layer, variables, x[None])[0].reshape(-1)[neurons]
 
 
 def neuron_integrated_gradients(
@@ -228,7 +229,7 @@ def neuron_integrated_gradients(
             int(neurons.min()) < 0 or int(neurons.max()) >= size):
         raise ValueError(f"{who}: neuron indices must lie in [0, {size}) for layer {layer!r}; found "
                          f"[{int(neurons.min())}, {int(neurons.max())}]")
-    f = Partial(_NeuronValues(model, layer), taps._params_only(variables), neurons)
+    f = Partial(_NeuronValues(model, layer), taps.params_only(variables), neurons)
     return integrated_gradients_vector(f, x, baseline=baseline, steps=steps, rule=rule, chunk=chunk)
 
 

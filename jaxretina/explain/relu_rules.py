@@ -48,6 +48,7 @@ from jaxretina.explain.gradients import saliency
 __all__ = [
     "guided_relu", "deconvnet_relu", "guided", "deconvnet_rule", "guided_backprop", "deconvnet",
     "layerwise_guided_backprop",
+    "tap_names", "tap_shapes", "with_act",
 ]
 
 
@@ -123,7 +124,7 @@ def deconvnet_rule(act: Callable) -> Callable:
     return rule
 
 
-def _with_act(model: Any, rule: Callable, who: str) -> Any:
+def with_act(model: Any, rule: Callable, who: str) -> Any:
     if not hasattr(model, "act"):
         raise TypeError(f"{who}: {type(model).__name__} has no 'act' field to swap; jaxretina models route "
                         "their ReLUs through `act` (found none)")
@@ -135,12 +136,12 @@ def guided_backprop(model: Any, variables: Any, x: Any, target: Callable) -> jax
 
     Compiles once per (model, target, shape): the cloned model compares equal across calls.
     """
-    return saliency(model_fn(_with_act(model, guided, "guided_backprop"), variables, target), x, abs=False)
+    return saliency(model_fn(with_act(model, guided, "guided_backprop"), variables, target), x, abs=False)
 
 
 def deconvnet(model: Any, variables: Any, x: Any, target: Callable) -> jax.Array:
     """Deconvnet attribution of ``target`` for one example ``x``: shape of ``x``."""
-    return saliency(model_fn(_with_act(model, deconvnet_rule, "deconvnet"), variables, target), x, abs=False)
+    return saliency(model_fn(with_act(model, deconvnet_rule, "deconvnet"), variables, target), x, abs=False)
 
 
 class _LayerScores(NamedTuple):
@@ -175,15 +176,15 @@ def _layerwise_program(scores, chunk, variables, x):
 
 
 @functools.lru_cache(maxsize=64)
-def _tap_shapes(model, shape: tuple[int, ...], dtype) -> dict[str, jax.ShapeDtypeStruct]:
+def tap_shapes(model, shape: tuple[int, ...], dtype) -> dict[str, jax.ShapeDtypeStruct]:
     # every tap's shape for one example of ``shape`` (batch axis 1), traced once per (model, shape,
     # dtype); traced in float32 like the model's variables (names and shapes do not depend on it)
     del dtype
     return taps.layer_shapes(model, None, (1, *shape))
 
 
-def _tap_names(model, shape: tuple[int, ...], dtype) -> tuple[str, ...]:
-    return tuple(_tap_shapes(model, shape, dtype))
+def tap_names(model, shape: tuple[int, ...], dtype) -> tuple[str, ...]:
+    return tuple(tap_shapes(model, shape, dtype))
 
 
 def layerwise_guided_backprop(
@@ -220,8 +221,8 @@ def layerwise_guided_backprop(
     x = check_input(x, who=who)
     if rule not in ("guided", "deconvnet"):
         raise ValueError(f"{who}: rule must be 'guided' or 'deconvnet'; found {rule!r}")
-    swapped = _with_act(model, guided if rule == "guided" else deconvnet_rule, who)
-    chosen = taps.select_layers(_tap_names(model, tuple(x.shape), x.dtype), layers)
+    swapped = with_act(model, guided if rule == "guided" else deconvnet_rule, who)
+    chosen = taps.select_layers(tap_names(model, tuple(x.shape), x.dtype), layers)
     scores = _LayerScores(swapped, chosen, channel)
-    maps = _layerwise_program(scores, check_chunk(chunk, len(chosen), who=who), taps._params_only(variables), x)
+    maps = _layerwise_program(scores, check_chunk(chunk, len(chosen), who=who), taps.params_only(variables), x)
     return maps, chosen

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 __all__ = [
     "DRIU_CAFFE_MEAN_BGR", "driu_caffe_input", "resize_image", "gaussian_blur", "imagenet_normalization",
     "imagenet_normalize",
+    "check_rgb",
 ]
 
 # The constants of DRIU's official test script, subtracted from the B, G, R channels in that
@@ -27,7 +28,7 @@ __all__ = [
 DRIU_CAFFE_MEAN_BGR = (171.0773, 98.4333, 58.8811)
 
 
-def _check_rgb(image: Any, who: str) -> jax.Array:
+def check_rgb(image: Any, who: str) -> jax.Array:
     image = jnp.asarray(image)
     if image.ndim not in (3, 4) or image.shape[-1] != 3:
         hint = ""
@@ -55,7 +56,7 @@ def driu_caffe_input(rgb: Any, *, dtype: Any = jnp.float32) -> jax.Array:
       Same shape, channels B, G, R minus :data:`DRIU_CAFFE_MEAN_BGR` — the model's input
       (channels-last; the Caffe script then transposes to CHW, which NHWC does not need).
     """
-    image = _check_rgb(rgb, "driu_caffe_input").astype(dtype)
+    image = check_rgb(rgb, "driu_caffe_input").astype(dtype)
     bgr = image[..., ::-1]
     return bgr - jnp.asarray(DRIU_CAFFE_MEAN_BGR, dtype)
 
@@ -133,6 +134,6 @@ def imagenet_normalization(scale: float = 255.0) -> tuple[tuple[float, ...], tup
 
 def imagenet_normalize(rgb: Any, *, scale: float = 255.0) -> jax.Array:
     """``(x − mean) / std`` per RGB channel with ImageNet's statistics on ``[0, scale]``."""
-    image = _check_rgb(rgb, "imagenet_normalize").astype(jnp.float32)
+    image = check_rgb(rgb, "imagenet_normalize").astype(jnp.float32)
     mean, std = (jnp.asarray(v, image.dtype) for v in imagenet_normalization(scale))
     return (image - mean) / std

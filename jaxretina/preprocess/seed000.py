@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxretina.preprocess.common import _check_rgb, driu_caffe_input, gaussian_blur
+from jaxretina.preprocess.common import check_rgb, driu_caffe_input, gaussian_blur
 
 __all__ = [
     "SEED000_WINDOW", "SEED000_EXPECTED_MEAN", "green_channel", "apply_fov_mask", "minmax_invert", "box_mean",
@@ -71,7 +71,7 @@ def _check_gray(image: Any, who: str) -> jax.Array:
 
 def green_channel(rgb: Any) -> jax.Array:
     """Step 1: the G channel of RGB pixels as float32 on 0..255, shape (…, H, W, 1)."""
-    image = _check_rgb(rgb, "green_channel")
+    image = check_rgb(rgb, "green_channel")
     return image[..., 1:2].astype(jnp.float32)
 
 

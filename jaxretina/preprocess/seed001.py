@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxretina.preprocess.common import _check_rgb, gaussian_blur
+from jaxretina.preprocess.common import check_rgb, gaussian_blur
 
 __all__ = ["HALF_GRAY", "retina_extent", "seed001_input"]
 
@@ -31,7 +31,7 @@ def retina_extent(image: Any, *, threshold: float = 10.0) -> tuple[jax.Array, ja
     diameter is their count (seed 001, step 1); the centre is the midpoint of the first and last
     of them.  Shapes: ``()`` each for one image, ``(N,)`` for a batch.
     """
-    image = _check_rgb(image, "retina_extent")
+    image = check_rgb(image, "retina_extent")
     row = image[..., image.shape[-3] // 2, :, :].astype(jnp.float32).mean(-1)   # (..., W)
     bright = row > threshold
     count = bright.sum(-1)
@@ -79,7 +79,7 @@ def seed001_input(
         >>> seed001_input(skimage.data.retina()).shape
         (256, 256, 3)
     """
-    image = _check_rgb(rgb, "seed001_input").astype(jnp.float32)
+    image = check_rgb(rgb, "seed001_input").astype(jnp.float32)
     if not 0 <= crop < 1:
         raise ValueError(f"seed001_input: crop must be in [0, 1); found {crop!r}")
     # One compiled program per (image shape, options), not ~40 small ones op by op.

@@ -18,7 +18,7 @@ Example::
     >>> lease.acquire()          # raises StoreBusy naming the holder if another run is writing
     >>> Lease("leased.zarr").acquire()
     Traceback (most recent call last):
-    jaxretina.sweep.lease.StoreBusy: sweep: another sweep is writing into leased.zarr (process ...) and did not join this one; ...
+    jaxretina.sweep.lease.StoreBusy: sweep: another sweep is writing into leased.zarr (process ...) ...
     >>> lease.renew()            # at most every ttl / 10 s it touches the file (cheap: utime)
     >>> lease.release()
 """

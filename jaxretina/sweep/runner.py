@@ -138,7 +138,7 @@ def load_model(cfg: SweepConfig) -> tuple[Any, Any, dict]:
     deterministic initialisation (seed ``cfg.seed``) that the record states."""
     from jaxretina import models
 
-    name = loading._check_name(cfg.model)
+    name = loading.check_name(cfg.model)
     opts = dict(cfg.model_options)
     loading.check_model_options(name, opts, "sweep: model_options")
     if name == "unet3d":
@@ -147,7 +147,7 @@ def load_model(cfg: SweepConfig) -> tuple[Any, Any, dict]:
         model, variables = loading.load(name, cfg.weights, **opts)
         path = os.path.abspath(cfg.weights)
         return model, variables, {"source": path, "sha256": loading.digest(path), "from_file": True}
-    model = loading._build(name, opts)
+    model = loading.model_from_config(name, opts)
     variables = models.random_variables(model, seed=cfg.seed)   # NumPy draws: nothing to compile
     how = f"jaxretina.models.random_variables(seed={cfg.seed})"
     if name == "driu":
@@ -227,7 +227,7 @@ class Runner:
         self.replicated = NamedSharding(self.mesh, P())
         self.split = NamedSharding(self.mesh, P("data"))
         # Parameters and statistics only (an init's zero tap perturbations have its input's shape).
-        variables = taps._params_only(variables)
+        variables = taps.params_only(variables)
         self.variables = jax.device_put(variables, self.replicated)
         self.inputs = open_inputs(cfg.data, volumes=cfg.model.lower() == "unet3d", size=cfg.size,
                                   split=cfg.split, tfds_dir=cfg.tfds_dir)

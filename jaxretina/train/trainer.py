@@ -33,7 +33,7 @@ from flax import traverse_util
 
 from jaxretina.data.batching import batches as make_batches
 from jaxretina.models.layers import Training
-from jaxretina.taps import _params_only
+from jaxretina.taps import params_only
 
 __all__ = [
     "SEED001_TRAINABLE", "SEED002_TRAINABLE", "SEED001_SCHEDULE", "piecewise_constant", "trainable_paths",
@@ -96,7 +96,7 @@ def transfer_variables(source: Mapping[str, Any], model: Any, *, seed: int = 0) 
     from jaxretina.models import random_variables
 
     fresh = random_variables(model, seed=seed, bias_std=0.0)
-    src = traverse_util.flatten_dict(_params_only(dict(source)))
+    src = traverse_util.flatten_dict(params_only(dict(source)))
     out, reinitialised = {}, []
     for path, value in traverse_util.flatten_dict(fresh).items():
         have = src.get(path)
@@ -202,7 +202,7 @@ class Trainer:
                  preprocess: Callable[[jax.Array], jax.Array] | None = None,
                  augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None, aux_weight: float = 0.4,
                  seed: int = 0):
-        variables = _params_only(variables)
+        variables = params_only(variables)
         if "params" not in variables:
             raise ValueError(f"Trainer: variables need a 'params' collection; found {sorted(variables)}")
         self.model, self.seed, self.aux_weight = model, seed, aux_weight
