@@ -69,16 +69,18 @@ def _available_layers(model: Any, shape: tuple, dtype: Any) -> tuple[tuple[str, 
     return tuple(shapes), spatial
 
 
-def _resolve_layers(model, x, layers) -> tuple[tuple[str, str], ...]:
-    # ((name asked for, layer), ...).  "all" means every layer with a spatial map (a
+def _resolve_layers(model, x, layers) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    # ((name asked for, layer), ...) and the distinct layers to compute.  "all" means every layer with a spatial map (a
     # classifier's logits have none); a non-spatial layer asked for by name gets the error in
     # _cam_program.  The model's aliases (e.g. MONAI's module paths) resolve too.
     # Names and ranks only: probe in float32 whatever x's dtype (a float64 input would meet the
     # float32 parameters that a fresh init makes).
     everything, spatial = _available_layers(model, (1, *x.shape), jnp.dtype(jnp.float32))
     if isinstance(layers, str) and layers == "all":
-        return taps.resolve_layers(spatial, layers)
-    return taps.resolve_layers(everything, layers, taps.layer_aliases(model))
+        pairs = taps.resolve_layers(spatial, layers)
+    else:
+        pairs = taps.resolve_layers(everything, layers, taps.layer_aliases(model))
+    return pairs, tuple(dict.fromkeys(layer for _, layer in pairs))
 
 
 def _tapped_grads(model, variables, x, target, chosen):
@@ -148,8 +150,7 @@ def _check_cam_input(model, x, who):
 
 def _cam(kind, model, variables, x, target, layers, relu, resize, normalize, eps=0.0):
     x = _check_cam_input(model, x, kind)
-    pairs = _resolve_layers(model, x, layers)
-    chosen = tuple(dict.fromkeys(layer for _, layer in pairs))
+    pairs, chosen = _resolve_layers(model, x, layers)
     eps = float(eps)
     if not eps >= 0:
         raise ValueError(f"{kind}: eps must be a non-negative number; found {eps}")
@@ -230,7 +231,6 @@ def layer_gradients(
     of the layer's shape without the batch axis.  The raw material of every CAM method.
     """
     x = _check_cam_input(model, x, "layer_gradients")
-    pairs = _resolve_layers(model, x, layers)
-    chosen = tuple(dict.fromkeys(layer for _, layer in pairs))
+    pairs, chosen = _resolve_layers(model, x, layers)
     acts, grads = _grads_program(model, target, chosen, variables, x)
     return {a: acts[n] for a, n in pairs}, {a: grads[n] for a, n in pairs}

@@ -28,6 +28,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from jaxretina.loading import digest
+
 __all__ = ["BadInput", "Item", "Inputs", "open_inputs", "IMAGE_SUFFIXES", "VOLUME_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm")
@@ -53,14 +55,6 @@ MAX_FILE_BYTES = 1 << 30       # an image file's size (it is read into memory to
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _open_image(source):
@@ -189,7 +183,7 @@ class Inputs:
             if not path.is_file():
                 raise BadInput(f"{item.name} is no longer a regular file")
             if self.kind == "volumes":
-                sha = _file_sha256(path)
+                sha = digest(path)   # streamed: a volume is not read twice into memory
                 array = _scaled_volume(path)
             else:
                 if path.stat().st_size > MAX_FILE_BYTES:
