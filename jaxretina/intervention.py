@@ -61,7 +61,12 @@ def scale_layer(model: Any, variables: Any, x: Any, layer: str | dict[str, Any],
     if not isinstance(layer, dict) and c is None:
         raise ValueError("scale_layer: give the factor c (or a dict {layer: c})")
     taps.select_layers(_layers_of(model, jnp.asarray(x)), tuple(scales))
-    return taps.tap_functions(model).scaled(variables, x, {k: jnp.asarray(v) for k, v in scales.items()})
+    return _scaled(model, variables, x, {k: jnp.asarray(v) for k, v in scales.items()})
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _scaled(model, variables, x, scales):
+    return taps.tap_functions(model).scaled(variables, x, scales)
 
 
 def fuse_weight_edit(model: Any, variables: Any, layer: str, c: Any) -> dict:

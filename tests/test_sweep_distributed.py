@@ -170,8 +170,7 @@ def test_two_tasks_of_a_simulated_slurm_job_join_by_themselves(dataset, referenc
 
 def test_a_second_unjoined_sweep_on_the_same_store_is_stopped(dataset, tmp_path):
     out = tmp_path / "shared.zarr"
-    slow = ["--method", "smoothgrad:samples=128,chunk=32"]   # keeps the first busy while the second starts
-    first = subprocess.Popen(_command(dataset, str(out), *slow), env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+    first = subprocess.Popen(_command(dataset, str(out)), env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     lease = out / "lease" / "zarr.json"
     try:
@@ -179,12 +178,14 @@ def test_a_second_unjoined_sweep_on_the_same_store_is_stopped(dataset, tmp_path)
         while not lease.exists() and first.poll() is None and time.time() < deadline:
             time.sleep(0.01)
         assert lease.exists(), "the first sweep never took the store's lease"
-        second = subprocess.run(_command(dataset, str(out), *slow), env=_env(), cwd=ROOT, capture_output=True,
-                                text=True, timeout=600)
-        still_running = first.poll() is None
+        os.kill(first.pid, signal.SIGSTOP)   # mid-run (a live holder) for as long as the second takes
+        try:
+            second = subprocess.run(_command(dataset, str(out)), env=_env(), cwd=ROOT, capture_output=True,
+                                    text=True, timeout=600)
+            still_running = first.poll() is None
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
     finally:
-        if first.poll() is None and not lease.exists():
-            first.kill()
         _, err = first.communicate(timeout=600)   # closes its pipes whatever happened
     assert first.returncode == 0, err[-3000:]
     assert still_running, "the first sweep ended before the second started; nothing was tested"

@@ -126,6 +126,54 @@ def test_a_4096_cubed_nifti_header_is_recorded_not_read(tmp_path):
         data.read_nifti(folder / "huge.nii")
 
 
+# A stand-in for a C decoder that crashes on a crafted file: in the processes that get this
+# folder on their PYTHONPATH, decoding the pixels of a PNG with the text chunk
+# "jaxretina-test: crash" kills the process with SIGSEGV (its header still reads).
+_CRASHING_DECODER = """
+import os, signal
+from PIL import ImageFile
+_load = ImageFile.ImageFile.load
+def _crashing_load(self):
+    if self.info.get("jaxretina-test") == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return _load(self)
+ImageFile.ImageFile.load = _crashing_load
+"""
+
+
+def test_an_input_that_crashes_its_decoder_stops_one_run_not_every_resume(images, tmp_path, monkeypatch):
+    from PIL import Image, PngImagePlugin
+
+    from jaxretina.sweep.decoding import DecodeJournal, leftover
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("img00.png", "img01.png"):
+        (data / name).write_bytes(Path(images, name).read_bytes())
+    marker = PngImagePlugin.PngInfo()
+    marker.add_text("jaxretina-test", "crash")
+    Image.open(data / "img00.png").save(data / "crash.png", pnginfo=marker)     # example 0
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_CRASHING_DECODER)
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(repo)]))
+    out = str(tmp_path / "s.zarr")
+    first = subprocess.run([sys.executable, "-m", "jaxretina", "sweep", "--model", "driu", "--data", str(data),
+                            "--out", out, "--method", "saliency", "--batch", "2", "--no-progress"],
+                           capture_output=True, text=True, timeout=300, cwd=repo)
+    assert first.returncode == -11, (first.returncode, first.stderr[-2000:])   # a real SIGSEGV
+    assert 0 in leftover(out)                          # it died decoding crash.png, and the store says so
+    DecodeJournal(out, process=1).decoding(2).__enter__()   # and a second process died decoding img01.png
+    summary = sweep.run(data=str(data), out=out, **RUN)     # the resume: the decoder still crashes on it
+    assert summary["counts"] == {"done": 2, "failed": 1, "pending": 0}
+    (_, name, reason), = sweep.open_store(out).failed()
+    assert name == "crash.png" and "crashed the reader (SIGSEGV)" in reason
+    assert leftover(out) == set() and sorted(os.listdir(Path(out, "decoding"))) == ["p0", "zarr.json"]
+    again = sweep.run(data=str(data), out=out, **RUN)
+    assert again["this_run"]["examples"] == 0 and again["counts"] == summary["counts"]
+
+
 # -- weights, configuration, command line ------------------------------------------------------
 
 def test_resuming_after_the_weights_changed_is_refused(images, tmp_path):

@@ -185,7 +185,7 @@ def grad_cam(
 
     Example::
 
-      >>> model = DRIU(); variables = model.init(jax.random.key(0), x[None])     # x: (32, 32, 3)
+      >>> model = DRIU(); variables = jaxretina.models.random_variables(model, x[None].shape)   # x: (32, 32, 3)
       >>> cams = explain.grad_cam(model, variables, x, targets.segmentation_sum())
       >>> len(cams), cams["upsample2"].shape == x.shape[:2]
       (21, True)

@@ -67,18 +67,24 @@ def ig_chunk_for_budget(
 ) -> tuple[int, int]:
     """The largest ``chunk <= steps`` whose IG program fits ``budget_bytes``, and its bytes.
 
-    Raises ``ValueError`` when even one path point per program does not fit.
+    Raises ``ValueError`` when even one path point per program does not fit.  Compiles the
+    programs for ``chunk`` 1, 2 and the chosen one (each once).
     """
-    one = ig_chunk_memory(f, x, 1, baseline=baseline, stem=stem)
+    measured: dict[int, int] = {}
+
+    def bytes_for(chunk: int) -> int:
+        if chunk not in measured:
+            measured[chunk] = ig_chunk_memory(f, x, chunk, baseline=baseline, stem=stem)
+        return measured[chunk]
+
+    one = bytes_for(1)
     if one > budget_bytes:
         raise ValueError(f"ig_chunk_for_budget: one path point already needs {one / 1e9:.2f} GB; the budget is "
                          f"{budget_bytes / 1e9:.2f} GB (use a smaller patch or a narrower model)")
     if steps == 1:
         return 1, one
-    per_point = max(ig_chunk_memory(f, x, 2, baseline=baseline, stem=stem) - one, 1)
+    per_point = max(bytes_for(2) - one, 1)
     chunk = int(min(steps, 1 + (budget_bytes - one) // per_point))
-    need = ig_chunk_memory(f, x, chunk, baseline=baseline, stem=stem)
-    while need > budget_bytes and chunk > 1:  # the affine estimate was optimistic
+    while bytes_for(chunk) > budget_bytes and chunk > 1:  # the affine estimate was optimistic
         chunk -= 1
-        need = ig_chunk_memory(f, x, chunk, baseline=baseline, stem=stem)
-    return chunk, need
+    return chunk, bytes_for(chunk)

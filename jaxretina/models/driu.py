@@ -19,10 +19,10 @@ logits ``new_score_weighting``.
 Example::
 
     >>> import jax, jax.numpy as jnp
-    >>> from jaxretina.models import DRIU
+    >>> from jaxretina.models import DRIU, random_variables
     >>> model = DRIU()                                  # vessel variant
     >>> x = jnp.zeros((1, 37, 45, 3))                   # any size: Caffe's crops align the sides
-    >>> variables = jax.jit(model.init)(jax.random.key(0), x)
+    >>> variables = random_variables(model, x.shape)    # or jax.jit(model.init)(jax.random.key(0), x)
     >>> jax.jit(model.apply)(variables, x).shape
     (1, 37, 45, 1)
 """

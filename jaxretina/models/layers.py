@@ -49,7 +49,8 @@ class Training:
     Example::
 
       >>> mode = Training(trainable=("features.denseblock2.denselayer2", "classifier"))
-      >>> logits, updates = grader.apply(grader_variables, z[None], train=mode, mutable=["batch_stats"])
+      >>> step = jax.jit(lambda v, x: grader.apply(v, x, train=mode, mutable=["batch_stats"]))
+      >>> logits, updates = step(grader_variables, z[None])
       >>> logits.shape
       (1, 5)
     """

@@ -18,7 +18,7 @@ Example::
 
     >>> model = UNet3D(base_width=2)                           # DS6: 64
     >>> x = jnp.zeros((1, 32, 32, 32, 1))
-    >>> variables = jax.jit(model.init)(jax.random.key(0), x)
+    >>> variables = jaxretina.models.random_variables(model, x.shape)   # or jax.jit(model.init)(key, x)
     >>> out, d3_out, d4_out = jax.jit(model.apply)(variables, x)
     >>> out.shape, d3_out.shape, d4_out.shape
     ((1, 32, 32, 32, 1), (1, 16, 16, 16, 1), (1, 8, 8, 8, 1))

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -87,7 +88,8 @@ def gaussian_blur(image: Any, sigma: float, *, truncate: float = 4.0) -> jax.Arr
 
     ``out = G_σ ⋆ image`` along H then W, the kernel truncated at ``truncate·σ`` and
     normalised to sum 1; borders reflect without repeating the edge pixel (SciPy's
-    ``mode="mirror"``, OpenCV's ``BORDER_REFLECT_101``).  ``sigma`` is static (a Python float).
+    ``mode="mirror"``, OpenCV's ``BORDER_REFLECT_101``).  ``sigma`` is static (a Python float):
+    one compiled program per (shape, dtype, sigma), also when called outside ``jit``.
 
     Example::
 
@@ -102,6 +104,11 @@ def gaussian_blur(image: Any, sigma: float, *, truncate: float = 4.0) -> jax.Arr
         raise TypeError(f"gaussian_blur: expected a float image; found dtype {image.dtype}")
     if not sigma > 0:
         raise ValueError(f"gaussian_blur: sigma must be positive; found {sigma!r}")
+    return _blur(image, float(sigma), float(truncate))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _blur(image: jax.Array, sigma: float, truncate: float) -> jax.Array:
     out = image
     for axis in (-3, -2):
         n = image.shape[axis]

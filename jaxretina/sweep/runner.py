@@ -12,7 +12,9 @@ batch ``k − 1``.
 
 Resuming is the same command: examples whose ``status`` chunk says done (or failed) are
 skipped, a batch with any pending member is computed again whole — the same members at the same
-places, so the same numbers — and only its pending members are written.
+places, so the same numbers — and only its pending members are written.  An input whose decoding
+killed the process (a crashing C decoder) is tried in a child process first at the resume and
+recorded as failed if it kills that one too (:mod:`jaxretina.sweep.decoding`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxretina import loading, taps
 from jaxretina.explain.memory import compiled_bytes
-from jaxretina.sweep import store as stores
+from jaxretina.sweep import decoding, store as stores
 from jaxretina.sweep.config import SweepConfig, sweep_config
 from jaxretina.sweep.inputs import BadInput, Inputs, open_inputs
 from jaxretina.sweep.lease import Lease
@@ -237,6 +239,10 @@ class Runner:
         self.dtype = np.dtype(cfg.dtype)
         self._compiled: dict[tuple[int, ...], Any] = {}
         self.compile_seconds = 0.0
+        # the examples being decoded, kept in the store (a crashing decoder; see sweep.decoding),
+        # and those an earlier run was decoding when it stopped: decoded in a child first
+        self.journal = decoding.NO_JOURNAL
+        self.suspects: set[int] = set()
 
     # what the store holds
     def map_specs(self) -> dict[str, dict]:
@@ -296,12 +302,28 @@ class Runner:
         for slot, i in enumerate(batch.members):
             index[slot] = i
             try:
-                array, sha = self.inputs.load(i)   # NaN/inf volumes fail there (read_nifti)
+                if i in self.suspects:
+                    self._probe(i)
+                with self.journal.decoding(i):
+                    array, sha = self.inputs.load(i)   # NaN/inf volumes fail there (read_nifti)
                 raw[slot] = array
                 loaded[i] = (sha, None)
             except BadInput as e:
                 loaded[i] = (getattr(e, "sha256", None), str(e))
         return raw, index, loaded
+
+    def _probe(self, i: int) -> None:
+        """Example ``i`` stopped an earlier run while it was decoded: decode it in a child
+        process first, and raise :class:`BadInput` if that one dies too."""
+        item = self.inputs.items[i]
+        if self.inputs.kind == "tfds" or item.problem:
+            return
+        log.info("example %d (%s) was being decoded when an earlier run stopped: trying it in a separate process",
+                 i, item.name)
+        reason = decoding.probe(self.inputs.kind, self.inputs.root, item.name, item.shape, self.inputs.size)
+        if reason is not None:
+            log.warning("example %d (%s): %s", i, item.name, reason)
+            raise BadInput(reason)
 
     def compute(self, batch: Batch, raw: np.ndarray, index: np.ndarray, wanted: np.ndarray | None = None):
         """Dispatch the batch's program calls (asynchronously): ``[(first slot, outputs)]``.
@@ -433,9 +455,15 @@ def run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
 
 def _run(runner: Runner, lease: Lease | None) -> dict:
     cfg = runner.cfg
+    stopped_in = decoding.leftover(cfg.out)   # every process reads it before any decodes
     _barrier("jaxretina-sweep-store", runner.processes)
     writer = stores.StoreWriter(cfg.out)
     status = writer.status()
+    runner.journal = decoding.DecodeJournal(cfg.out, process=runner.pid)
+    runner.journal.reset()
+    if runner.pid == 0:
+        decoding.forget_processes(cfg.out, runner.processes)
+    runner.suspects = {i for i in stopped_in if i < len(status)}
     todo = [b for b in runner.plan.owned(runner.pid, runner.processes)
             if any(status[i] == stores.PENDING for i in b.members)]
     n_todo = sum(int((status[list(b.members)] == stores.PENDING).sum()) for b in todo)
