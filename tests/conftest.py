@@ -99,7 +99,7 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("XLA compile time (test processes; not the experiments' subprocesses)")
     terminalreporter.write_line(f"{programs} programs, {seconds:.1f} s; {_CACHE[0]} more from the run's persistent "
                                 f"cache (saving {_CACHE[1]:.1f} s); the most:")
-    for test, (n, t) in sorted(_COMPILE.items(), key=lambda kv: -kv[1][1])[:10]:
+    for test, (n, t) in sorted(_COMPILE.items(), key=lambda kv: -kv[1][1])[:25]:
         terminalreporter.write_line(f"  {t:7.1f} s  {n:4d} programs  {test}")
 
 
