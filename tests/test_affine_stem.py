@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxretina import explain, targets
-from jaxretina.models import DRIU, DEEPDRAW_OPTIONS, DenseNet, InceptionV3
+from jaxretina.models import DRIU, DEEPDRAW_OPTIONS, DenseNet, InceptionV3, random_variables
 
 
 def _small_densenet():
@@ -30,8 +30,8 @@ def _setup(name, dtype=jnp.float32):
     model = make()
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.uniform(0, 1, (h, w, 3)), dtype)
-    variables = jax.jit(model.init)(jax.random.key(1), x[None].astype(jnp.float32))  # not op by op
-    variables = jax.tree.map(lambda a: a.astype(dtype), variables)
+    variables = random_variables(model, x[None].shape, seed=1)   # NumPy draws: no init to compile
+    variables = jax.tree.map(lambda a: np.asarray(a, dtype), variables)   # on the host: no program per shape
     return model, variables, target, x
 
 

@@ -199,7 +199,7 @@ def test_monai_grayscale_densenet_and_its_layer_names_match_monai_grad_cam(tmp_p
         want_logits = ref(x).numpy()
     layers = ["class_layers.relu", "features.transition1.pool", "features.denseblock2.denselayer3.layers.conv2"]
     with jax.enable_x64(True), jax.default_matmul_precision("highest"):
-        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
         xj = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
         np.testing.assert_allclose(np.asarray(jax.jit(model.apply)(v64, xj)), want_logits,
                                    atol=1e-10 * np.abs(want_logits).max())   # float64: 1e-10

@@ -185,7 +185,7 @@ def test_deepdraw_own_models_match_what_their_files_say(tmp_path, variant, norma
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     with jax.enable_x64(True), jax.default_matmul_precision("highest"):
-        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
         got = np.asarray(jax.jit(model.apply)(v64, jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
     # float64 on both sides: 1e-9 of the largest logit
     np.testing.assert_allclose(got, want, atol=1e-9 * np.abs(want).max())

@@ -43,7 +43,7 @@ def _unet(slope=None, seed=9):
 
 
 def _f64(variables):
-    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
 
 
 def _volume(seed=9):
@@ -136,7 +136,7 @@ def test_inception_functional_relus_follow_the_rules(method):
     model, variables, _ = inception_from_state_dict({k: v.numpy() for k, v in ref.state_dict().items()}, "memory")
     x = np.random.default_rng(22).normal(size=(75, 75, 3))
     with jax.enable_x64(True):
-        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
         got = getattr(explain, method)(model, v64, jnp.asarray(x), targets.class_logit(2))
     inp = torch.from_numpy(x.transpose(2, 0, 1)[None].copy()).requires_grad_(True)
     with relu_rule(METHODS[method][0]):

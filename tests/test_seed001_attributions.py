@@ -73,7 +73,7 @@ def test_layer_ig_matches_captum_layer_integrated_gradients(dense, rule):
                                      return_convergence_delta=True)
     want = want.detach().numpy()[0].transpose(1, 2, 0)
     with jax.enable_x64(True):
-        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
         got = explain.layer_integrated_gradients(model, v64, jnp.asarray(x, jnp.float64), LAYER,
                                                  targets.class_logit(1), baseline=baseline, steps=steps, rule=rule,
                                                  chunk=4)

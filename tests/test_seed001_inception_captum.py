@@ -39,7 +39,7 @@ def _nchw(x):
 
 
 def _f64(tree):
-    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
 
 
 @pytest.mark.parametrize("rule", ["riemann_right", "gausslegendre"])

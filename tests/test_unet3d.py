@@ -76,7 +76,7 @@ def test_explainers_on_volumes_grad_cam_and_ig_against_torch_autograd():
     x = np.random.default_rng(5).normal(size=(16, 16, 32, 1))
     target = targets.segmentation_sum()
     with jax.enable_x64(True):
-        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
         cams = explain.grad_cam(model, v64, jnp.asarray(x), target, layers=["Up_conv3"], relu=False, resize=False,
                                 normalize=False)
         grads = explain.saliency(explain.model_fn(model, v64, target), jnp.asarray(x), abs=False)
