@@ -63,10 +63,14 @@ def pytest_runtest_protocol(item, nextitem):  # setup (fixtures), call and teard
         _CURRENT[0] = "(outside tests)"
 
 
+_FIRST = ("tests/test_experiments.py", "tests/test_readme.py")   # the longest tests
+
+
 def pytest_collection_modifyitems(items):
-    """The experiments' smoke runs (subprocesses, the longest tests) first, so that with
-    ``pytest -n 2`` (make test) they overlap the rest instead of ending the run alone."""
-    items.sort(key=lambda item: not item.nodeid.startswith("tests/test_experiments.py"))
+    """The experiments' smoke runs (subprocesses) and the README's blocks (one test of ~2 min)
+    first, so that with ``pytest -n 2`` (make test) they overlap the rest instead of ending the
+    run alone."""
+    items.sort(key=lambda item: not item.nodeid.startswith(_FIRST))
 
 
 def pytest_sessionfinish(session):
