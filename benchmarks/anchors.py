@@ -21,7 +21,7 @@ of the anchor's result and jaxretina's.
 * Time to a completeness error of 1 %: Captum's defaults (50 Gauss-Legendre steps, one batch)
   against ``integrated_gradients(steps="auto", tol=0.01)``, with the steps it used.
 * XLA CPU options: the same IG program (16 Gauss-Legendre steps, chunk 8) under XLA's own
-  defaults, jaxretina's (jaxretina/_xla.py) and jaxretina's plus oneDNN; ratios against XLA's.
+  defaults, jaxretina's (jaxretina/xla_defaults.py) and jaxretina's plus oneDNN; ratios against XLA's.
 * The machine's matmul rate (4096² float32, JAX and PyTorch) as the FLOP/s yardstick.
 
 Writes ``benchmarks/results/anchors.json`` with the device kinds, so accelerator figures can be
@@ -231,7 +231,7 @@ def _time_once(call):
 
 
 # XLA CPU configurations compared on one IG program (``spec["xla"]``): XLA's own defaults
-# (jaxretina's switched off), jaxretina's (jaxretina/_xla.py), and jaxretina's plus oneDNN.
+# (jaxretina's switched off), jaxretina's (jaxretina/xla_defaults.py), and jaxretina's plus oneDNN.
 XLA_CONFIGS = {
     "xla-defaults": {"JAXRETINA_XLA_DEFAULTS": "0"},
     "jaxretina": {},

@@ -10,7 +10,7 @@ Each case runs in its own process, so that its peak resident memory is its own a
 (read once per process) can differ between cases.  A case reports the first call (trace +
 compile + run, with compile time taken from JAX's own compile events) and the best of
 ``--repeats`` further calls.  The table compares jaxretina's default XLA CPU options
-(jaxretina/_xla.py) with XLA's own defaults (``JAXRETINA_XLA_DEFAULTS=0``) on the same case.
+(jaxretina/xla_defaults.py) with XLA's own defaults (``JAXRETINA_XLA_DEFAULTS=0``) on the same case.
 Results go to ``benchmarks/results/driu_attribution.json`` with the device kind, so figures
 from GPUs/TPUs can be added with the same command.
 """

@@ -27,18 +27,18 @@ import jax.numpy as jnp
 
 from converters.caffe import CaffeNet
 from converters.mapping import Entry, Report, assemble, conv_kernel, deconv_kernel, expected_tree
-from jaxretina.models.driu import _DECONV, _FACTORS, _STAGES, DEEPDRAW_OPTIONS, DRIU, VARIANTS
+from jaxretina.models.driu import UPSAMPLE_GEOMETRY, UPSAMPLE_FACTORS, VGG_STAGES, DEEPDRAW_OPTIONS, DRIU, VARIANTS
 
 __all__ = ["from_weights", "from_caffe", "from_deepdraw", "is_deepdraw"]
 
 
 
 def _trunk_convs(variant: str) -> list[str]:
-    return [f"conv{s}_{i}" for s, depth, _ in _STAGES[: VARIANTS[variant]["stages"]] for i in range(1, depth + 1)]
+    return [f"conv{s}_{i}" for s, depth, _ in VGG_STAGES[: VARIANTS[variant]["stages"]] for i in range(1, depth + 1)]
 
 
 def _side_names(variant: str) -> list[tuple[int, str]]:
-    return [(stage, f"conv{stage}_{_STAGES[stage - 1][1]}_16") for stage in VARIANTS[variant]["sides"]]
+    return [(stage, f"conv{stage}_{VGG_STAGES[stage - 1][1]}_16") for stage in VARIANTS[variant]["sides"]]
 
 
 def _caffe_config(net: CaffeNet, variant: str) -> dict[str, Any]:
@@ -49,14 +49,14 @@ def _caffe_config(net: CaffeNet, variant: str) -> dict[str, Any]:
     if pools and any(p["round_mode"] == "FLOOR" for p in pools):
         config["ceil_mode"] = False
     used = [2 ** (stage - 1) for stage, _ in _side_names(variant) if stage > 1]
-    padding = dict(zip(_FACTORS, DRIU.upsample_padding))
-    offsets = dict(zip(_FACTORS, DRIU.crop_offsets))
+    padding = dict(zip(UPSAMPLE_FACTORS, DRIU.upsample_padding))
+    offsets = dict(zip(UPSAMPLE_FACTORS, DRIU.crop_offsets))
     top_to_factor = {}
     for f in used:
         layer = layers.get(f"upsample{f}_")
         if layer is not None and layer.convolution:
             padding[f] = layer.convolution["pad"][0]
-            kernel, stride = _DECONV[f]
+            kernel, stride = UPSAMPLE_GEOMETRY[f]
             found = (layer.convolution["kernel"], layer.convolution["stride"])
             if found != ((kernel, kernel), (stride, stride)):
                 raise ValueError(f"layer upsample{f}_: kernel {found[0]} stride {found[1]} in the file; DRIU's "
@@ -162,7 +162,7 @@ def from_deepdraw(state: Mapping[str, np.ndarray], source: str, **model_kwargs: 
                 arr = np.asarray(state[key])
                 entries[f"params/{flax_name}/{leaf}"] = Entry(transform(arr) if leaf == "kernel" else arr, key, arr.shape)
 
-    for stage, depth, _ in _STAGES[: VARIANTS[variant]["stages"]]:
+    for stage, depth, _ in VGG_STAGES[: VARIANTS[variant]["stages"]]:
         for i in range(1, depth + 1):
             add(f"backbone.features.{_vgg_index(stage, i)}", f"conv{stage}_{i}", conv_kernel)
     for stage, side in _side_names(variant):

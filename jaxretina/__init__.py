@@ -20,9 +20,9 @@ Example::
     ig = explain.integrated_gradients(f, x, baseline=0.0, steps=32, chunk=8)
 """
 
-from jaxretina import _xla
+from jaxretina import xla_defaults
 
-_xla.apply_defaults()  # before anything creates a JAX backend; see jaxretina/_xla.py
+xla_defaults.apply_defaults()  # before anything creates a JAX backend; see jaxretina/xla_defaults.py
 
 from jaxretina import (  # noqa: E402
     data, explain, intervention, metrics, models, preprocess, sweep, targets, taps, train, views, volumes,

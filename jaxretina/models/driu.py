@@ -43,10 +43,10 @@ from jaxretina.taps import TapPoints
 from jaxretina.validate import check_image_batch
 
 __all__ = ["DRIU", "VARIANTS", "HED_CROP_OFFSETS", "CAFFE_UPSAMPLE_PADDING", "IMAGENET_NORMALIZATION",
-           "DEEPDRAW_OPTIONS"]
+           "DEEPDRAW_OPTIONS", "VGG_STAGES", "UPSAMPLE_FACTORS", "UPSAMPLE_GEOMETRY"]
 
 # VGG16 stages: (stage, number of 3×3 convolutions, width).
-_STAGES = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+VGG_STAGES = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 
 # Per variant: number of VGG stages, and the stages that feed a side branch.
 VARIANTS = {
@@ -62,11 +62,11 @@ VARIANTS = {
 # author wrote explicitly in the OSVOS deploy prototxt.  BVLC Caffe's own default (offset 0
 # everywhere) shifts the coarse maps by up to 8 pixels.
 HED_CROP_OFFSETS = (0, 2, 4, 8)
-_FACTORS = (2, 4, 8, 16)
+UPSAMPLE_FACTORS = (2, 4, 8, 16)
 
 # Caffe geometry of the upsampling deconvolutions: factor -> (kernel, stride); their padding
 # is a model option (Caffe: 1 for upsample2, 0 for the others).
-_DECONV = {2: (4, 2), 4: (8, 4), 8: (16, 8), 16: (32, 16)}
+UPSAMPLE_GEOMETRY = {2: (4, 2), 4: (8, 4), 8: (16, 8), 16: (32, 16)}
 CAFFE_UPSAMPLE_PADDING = (1, 0, 0, 0)
 
 
@@ -148,7 +148,7 @@ class DRIU(nn.Module):
 
         stage_out = {}
         h = x
-        for stage, depth, feats in _STAGES[: cfg["stages"]]:
+        for stage, depth, feats in VGG_STAGES[: cfg["stages"]]:
             if stage > 1:
                 h = tap(f"pool{stage - 1}", max_pool_2x2(h, ceil_mode=self.ceil_mode))
             for i in range(1, depth + 1):
@@ -171,7 +171,7 @@ class DRIU(nn.Module):
                 pieces.append(side)  # already at input resolution
                 continue
             factor = 2 ** (stage - 1)
-            k, s = _DECONV[factor]
+            k, s = UPSAMPLE_GEOMETRY[factor]
             up_name = f"upsample{factor}"
             up = CaffeDeconv(self.side_channels, k, s, paddings[factor], name=up_name)(side)
             pieces.append(tap(up_name, crop_to(up, height, width, offsets[factor], layer=up_name)))
@@ -182,13 +182,13 @@ class DRIU(nn.Module):
     @staticmethod
     def _per_factor(field_name, value, allow_center=False):
         if allow_center and value == "center":
-            return dict.fromkeys(_FACTORS, "center")
-        if isinstance(value, str) or len(value) != len(_FACTORS):
+            return dict.fromkeys(UPSAMPLE_FACTORS, "center")
+        if isinstance(value, str) or len(value) != len(UPSAMPLE_FACTORS):
             extra = " or 'center'" if allow_center else ""
             raise ValueError(
-                f"{field_name} needs one value per upsampling factor {_FACTORS}{extra}; found {value!r}"
+                f"{field_name} needs one value per upsampling factor {UPSAMPLE_FACTORS}{extra}; found {value!r}"
             )
-        return dict(zip(_FACTORS, value))
+        return dict(zip(UPSAMPLE_FACTORS, value))
 
     def shape_probe(self) -> tuple["DRIU", jax.Array]:
         """A module and input whose ``init`` has this model's variable shapes.  Crop offsets and
@@ -214,7 +214,7 @@ class DRIU(nn.Module):
         ``c`` equals scaling these rows of the fuse kernel by ``c`` (seed 000's weight edit)."""
         out = {}
         for i, stage in enumerate(self._config()["sides"]):
-            name = f"conv{stage}_{_STAGES[stage - 1][1]}_16" if stage == 1 else f"upsample{2 ** (stage - 1)}"
+            name = f"conv{stage}_{VGG_STAGES[stage - 1][1]}_16" if stage == 1 else f"upsample{2 ** (stage - 1)}"
             out[name] = range(i * self.side_channels, (i + 1) * self.side_channels)
         return out
 
@@ -229,12 +229,12 @@ class DRIU(nn.Module):
         """Explainable layers in execution order (same for every input size)."""
         cfg = self._config()
         names = []
-        for stage, depth, _ in _STAGES[: cfg["stages"]]:
+        for stage, depth, _ in VGG_STAGES[: cfg["stages"]]:
             if stage > 1:
                 names.append(f"pool{stage - 1}")
             names += [f"conv{stage}_{i}" for i in range(1, depth + 1)]
         for stage in cfg["sides"]:
-            names.append(f"conv{stage}_{_STAGES[stage - 1][1]}_16")
+            names.append(f"conv{stage}_{VGG_STAGES[stage - 1][1]}_16")
             if stage > 1:
                 names.append(f"upsample{2 ** (stage - 1)}")
         return tuple(names) + ("new_score_weighting",)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["apply_defaults"]
+
 _OPTION = "xla_cpu_experimental_ynn_fusion_type"
 _VALUE = f"--{_OPTION}="
 _VERIFIED = ((0, 10), (0, 11))  # jaxlib minor versions [lo, hi) where the option exists
