@@ -33,23 +33,14 @@ import threading
 import uuid
 from typing import Iterator
 
+from jaxretina.sweep.store import group_document, read_group_attributes, replace_file
+
 __all__ = ["DecodeJournal", "NO_JOURNAL", "leftover", "forget_processes", "probe", "PROBE_TIMEOUT", "GROUP"]
 
 GROUP = "decoding"
 _ATTR = "jaxretina_decoding"
 PROBE_TIMEOUT = 600.0   # seconds a child may take to decode one example
 _MAX_DOC = 1 << 22      # a journal lists a batch's examples: anything larger is not ours
-
-
-def _group_doc(attributes: dict) -> bytes:
-    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}).encode()
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex}.partial"   # a killed writer's leftovers: remove_partials
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 class DecodeJournal:
@@ -66,8 +57,9 @@ class DecodeJournal:
             os.makedirs(self.dir, exist_ok=True)
             parent = os.path.join(os.path.dirname(self.dir), "zarr.json")
             if not os.path.exists(parent):
-                _write_atomic(parent, _group_doc({}))
-        _write_atomic(self.file, _group_doc({_ATTR: {"examples": sorted(self._now), "pid": os.getpid()}}))
+                replace_file(parent, group_document({}), uuid.uuid4().hex)
+        replace_file(self.file, group_document({_ATTR: {"examples": sorted(self._now), "pid": os.getpid()}}),
+                     uuid.uuid4().hex)
 
     def reset(self) -> None:
         """An empty list: what an earlier run of this process left is forgotten (read it with
@@ -112,9 +104,7 @@ def leftover(path: str | os.PathLike) -> set[int]:
         return found
     for entry in entries:
         try:
-            with open(os.path.join(root, entry, "zarr.json"), "rb") as fh:
-                doc = json.loads(fh.read(_MAX_DOC))
-            examples = doc["attributes"][_ATTR]["examples"]
+            examples = read_group_attributes(os.path.join(root, entry, "zarr.json"), _MAX_DOC)[_ATTR]["examples"]
         except (OSError, ValueError, KeyError, TypeError):
             continue   # not a journal (or a torn one): nothing to suspect
         found.update(int(i) for i in examples if isinstance(i, int) and not isinstance(i, bool) and i >= 0)

@@ -25,13 +25,12 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 import uuid
 
-from jaxretina.sweep.store import LEASE_GROUP
+from jaxretina.sweep.store import LEASE_GROUP, group_document, read_group_attributes, replace_file
 
 __all__ = ["Lease", "StoreBusy", "LEASE_TTL"]
 
@@ -66,14 +65,12 @@ class Lease:
     def _document(self) -> bytes:
         holder = {"run": self.run, "host": socket.gethostname(), "pid": os.getpid(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"jaxretina_lease": holder}},
-                          indent=1).encode()
+        return group_document({"jaxretina_lease": holder})
 
     def holder(self) -> dict | None:
         """The current holder's record (``run``, ``host``, ``pid``, ``started``), or ``None``."""
         try:
-            with open(self.file, "rb") as fh:
-                return json.loads(fh.read(1 << 16))["attributes"]["jaxretina_lease"]
+            return read_group_attributes(self.file, 1 << 16)["jaxretina_lease"]
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
@@ -104,10 +101,7 @@ class Lease:
                     f"sweep: another sweep is writing into {os.path.dirname(self.dir)} ({who}) and did not join this "
                     "one; run several processes as one sweep (--coordinator/--num-processes/--process-id, or "
                     "under SLURM/Open MPI), or wait for it to finish") from None
-            tmp = f"{self.file}.{self.run}.partial"
-            with open(tmp, "wb") as fh:
-                fh.write(self._document())
-            os.replace(tmp, self.file)   # a stale lease: taken over
+            replace_file(self.file, self._document(), self.run)   # a stale lease: taken over
         else:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(self._document())

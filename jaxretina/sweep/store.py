@@ -42,7 +42,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["SweepStore", "open_store", "store_state", "PENDING", "DONE", "FAILED", "shape_key"]
+__all__ = ["SweepStore", "open_store", "store_state", "PENDING", "DONE", "FAILED", "shape_key", "group_document",
+           "read_group_attributes", "replace_file"]
 
 PENDING, DONE, FAILED = 0, 1, 2
 ATTR = "jaxretina"
@@ -52,6 +53,28 @@ LEASE_GROUP = "lease"             # see jaxretina.sweep.lease
 
 def shape_key(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
+
+
+def group_document(attributes: dict) -> bytes:
+    """The ``zarr.json`` of a Zarr v3 group with these attributes (the store's small side groups
+    — the lease, the decoding lists — are written by hand: one file each, no Zarr call)."""
+    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}, indent=1).encode()
+
+
+def read_group_attributes(file: str, limit: int) -> Any:
+    """The attributes of the group document ``file`` (read up to ``limit`` bytes); raises
+    ``OSError``, ``ValueError``, ``KeyError`` or ``TypeError`` for a missing or malformed one."""
+    with open(file, "rb") as fh:
+        return json.loads(fh.read(limit))["attributes"]
+
+
+def replace_file(path: str, data: bytes, tag: str) -> None:
+    """Write ``path`` atomically: a temporary ``path.<tag>.partial`` renamed over it (a killed
+    writer leaves only the temporary file, which :func:`remove_partials` removes)."""
+    tmp = f"{path}.{tag}.partial"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
 
 
 def _zarr():
