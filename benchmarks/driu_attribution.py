@@ -81,7 +81,7 @@ def _alternative_chunking(model, variables, target, x, spec):
     import jax.numpy as jnp
 
     from jaxretina.explain import model_fn, quadrature
-    from jaxretina.explain._core import split_fn
+    from jaxretina.explain.core import split_fn
     from jaxretina.explain.gradients import IGTerm, finish_ig
 
     fn, data = split_fn(model_fn(model, variables, target))

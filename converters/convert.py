@@ -3,9 +3,10 @@
 The record (``<out>/jaxretina.json``) holds the source file's path, size and SHA-256, the
 model name and options, the key-mapping summary (every Flax path and the source key it came
 from, ignored and unexpected keys, the options read from the file), timings, and parity
-figures when an independent reference is available here: for DenseNet121 and Inception V3
-(torchvision head), torchvision's model with the same state dict on a seeded random input (max
-absolute and relative logit difference under highest matmul precision).
+figures when the model's converter names an independent reference (its optional
+``reference(module, state)``): for DenseNet121 and Inception V3 (torchvision head),
+torchvision's model with the same state dict on a seeded random input (max absolute and
+relative logit difference under highest matmul precision).
 ``jaxretina.load(name, out)`` reads the checkpoint back with the recorded options.
 
 Example::
@@ -38,29 +39,10 @@ def sha256(path: str, block: int = 1 << 22) -> str:
     return digest(path, block)
 
 
-def _torchvision_reference(key: str, model, state: dict[str, np.ndarray]):
-    """(torchvision module, state dict it loads, input size) for ``key``, or a reason string."""
-    import torchvision
-
-    if key == "densenet121":
-        from converters.densenet import normalize_keys
-
-        state, _ = normalize_keys(state)
-        ref = torchvision.models.DenseNet(
-            growth_rate=model.growth_rate, block_config=tuple(model.block_config),
-            num_init_features=model.num_init_features, bn_size=model.bn_size, num_classes=model.num_classes)
-        return ref, state, 224
-    if key == "inception_v3":
-        if model.head != "torchvision":
-            return "the seed-001 head has no torchvision counterpart"
-        ref = torchvision.models.inception_v3(weights=None, num_classes=model.num_classes, aux_logits=model.aux_logits,
-                                              transform_input=model.transform_input, init_weights=False)
-        return ref, state, 299
-    return ("no installable reference implementation of DRIU; tests/reference/driu_torch.py checks the "
-            "converter on random weights")
+_NO_REFERENCE = "no installable reference implementation for this model"
 
 
-def _parity(key: str, model, variables, state: dict[str, np.ndarray], seed: int = 0) -> dict[str, Any]:
+def _parity(spec, model, variables, state: dict[str, np.ndarray], seed: int = 0) -> dict[str, Any]:
     """Max absolute / relative logit difference against torchvision on a seeded random input."""
     try:
         import torch
@@ -70,7 +52,8 @@ def _parity(key: str, model, variables, state: dict[str, np.ndarray], seed: int 
     import jax
     import jax.numpy as jnp
 
-    found = _torchvision_reference(key, model, state)
+    reference = getattr(spec.converter_module(), "reference", None)   # optional in the converter contract
+    found = reference(model, state) if reference is not None else _NO_REFERENCE
     if isinstance(found, str):
         return {"available": False, "reason": found}
     ref, state, size = found
@@ -94,26 +77,28 @@ def convert(src: str | os.PathLike, model: str, out: str | os.PathLike, *, backe
     import jaxretina
     from converters.formats import read_weights
     from jaxretina.checkpoint import save_variables
-    from jaxretina.loading import RECORD_NAME, check_name, from_weights, model_config
+    from jaxretina.loading import RECORD_NAME
+    from jaxretina.models import registry
 
     src, out = os.fspath(src), os.path.abspath(os.fspath(out))
-    key = check_name(model)
+    spec = registry.get(model)
+    spec.check_options(model_kwargs, "convert")
     if os.path.exists(out):
         raise FileExistsError(f"convert: {out} exists; expected a new directory path")
     t0 = time.perf_counter()
     kind, content = read_weights(src, backend=backend)  # read once: the parity check reuses it
-    module, variables, report = from_weights(key, kind, content, src, **model_kwargs)
+    module, variables, report = spec.from_weights(kind, content, src, **model_kwargs)
     t_load = time.perf_counter() - t0
     save_variables(out, variables)
     t_save = time.perf_counter() - t0 - t_load
     if parity:
-        check = _parity(key, module, variables, content)
+        check = _parity(spec, module, variables, content)
     else:
         check = {"available": False, "reason": "not requested (--no-parity)"}
     record = {
         "jaxretina_version": jaxretina.__version__,
-        "model": key,
-        "config": model_config(module),
+        "model": spec.name,
+        "config": spec.config_of(module),
         "source": {"path": os.path.abspath(src), "bytes": os.path.getsize(src), "sha256": sha256(src)},
         "mapping": report.summary(),
         "parity": check,

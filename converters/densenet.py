@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from converters.mapping import Report, require_state_dict, torch_variables
 from jaxretina.models.densenet import DenseNet, DenseNet121
 
-__all__ = ["from_weights", "from_state_dict", "normalize_keys", "is_densenet"]
+__all__ = ["from_weights", "from_state_dict", "normalize_keys", "is_densenet", "reference"]
 
 _LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
@@ -61,6 +61,17 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs
     model = DenseNet121(**model_kwargs)
     report = Report(source_format=f"PyTorch DenseNet state dict, {scheme} keys", config=dict(model_kwargs))
     return model, torch_variables(model, state, report, source), report
+
+
+def reference(model: DenseNet, state: Mapping[str, np.ndarray]):
+    """``(torchvision DenseNet, its state dict, input side)``: the parity reference of ``jaxretina convert``."""
+    import torchvision
+
+    state, _ = normalize_keys(state)
+    ref = torchvision.models.DenseNet(
+        growth_rate=model.growth_rate, block_config=tuple(model.block_config),
+        num_init_features=model.num_init_features, bn_size=model.bn_size, num_classes=model.num_classes)
+    return ref, state, 224
 
 
 def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> tuple[DenseNet, dict, Report]:

@@ -29,7 +29,7 @@ from converters.caffe import CaffeNet
 from converters.mapping import Entry, Report, assemble, conv_kernel, deconv_kernel, expected_tree
 from jaxretina.models.driu import UPSAMPLE_GEOMETRY, UPSAMPLE_FACTORS, VGG_STAGES, DEEPDRAW_OPTIONS, DRIU, VARIANTS
 
-__all__ = ["from_weights", "from_caffe", "from_deepdraw", "is_deepdraw"]
+__all__ = ["from_weights", "from_caffe", "from_deepdraw", "is_deepdraw", "reference"]
 
 
 
@@ -186,6 +186,12 @@ def from_deepdraw(state: Mapping[str, np.ndarray], source: str, **model_kwargs: 
     like = expected_tree(model)
     variables = assemble(like, entries, report, strict=True, source=source, hints=hints)
     return model, variables, report
+
+
+def reference(model: DRIU, state: Any) -> str:
+    """Why ``jaxretina convert`` has no parity reference for DRIU (see tests/reference/driu_torch.py)."""
+    return ("no installable reference implementation of DRIU; tests/reference/driu_torch.py checks the "
+            "converter on random weights")
 
 
 def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> tuple[DRIU, dict, Report]:

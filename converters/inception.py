@@ -19,7 +19,7 @@ import numpy as np
 from converters.mapping import Report, require_state_dict, torch_variables
 from jaxretina.models.inception import InceptionV3
 
-__all__ = ["from_weights", "from_state_dict", "is_inception"]
+__all__ = ["from_weights", "from_state_dict", "is_inception", "reference"]
 
 
 def is_inception(state: Mapping[str, Any]) -> bool:
@@ -47,6 +47,18 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs
     report = Report(source_format="PyTorch Inception V3 state dict, torchvision keys",
                     config={k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()})
     return model, torch_variables(model, state, report, source), report
+
+
+def reference(model: InceptionV3, state: Mapping[str, np.ndarray]):
+    """``(torchvision Inception3, its state dict, input side)``: the parity reference of ``jaxretina convert``
+    (a reason string for the seed-001 head, which torchvision has no counterpart of)."""
+    if model.head != "torchvision":
+        return "the seed-001 head has no torchvision counterpart"
+    import torchvision
+
+    ref = torchvision.models.inception_v3(weights=None, num_classes=model.num_classes, aux_logits=model.aux_logits,
+                                          transform_input=model.transform_input, init_weights=False)
+    return ref, state, 299
 
 
 def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> tuple[InceptionV3, dict, Report]:

@@ -88,7 +88,9 @@ def build_model(name: str, model: Any, args: argparse.Namespace, *, own_init: bo
         variables, fresh = train.transfer_variables(pretrained, model, seed=args.seed)
         return model, variables, {"weights": args.weights, "reinitialised": fresh}
     if own_init:
-        probe, example = model.shape_probe()
+        from jaxretina.models import spec
+
+        probe, example = spec.shape_probe(model, "an experiment's own initialisation")
         variables = jax.jit(probe.init)(jax.random.key(args.seed), example)
         return model, variables, {"weights": None, "note": "the model's own initialisation (no --weights)"}
     from jaxretina.models import random_variables

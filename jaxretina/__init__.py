@@ -28,9 +28,10 @@ from jaxretina import (  # noqa: E402
     data, explain, intervention, metrics, models, preprocess, sweep, targets, taps, train, views, volumes,
 )
 from jaxretina.explain import Attribution  # noqa: E402
+from jaxretina.caches import clear_caches  # noqa: E402
 from jaxretina.loading import load, save  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Attribution", "data", "explain", "intervention", "load", "metrics", "models", "preprocess", "save", "sweep",
+__all__ = ["Attribution", "clear_caches", "data", "explain", "intervention", "load", "metrics", "models", "preprocess", "save", "sweep",
            "targets", "taps", "train", "views", "volumes", "__version__"]

@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -23,6 +22,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from jaxretina import caches
+from jaxretina.models import spec
 from jaxretina.taps import params_only
 from jaxretina.validate import check_weight_dtype
 
@@ -47,12 +48,12 @@ def expected_variables(model: Any, example: Any = None, collections=("params", "
     return {k: v for k, v in shapes.items() if k in collections}
 
 
-@functools.lru_cache(maxsize=32)
+@caches.memoize(maxsize=32)
 def _probe_shapes(model: Any, collections: tuple[str, ...]) -> dict[str, Any]:
     # Tracing a model's init costs ~0.4 s for DenseNet121 (Flax module overhead, no compute):
     # more than reading its weights.  Shapes depend only on the (hashable) module's fields, so
     # a process converting many checkpoints of one model traces it once.  Callers copy the dict.
-    probe, example = model.shape_probe()
+    probe, example = spec.shape_probe(model, "expected_variables without an example")
     shapes = jax.eval_shape(lambda x: probe.init(jax.random.key(0), x), example)
     return {k: v for k, v in shapes.items() if k in collections}
 

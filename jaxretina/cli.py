@@ -1,7 +1,7 @@
 """The ``jaxretina`` command.
 
     jaxretina demo [--out DIR] [--size N] [--steps N] [--chunk N] [--weights PATH] [--image PATH]
-    jaxretina convert SRC --model {driu,densenet121,inception_v3,unet3d} --out DIR [--variant V] [--num-classes N]
+    jaxretina convert SRC --model MODEL --out DIR [--variant V] [--num-classes N] [--model-option K=V ...]
                       [--backend {auto,torch,jaxretina}] [--no-parity]
     jaxretina sweep --model M --data DIR --method SPEC [--method SPEC ...] --out STORE [--batch N]
                     [--size N|HxW] [--weights FILE] [--target SPEC ...] [--config FILE] [--dry-run] ...
@@ -37,6 +37,10 @@ def _add_cache_flag(parser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser; ``--model`` offers every model registered when it is built."""
+    from jaxretina.models import registry
+
+    models = registry.names()
     parser = argparse.ArgumentParser(prog="jaxretina", description=__doc__.strip().splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="all-layer Grad-CAM and IG of DRIU on a bundled fundus image")
@@ -56,17 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_flag(demo)
     conv = sub.add_parser("convert", help="convert Caffe / PyTorch weights to an Orbax checkpoint + JSON record")
     conv.add_argument("src", help="a .caffemodel, .pth/.pt or .safetensors file")
-    conv.add_argument("--model", required=True, choices=["driu", "densenet121", "inception_v3", "unet3d"])
+    conv.add_argument("--model", required=True, choices=models, help="a registered model")
     conv.add_argument("--out", required=True, help="new output directory")
     conv.add_argument("--variant", default=None, choices=["vessel", "optic_disc"],
                       help="DRIU variant (default: from the file)")
     conv.add_argument("--num-classes", type=_positive_int, default=None,
                       help="DenseNet classes (default: from the file)")
+    conv.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                      help="model option, e.g. num_classes=5, transform_input=true (repeat for several)")
     conv.add_argument("--backend", default="auto", choices=["auto", "torch", "jaxretina"],
                       help="PyTorch file reader (default: torch's weights_only loader when installed)")
     conv.add_argument("--no-parity", action="store_true", help="skip the reference comparison")
     _add_cache_flag(conv)
-    _add_sweep(sub)
+    _add_sweep(sub, models)
     rep = sub.add_parser("report", help="summarise a sweep store: statistics, slowest and failed examples, "
                                         "contact sheet")
     rep.add_argument("store", help="the sweep's Zarr store")
@@ -75,12 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_sweep(sub) -> None:
+def _add_sweep(sub, models: tuple[str, ...]) -> None:
     sw = sub.add_parser("sweep", help="attributions of a whole dataset into a Zarr store (sharded, resumable)",
                         description="Flags override the --config file's keys. Methods and targets are "
                                     "KIND:key=value,...; lists are joined with '+'. See jaxretina.sweep.")
     sw.add_argument("--config", help="TOML or YAML file with the same keys as these flags")
-    sw.add_argument("--model", choices=["driu", "densenet121", "inception_v3", "unet3d"])
+    sw.add_argument("--model", choices=models, help="a registered model")
     sw.add_argument("--data", help="folder of images (or NIfTI volumes for unet3d), or tfds:drive / "
                                    "tfds:diabetic_retinopathy_detection")
     sw.add_argument("--out", help="the Zarr store to create or resume")
@@ -211,7 +217,7 @@ def _dispatch(args) -> int:
     elif args.command == "convert":
         from converters.convert import convert
 
-        kwargs = {}
+        kwargs = _model_options(args.model_option) or {}
         if args.variant is not None:
             kwargs["variant"] = args.variant
         if args.num_classes is not None:

@@ -36,14 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxretina import metrics, taps
+from jaxretina.models import spec
 
 __all__ = ["scale_layer", "fuse_weight_edit", "ScalingSweep", "scaling_sweep"]
-
-
-def _layers_of(model: Any, x: jax.Array) -> tuple[str, ...]:
-    if hasattr(model, "layer_names"):
-        return tuple(model.layer_names())
-    return taps.layer_names(model, x.shape)
 
 
 def scale_layer(model: Any, variables: Any, x: Any, layer: str | dict[str, Any], c: Any = None) -> Any:
@@ -60,7 +55,7 @@ def scale_layer(model: Any, variables: Any, x: Any, layer: str | dict[str, Any],
     scales = dict(layer) if isinstance(layer, dict) else {layer: c}
     if not isinstance(layer, dict) and c is None:
         raise ValueError("scale_layer: give the factor c (or a dict {layer: c})")
-    taps.select_layers(_layers_of(model, jnp.asarray(x)), tuple(scales))
+    taps.select_layers(taps.layer_names(model, jnp.shape(x)), tuple(scales))
     return _scaled(model, variables, x, {k: jnp.asarray(v) for k, v in scales.items()})
 
 
@@ -76,19 +71,17 @@ def fuse_weight_edit(model: Any, variables: Any, layer: str, c: Any) -> dict:
     ``c``: a scalar or one factor per channel of the layer.  Only models with a linear fuse layer
     over concatenated maps have this form (DRIU); :func:`scale_layer` works for every model.
     """
-    if not hasattr(model, "fuse_inputs"):
-        raise TypeError(f"fuse_weight_edit: {type(model).__name__} has no fuse layer over concatenated maps "
-                        "(expected a DRIU); use scale_layer for a functional intervention")
-    rows = model.fuse_inputs()
+    fuse_layer, rows = spec.fuse_inputs(model, "fuse_weight_edit (a DRIU-style fuse layer over concatenated maps; "
+                                                "scale_layer works for every model)")
     if layer not in rows:
         raise ValueError(f"fuse_weight_edit: the fuse layer reads {list(rows)}; found {layer!r}")
     params = dict(taps.params_only(variables)["params"])
-    fuse = dict(params[model.FUSE_LAYER])
+    fuse = dict(params[fuse_layer])
     kernel = fuse["kernel"]                                   # (1, 1, channels in, 1)
     idx = np.asarray(rows[layer])
     factor = jnp.broadcast_to(jnp.asarray(c, kernel.dtype), (len(idx),))
     fuse["kernel"] = kernel.at[:, :, idx, :].multiply(factor[:, None])
-    params[model.FUSE_LAYER] = fuse
+    params[fuse_layer] = fuse
     return {**taps.params_only(variables), "params": params}
 
 
@@ -152,7 +145,7 @@ def scaling_sweep(model: Any, variables: Any, images: Any, targets: Any, fov_mas
     images = jnp.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"scaling_sweep: expected images (N, H, W, C); found shape {images.shape}")
-    layers = taps.select_layers(_layers_of(model, images), layers)
+    layers = taps.select_layers(taps.layer_names(model, images.shape), layers)
     cs = jnp.asarray(cs, images.dtype).reshape(-1)
     if not 0 < threshold < 1:
         raise ValueError(f"scaling_sweep: threshold must be in (0, 1); found {threshold!r}")

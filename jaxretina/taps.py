@@ -41,6 +41,12 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from jaxretina import caches
+from jaxretina.models import spec
+from jaxretina.models.tap_points import (
+    INTERMEDIATES, PERTURBATIONS, REPLACEMENTS, SCALES, TAP_COLLECTIONS, TAPS, TapPoints,
+)
+
 __all__ = [
     "TapPoints",
     "TapFunctions",
@@ -52,40 +58,8 @@ __all__ = [
     "resolve_layers",
     "layer_aliases",
     "params_only",
+    "spatial_layer_names",
 ]
-
-_TAPS = "taps"  # the name models give their TapPoints submodule
-_PERTURB = "perturbations"
-_INTERMEDIATES = "intermediates"
-_REPLACE = "replacements"
-_SCALE = "scales"
-
-
-class TapPoints(nn.Module):
-    """Identity at named points; adds a perturbation and records the value when tapped.
-
-    Models create one instance named ``"taps"`` and call it with a layer name and the layer's
-    activation (after the layer's own nonlinearity, as a Caffe in-place ReLU leaves the blob).
-    """
-
-    @nn.compact
-    def __call__(self, name: str, x: jax.Array) -> jax.Array:
-        if self.has_variable(_REPLACE, name):
-            value = self.get_variable(_REPLACE, name)
-            if value.shape != x.shape:
-                raise ValueError(f"replacement for layer {name!r}: expected shape {x.shape} (with batch "
-                                 f"axis); found {value.shape}")
-            x = value.astype(x.dtype)
-        if self.has_variable(_SCALE, name):
-            x = x * jnp.asarray(self.get_variable(_SCALE, name), x.dtype)
-        x = self.perturb(name, x, collection=_PERTURB)
-        self.sow(_INTERMEDIATES, name, x, init_fn=lambda: None, reduce_fn=_keep_last)
-        return x
-
-
-def _keep_last(_previous: Any, value: Any) -> Any:
-    return value
-
 
 class TapFunctions(NamedTuple):
     """Pure functions of ``(variables, x[, deltas])`` for one model; ``x`` carries a batch axis.
@@ -111,7 +85,7 @@ class TapFunctions(NamedTuple):
 
 def params_only(variables: Mapping[str, Any]) -> dict[str, Any]:
     # Never forward stale perturbations or intermediates a caller kept from an earlier apply.
-    return {k: v for k, v in variables.items() if k not in (_PERTURB, _INTERMEDIATES, _REPLACE, _SCALE)}
+    return {k: v for k, v in variables.items() if k not in TAP_COLLECTIONS}
 
 
 def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
@@ -138,9 +112,9 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
 
     def tapped(variables, x, deltas):
         full = dict(params_only(variables))
-        full[_PERTURB] = {_TAPS: dict(deltas)}
-        out, state = model.apply(full, x, mutable=[_INTERMEDIATES], **apply_kwargs)
-        acts = state.get(_INTERMEDIATES, {}).get(_TAPS)
+        full[PERTURBATIONS] = {TAPS: dict(deltas)}
+        out, state = model.apply(full, x, mutable=[INTERMEDIATES], **apply_kwargs)
+        acts = state.get(INTERMEDIATES, {}).get(TAPS)
         if acts is None:
             raise _no_taps(model)
         return out, dict(acts)
@@ -151,12 +125,12 @@ def tap_functions(model: nn.Module, **apply_kwargs: Any) -> TapFunctions:
 
     def replaced(variables, x, values):
         full = dict(params_only(variables))
-        full[_REPLACE] = {_TAPS: dict(values)}
+        full[REPLACEMENTS] = {TAPS: dict(values)}
         return model.apply(full, x, **apply_kwargs)
 
     def scaled(variables, x, scales):
         full = dict(params_only(variables))
-        full[_SCALE] = {_TAPS: dict(scales)}
+        full[SCALES] = {TAPS: dict(scales)}
         return model.apply(full, x, **apply_kwargs)
 
     return TapFunctions(forward, tapped, zeros, replaced, scaled)
@@ -180,7 +154,7 @@ def _varying_like(z: jax.Array, x: jax.Array) -> jax.Array:
 def _no_taps(model: nn.Module) -> ValueError:
     return ValueError(
         f"{type(model).__name__} has no tap points: expected a TapPoints submodule named "
-        f"'{_TAPS}' that the model calls on each explainable layer; found none."
+        f"'{TAPS}' that the model calls on each explainable layer; found none."
     )
 
 
@@ -188,8 +162,8 @@ def tap_shapes(model, variables, x, apply_kwargs) -> dict[str, jax.ShapeDtypeStr
     order: list[str] = []  # execution order, seen while tracing (pytree outputs sort dict keys)
 
     def run(v, z):
-        _, state = model.apply(params_only(v), z, mutable=[_PERTURB], **apply_kwargs)
-        created = state.get(_PERTURB, {}).get(_TAPS, {})
+        _, state = model.apply(params_only(v), z, mutable=[PERTURBATIONS], **apply_kwargs)
+        created = state.get(PERTURBATIONS, {}).get(TAPS, {})
         order.extend(created)
         return created
 
@@ -199,25 +173,39 @@ def tap_shapes(model, variables, x, apply_kwargs) -> dict[str, jax.ShapeDtypeStr
     return {name: shapes[name] for name in order}
 
 
+# The one cache of layer lookups: (model, input shape, dtype, apply options) -> {layer: shape}.
+# Tracing a model's init costs ~0.5-1 s for Inception V3 (Flax overhead, no compute): once per
+# key, shared by every method; jaxretina.clear_caches() empties it.
+@caches.memoize(maxsize=256)
+def _layer_table(model, input_shape: tuple[int, ...], dtype, apply_items: tuple) -> dict[str, jax.ShapeDtypeStruct]:
+    apply_kwargs = dict(apply_items)
+    x = jax.ShapeDtypeStruct(input_shape, dtype)
+    probe = spec.shape_probe(model)   # an init can need more than the forward (see layer_shapes)
+    if probe is not None:
+        module, example = probe
+        variables = jax.eval_shape(module.init, jax.random.key(0), jax.ShapeDtypeStruct(example.shape, dtype))
+    else:
+        variables = jax.eval_shape(model.init, jax.random.key(0), x, **apply_kwargs)
+    return tap_shapes(model, variables, x, apply_kwargs)
+
+
 def layer_shapes(
     model: nn.Module, variables: Any, input_shape: Sequence[int], dtype: Any = jnp.float32,
     **apply_kwargs: Any,
 ) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes of every tapped layer for an input of ``input_shape`` (with batch axis).
+    """Shapes of every tapped layer for an input of ``input_shape`` (with batch axis), in
+    execution order.
 
     Costs no FLOPs (``jax.eval_shape``).  ``variables`` may be ``None``: the variables' shapes
     are then taken from an abstract ``init`` — on the model's ``shape_probe()`` input when it has
     one (an init can need more than the forward: Inception V3 builds its auxiliary head, which
-    needs 299 px, although the evaluation forward never runs it), else on ``input_shape``.
+    needs 299 px, although the evaluation forward never runs it), else on ``input_shape`` — and
+    the answer is cached per (model, shape, dtype, options) for every method that asks.
     """
-    x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
     if variables is None:
-        if hasattr(model, "shape_probe"):
-            probe, example = model.shape_probe()
-            variables = jax.eval_shape(probe.init, jax.random.key(0), jax.ShapeDtypeStruct(example.shape, dtype))
-        else:
-            variables = jax.eval_shape(model.init, jax.random.key(0), x, **apply_kwargs)
-    return tap_shapes(model, variables, x, apply_kwargs)
+        items = tuple(sorted(apply_kwargs.items()))
+        return dict(_layer_table(model, tuple(int(d) for d in input_shape), jnp.dtype(dtype), items))
+    return tap_shapes(model, variables, jax.ShapeDtypeStruct(tuple(input_shape), dtype), apply_kwargs)
 
 
 def layer_names(model: nn.Module, input_shape: Sequence[int], **apply_kwargs: Any) -> tuple[str, ...]:
@@ -225,11 +213,17 @@ def layer_names(model: nn.Module, input_shape: Sequence[int], **apply_kwargs: An
     return tuple(layer_shapes(model, None, input_shape, **apply_kwargs))
 
 
+def spatial_layer_names(model: nn.Module, input_shape: Sequence[int], **apply_kwargs: Any) -> tuple[str, ...]:
+    """The layers with a spatial map: activation rank equal to the input's (``(N, H, W, C)``
+    for images) — what CAM methods call ``"all"`` (a classifier's logits have no map)."""
+    shapes = layer_shapes(model, None, input_shape, **apply_kwargs)
+    return tuple(name for name, s in shapes.items() if len(s.shape) == len(input_shape))
+
+
 def layer_aliases(model: Any) -> dict[str, str]:
     """``{other name: layer name}`` a model declares (``model.layer_aliases()``, e.g. the
     PyTorch module paths of the network it reimplements), else ``{}``."""
-    method = getattr(model, "layer_aliases", None)
-    return dict(method()) if callable(method) else {}
+    return spec.layer_aliases(model)
 
 
 def resolve_layers(available: Sequence[str], layers: str | Sequence[str],
@@ -277,20 +271,13 @@ def activations(
       ((2, 32, 32, 1), (2, 32, 32, 64), (2, 32, 32, 16))
     """
     items = tuple(sorted(apply_kwargs.items()))
-    chosen = layers if isinstance(layers, str) else tuple(layers)
+    chosen = select_layers(layer_names(model, jnp.shape(x), **apply_kwargs), layers)
     out, values = _activations(model, chosen, items, variables, x)
-    names = _TRACED_NAMES[(model, chosen, items, tuple(jnp.shape(x)))]
-    return out, dict(zip(names, values))  # in execution / asked-for order (a jit's output dict is key-sorted)
-
-
-# The chosen names of each (model, layers, options, shape), noted when _activations traces.
-_TRACED_NAMES: dict[tuple, tuple[str, ...]] = {}
+    return out, dict(zip(chosen, values))  # in execution / asked-for order (a jit's output dict is key-sorted)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _activations(model, layers, apply_items, variables, x):
+def _activations(model, chosen, apply_items, variables, x):
     fns = tap_functions(model, **dict(apply_items))
     out, acts = fns.tapped(variables, x, fns.zeros(variables, x))
-    chosen = select_layers(tuple(acts), layers)
-    _TRACED_NAMES[(model, layers, apply_items, tuple(x.shape))] = chosen
     return out, tuple(acts[name] for name in chosen)

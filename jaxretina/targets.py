@@ -38,6 +38,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxretina import caches
+
 __all__ = [
     "Target",
     "class_logit",
@@ -81,7 +83,7 @@ def _check_class_output(out: jax.Array, c: Any, what: str) -> None:
 def _reused(factory):
     """Return the same Target for the same (hashable) arguments: explainers compile once per
     target object, so ``targets.class_logit(4)`` written inline in a loop must not recompile."""
-    cached = functools.lru_cache(maxsize=256, typed=True)(factory)
+    cached = caches.memoize(maxsize=256, typed=True)(factory)
 
     @functools.wraps(factory)
     def wrapper(*args, **kwargs):

@@ -40,8 +40,9 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-from jaxretina import explain, taps
-from jaxretina.explain._core import example_output, split_fn
+from jaxretina import caches, explain, taps
+from jaxretina.models import spec
+from jaxretina.explain.core import example_output, split_fn
 from jaxretina.validate import check_example
 
 __all__ = ["patch_origins", "sliding_window", "predict", "attribute", "METHODS"]
@@ -125,7 +126,7 @@ def _step(fn, normalize, patch, data, volume, total, count, origins, weights, ji
     return _accumulate(normalize, patch, total, count, maps, origins, weights)
 
 
-@functools.lru_cache(maxsize=64)
+@caches.memoize(maxsize=64)
 def _output_shape(fn, treedef, leaf_shapes, patch_shape, dtype):
     data = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaf_shapes])
     return jax.eval_shape(lambda d, p: fn(*d, p), data, jax.ShapeDtypeStruct(patch_shape, dtype))
@@ -206,8 +207,7 @@ def predict(
     """DS6 inference: sigmoid (softmax for several channels) of each patch, divided by the
     patch's maximum (``normalize="max"``, DS6's scheme; ``None`` keeps probabilities), overlaps
     averaged.  A UNet3D with deep supervision is explained by its main output.  ``(D, H, W, C)``."""
-    if getattr(model, "deep_supervision", False):
-        model = model.clone(deep_supervision=False)
+    model = spec.for_explaining(model)
     f = Partial(_Probability(model), taps.params_only(variables))
     return sliding_window(f, volume, patch=patch, overlap=overlap, batch=batch, normalize=normalize, jit=True)
 
@@ -262,8 +262,7 @@ def attribute(
         raise ValueError(f"attribute: unknown method {method!r}; expected one of {METHODS}")
     if method != "layerwise_guided_backprop" and target is None:
         raise ValueError(f"attribute: {method} needs a target (e.g. targets.segmentation_sum())")
-    if getattr(model, "deep_supervision", False):
-        model = model.clone(deep_supervision=False)
+    model = spec.for_explaining(model)
     options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
     f = Partial(_PatchMethod(method, model, target, options), taps.params_only(variables))
     return sliding_window(f, volume, patch=patch, overlap=overlap, batch=batch, normalize=normalize, jit=False)

@@ -189,5 +189,5 @@ def test_deepdraw_own_models_match_what_their_files_say(tmp_path, variant, norma
         got = np.asarray(jax.jit(model.apply)(v64, jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
     # float64 on both sides: 1e-9 of the largest logit
     np.testing.assert_allclose(got, want, atol=1e-9 * np.abs(want).max())
-    record = jaxretina.loading.model_config(model)
+    record = jaxretina.models.registry.get("driu").config_of(model)
     assert record["normalization"] == model.normalization

@@ -11,7 +11,8 @@ import pytest
 
 import jaxretina
 from jaxretina.checkpoint import save_variables
-from jaxretina.loading import RECORD_NAME, digest, model_config
+from jaxretina.loading import RECORD_NAME, digest
+from jaxretina.models import registry
 from jaxretina.models import UNet3D, random_variables
 
 MODEL = UNet3D(base_width=2, deep_supervision=False)
@@ -28,7 +29,7 @@ def _save_edited(tmp_path, variables, edit, *, record=None):
     tree = jax.tree_util.tree_map_with_path(lambda k, v: edit(np.asarray(v)) if jax.tree_util.keystr(k) == key
                                             else np.asarray(v), variables)
     out = save_variables(tmp_path / "ckpt", tree)
-    rec = record if record is not None else {"model": "unet3d", "config": model_config(MODEL)}
+    rec = record if record is not None else {"model": "unet3d", "config": registry.get("unet3d").config_of(MODEL)}
     if rec is not False:
         with open(os.path.join(out, RECORD_NAME), "w") as fh:
             fh.write(rec if isinstance(rec, str) else json.dumps(rec))

@@ -78,7 +78,7 @@ def test_errors(setup):
         intervention.scale_layer(model, variables, x, "upsample3", 2.0)
     with pytest.raises(ValueError, match="fuse layer reads"):
         intervention.fuse_weight_edit(model, variables, "conv2_2", 2.0)
-    with pytest.raises(TypeError, match="no fuse layer"):
+    with pytest.raises(TypeError, match="needs the model.s `fuse_inputs`"):
         intervention.fuse_weight_edit(object(), variables, "upsample2", 2.0)
     with pytest.raises(ValueError, match=r"targets must be \(N, H, W\)"):
         intervention.scaling_sweep(model, variables, x, jnp.zeros((1, 3, 3)), jnp.zeros(x.shape[:3]), ["upsample2"],

@@ -91,22 +91,24 @@ def test_config_errors(keys, match):
 
 
 def test_unknown_methods_options_and_targets_are_named(unet_small):
+    from jaxretina.models import registry
     from jaxretina.sweep.methods import build_computation
 
     model, _ = unet_small
     with pytest.raises(ValueError, match="unknown method 'gradcm'"):
-        build_computation("unet3d", model, [Spec("gradcm")], [])
+        build_computation(registry.get("unet3d"), model, [Spec("gradcm")], [])
     with pytest.raises(ValueError, match="unknown options \\['step'\\]"):
-        build_computation("unet3d", model, [sweep.parse_spec("ig:step=4")], [])
+        build_computation(registry.get("unet3d"), model, [sweep.parse_spec("ig:step=4")], [])
     with pytest.raises(ValueError, match="unknown target"):
-        build_computation("unet3d", model, [Spec("saliency")], [Spec("logit")])
+        build_computation(registry.get("unet3d"), model, [Spec("saliency")], [Spec("logit")])
 
 
 def test_several_targets_prefix_every_name(unet_small):
+    from jaxretina.models import registry
     from jaxretina.sweep.methods import build_computation
 
     model, variables = unet_small
-    comp = build_computation("unet3d", model, [sweep.parse_spec("ig:steps=2"), Spec("saliency")],
+    comp = build_computation(registry.get("unet3d"), model, [sweep.parse_spec("ig:steps=2"), Spec("saliency")],
                              [Spec("segmentation_sum"), sweep.parse_spec("segmentation_mean:probability=false,name=p")],
                              prep="none")
     maps, scalars = jax.eval_shape(comp.fn, variables, jax.ShapeDtypeStruct((16, 16, 16, 1), jnp.float32),

@@ -20,7 +20,7 @@
 * :func:`model_fn` — (model, variables, target) as a function of one example.
 """
 
-from jaxretina.explain._core import model_fn
+from jaxretina.explain.core import model_fn
 from jaxretina.explain.cam import PYTORCH_GRAD_CAM_EPS, grad_cam, grad_cam_plus_plus, layer_gradients
 from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
 from jaxretina.explain.gradients import (

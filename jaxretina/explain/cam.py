@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina import taps
-from jaxretina.explain._core import check_input, example_output, scalar_output
+from jaxretina.models import spec
+from jaxretina.explain.core import check_input, example_output, scalar_output
 
 __all__ = ["grad_cam", "grad_cam_plus_plus", "layer_gradients", "PYTORCH_GRAD_CAM_EPS"]
 
@@ -61,25 +62,16 @@ def _gradcampp_weights(a: jax.Array, g: jax.Array, eps: float) -> jax.Array:
 _WEIGHTS = {"gradcam": _gradcam_weights, "gradcampp": _gradcampp_weights}
 
 
-@functools.lru_cache(maxsize=256)
-def _available_layers(model: Any, shape: tuple, dtype: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(every tapped layer, the spatial ones: activation rank == input rank)."""
-    shapes = taps.layer_shapes(model, None, shape, dtype)
-    spatial = tuple(n for n, s in shapes.items() if len(s.shape) == len(shape))
-    return tuple(shapes), spatial
-
-
 def _resolve_layers(model, x, layers) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
     # ((name asked for, layer), ...) and the distinct layers to compute.  "all" means every layer with a spatial map (a
     # classifier's logits have none); a non-spatial layer asked for by name gets the error in
     # _cam_program.  The model's aliases (e.g. MONAI's module paths) resolve too.
     # Names and ranks only: probe in float32 whatever x's dtype (a float64 input would meet the
     # float32 parameters that a fresh init makes).
-    everything, spatial = _available_layers(model, (1, *x.shape), jnp.dtype(jnp.float32))
     if isinstance(layers, str) and layers == "all":
-        pairs = taps.resolve_layers(spatial, layers)
+        pairs = taps.resolve_layers(taps.spatial_layer_names(model, (1, *x.shape)), layers)
     else:
-        pairs = taps.resolve_layers(everything, layers, taps.layer_aliases(model))
+        pairs = taps.resolve_layers(taps.layer_names(model, (1, *x.shape)), layers, taps.layer_aliases(model))
     return pairs, tuple(dict.fromkeys(layer for _, layer in pairs))
 
 
@@ -137,7 +129,7 @@ def _cam_program(kind, model, target, chosen, relu, resize, normalize, eps, vari
 
 
 def _check_cam_input(model, x, who):
-    spatial = getattr(model, "spatial_dims", None)  # models declare 2 (images) or 3 (volumes)
+    spatial = spec.spatial_dims(model)  # models declare 2 (images) or 3 (volumes)
     ranks = (3, 4) if spatial is None else (spatial + 1,)
     if jnp.ndim(x) not in ranks:
         layout = {3: "(H, W, C)", 4: "(D, H, W, C)"}

@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxretina.explain._core import as_baseline, check_input, model_fn, split_fn
+from jaxretina.explain.core import as_baseline, check_input, model_fn, split_fn
 from jaxretina.explain.gradients import input_gradient
 from jaxretina.explain.neurons import layer_values, layer_integrated_gradients
 

@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxretina import taps
-from jaxretina.explain._core import check_input
-from jaxretina.explain.relu_rules import tap_names, tap_shapes, with_act, deconvnet_rule
+from jaxretina.explain.core import check_input
+from jaxretina.explain.relu_rules import with_act, deconvnet_rule
 
 __all__ = ["activation_maps", "filter_peaks", "dead_filters", "deconvnet_reconstruction"]
 
@@ -74,7 +74,7 @@ def filter_peaks(model: Any, variables: Any, batches: Iterable[Any], layers: str
         if valid is not None:  # padded rows repeat a real one: harmless for a maximum, but drop them
             x = x[np.asarray(valid, bool)]
         if names is None:
-            names = taps.select_layers(tap_names(model, tuple(x.shape[1:]), x.dtype), layers)
+            names = taps.select_layers(taps.layer_names(model, (1, *x.shape[1:])), layers)
         got = _peaks(model, names, params, x)
         peaks = list(got) if peaks is None else [jnp.maximum(a, b) for a, b in zip(peaks, got)]
     if names is None:
@@ -133,7 +133,7 @@ def deconvnet_reconstruction(model: Any, variables: Any, x: Any, layer: str, *,
     """
     who = "deconvnet_reconstruction"
     x = check_input(x, who=who)
-    shapes = tap_shapes(model, tuple(x.shape), x.dtype)
+    shapes = taps.layer_shapes(model, None, (1, *x.shape))
     taps.select_layers(tuple(shapes), layer)
     if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"{who}: top_k must be a positive int or None; found {top_k!r}")

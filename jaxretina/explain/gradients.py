@@ -15,7 +15,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from jaxretina.explain._core import (
+from jaxretina.explain.core import (
     as_baseline, check_chunk, check_input, chunked_map, chunked_sum, progress_callback, scalar_output, split_fn,
 )
 from jaxretina.explain.quadrature import quadrature

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxretina.explain._core import sum_over, as_baseline, check_input, split_fn
+from jaxretina.explain.core import sum_over, as_baseline, check_input, split_fn
 
 __all__ = ["ig_chunk_memory", "ig_chunk_for_budget", "compiled_bytes"]
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from jaxretina import taps
-from jaxretina.explain._core import as_baseline, check_chunk, check_input, chunked_sum, split_fn
+from jaxretina.explain.core import as_baseline, check_chunk, check_input, chunked_sum, split_fn
 from jaxretina.explain.gradients import Attribution, integrated_gradients
 from jaxretina.explain.quadrature import quadrature
 
@@ -128,17 +128,10 @@ def class_integrated_gradients(
     return integrated_gradients_vector(f, x, baseline=baseline, steps=steps, rule=rule, chunk=chunk)
 
 
-@functools.lru_cache(maxsize=64)
-def _all_layer_shapes(model, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    # Tracing a model's init costs ~0.5-1 s for Inception V3 (Flax overhead, no compute): once per
-    # (model, input shape), not once per call.
-    return {name: tuple(s.shape[1:]) for name, s in taps.layer_shapes(model, None, (1, *shape), jnp.float32).items()}
-
-
 def _layer_shape(model, x, layer, who) -> tuple[int, ...]:
-    shapes = _all_layer_shapes(model, tuple(x.shape))
+    shapes = taps.layer_shapes(model, None, (1, *x.shape))   # cached per (model, shape)
     taps.select_layers(tuple(shapes), layer)  # unknown names: the error lists the valid ones
-    return shapes[layer]
+    return tuple(shapes[layer].shape[1:])
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

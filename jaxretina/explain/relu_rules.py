@@ -41,14 +41,15 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxretina import taps
-from jaxretina.explain._core import check_chunk, check_input, model_fn
+from jaxretina import caches, taps
+from jaxretina.models import spec
+from jaxretina.explain.core import check_chunk, check_input, model_fn
 from jaxretina.explain.gradients import saliency
 
 __all__ = [
     "guided_relu", "deconvnet_relu", "guided", "deconvnet_rule", "guided_backprop", "deconvnet",
     "layerwise_guided_backprop",
-    "tap_names", "tap_shapes", "with_act",
+    "with_act",
 ]
 
 
@@ -86,7 +87,7 @@ def _deconv_bwd(_, g):
 deconvnet_relu.defvjp(_deconv_fwd, _deconv_bwd)
 
 
-@functools.lru_cache(maxsize=64)
+@caches.memoize(maxsize=64)
 def guided(act: Callable) -> Callable:
     """``act`` with guided backprop's backward rule ``act'(x) · max(g, 0)`` (forward unchanged).
 
@@ -110,7 +111,7 @@ def guided(act: Callable) -> Callable:
     return rule
 
 
-@functools.lru_cache(maxsize=64)
+@caches.memoize(maxsize=64)
 def deconvnet_rule(act: Callable) -> Callable:
     """``act`` with deconvnet's backward rule ``max(g, 0)`` (forward unchanged); cached per ``act``."""
     if act is jax.nn.relu or act is deconvnet_relu:
@@ -125,10 +126,7 @@ def deconvnet_rule(act: Callable) -> Callable:
 
 
 def with_act(model: Any, rule: Callable, who: str) -> Any:
-    if not hasattr(model, "act"):
-        raise TypeError(f"{who}: {type(model).__name__} has no 'act' field to swap; jaxretina models route "
-                        "their ReLUs through `act` (found none)")
-    return model.clone(act=rule(model.act))
+    return spec.with_activation(model, rule(spec.activation(model, who)), who)
 
 
 def guided_backprop(model: Any, variables: Any, x: Any, target: Callable) -> jax.Array:
@@ -175,18 +173,6 @@ def _layerwise_program(scores, chunk, variables, x):
     return jnp.concatenate(parts, axis=0)
 
 
-@functools.lru_cache(maxsize=64)
-def tap_shapes(model, shape: tuple[int, ...], dtype) -> dict[str, jax.ShapeDtypeStruct]:
-    # every tap's shape for one example of ``shape`` (batch axis 1), traced once per (model, shape,
-    # dtype); traced in float32 like the model's variables (names and shapes do not depend on it)
-    del dtype
-    return taps.layer_shapes(model, None, (1, *shape))
-
-
-def tap_names(model, shape: tuple[int, ...], dtype) -> tuple[str, ...]:
-    return tuple(tap_shapes(model, shape, dtype))
-
-
 def layerwise_guided_backprop(
     model: Any, variables: Any, x: Any, layers: str | Sequence[str] = "all", *, channel: int | None = None,
     rule: str = "guided", chunk: int | str | None = "all",
@@ -222,7 +208,7 @@ def layerwise_guided_backprop(
     if rule not in ("guided", "deconvnet"):
         raise ValueError(f"{who}: rule must be 'guided' or 'deconvnet'; found {rule!r}")
     swapped = with_act(model, guided if rule == "guided" else deconvnet_rule, who)
-    chosen = taps.select_layers(tap_names(model, tuple(x.shape), x.dtype), layers)
+    chosen = taps.select_layers(taps.layer_names(model, (1, *x.shape)), layers)
     scores = _LayerScores(swapped, chosen, channel)
     maps = _layerwise_program(scores, check_chunk(chunk, len(chosen), who=who), taps.params_only(variables), x)
     return maps, chosen

@@ -39,7 +39,7 @@ from jaxretina.models.layers import (
     IMAGENET_NORMALIZATION, CaffeDeconv, bilinear_diagonal_init, crop_to, max_pool_2x2, normalize_input,
 )
 from jaxretina.models.stem import check_part, check_stem_output
-from jaxretina.taps import TapPoints
+from jaxretina.models.tap_points import TapPoints
 from jaxretina.validate import check_image_batch
 
 __all__ = ["DRIU", "VARIANTS", "HED_CROP_OFFSETS", "CAFFE_UPSAMPLE_PADDING", "IMAGENET_NORMALIZATION",

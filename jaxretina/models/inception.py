@@ -48,7 +48,7 @@ import flax.linen as nn
 
 from jaxretina.models.layers import IMAGENET_NORMALIZATION, avg_pool_3x3_s1, max_pool_3x3_s2, normalize_input, torch_batch_norm
 from jaxretina.models.stem import check_part, check_stem_output
-from jaxretina.taps import TapPoints
+from jaxretina.models.tap_points import TapPoints
 from jaxretina.validate import check_image_batch
 
 __all__ = ["InceptionV3", "HEADS", "AUX_MIN_SIZE"]

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxretina.models import spec
+
 __all__ = ["random_variables"]
 
 
@@ -35,9 +37,7 @@ def random_variables(model: Any, example_shape: Sequence[int] | None = None, *, 
     ``example_shape``: an input shape with batch axis; default the model's ``shape_probe()``.
     """
     if example_shape is None:
-        if not hasattr(model, "shape_probe"):
-            raise TypeError(f"random_variables: give example_shape for {type(model).__name__} (it has no shape_probe)")
-        model, example = model.shape_probe()
+        model, example = spec.shape_probe(model, "random_variables without example_shape")
         example = jax.ShapeDtypeStruct(example.shape, example.dtype)
     else:
         example = jax.ShapeDtypeStruct(tuple(example_shape), jnp.float32)
@@ -60,5 +60,4 @@ def random_variables(model: Any, example_shape: Sequence[int] | None = None, *, 
         return rng.normal(0, bias_std, s.shape).astype(dtype)
 
     variables = jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
-    fixed = getattr(model, "fixed_parameters", None)   # parameters a model's init sets, not draws
-    return fixed(variables) if fixed is not None else variables
+    return spec.fixed_parameters(model, variables)   # parameters a model's init sets, not draws

@@ -34,7 +34,7 @@ import flax.linen as nn
 
 from jaxretina.models.layers import torch_batch_norm
 from jaxretina.models.layers3d import Conv3D, max_pool_2x2x2 as _pool, upsample_nearest_2x as _upsample
-from jaxretina.taps import TapPoints
+from jaxretina.models.tap_points import TapPoints
 from jaxretina.validate import check_image_batch
 
 __all__ = ["UNet3D"]
@@ -123,6 +123,10 @@ class UNet3D(nn.Module):
     def shape_probe(self) -> tuple["UNet3D", jax.Array]:
         """A module and input whose ``init`` has this model's variable shapes."""
         return self, jnp.zeros((1, 16, 16, 16, self.in_channels), jnp.float32)
+
+    def for_explaining(self) -> "UNet3D":
+        """The model with DS6's inference output only (the one map methods explain)."""
+        return self.clone(deep_supervision=False) if self.deep_supervision else self
 
     def layer_names(self) -> tuple[str, ...]:
         """Tap names in execution order."""

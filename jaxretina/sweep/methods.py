@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from jaxretina import explain, preprocess, targets, taps
 from jaxretina.explain.quadrature import RULES
+from jaxretina.models import registry
 from jaxretina.sweep.config import Spec
 
 __all__ = ["Computation", "build_computation", "PREPROCESSING", "METHODS", "TARGETS", "default_preprocess",
@@ -62,16 +63,14 @@ METHODS = ("ig", "gradcam", "gradcampp", "guided_backprop", "deconvnet", "salien
            "smoothgrad")
 
 
-def default_preprocess(model_name: str, model: Any) -> str:
-    if model_name == "unet3d":
-        return "none"
-    if model_name == "driu":
-        return model.input_kind()
-    return "imagenet" if model.normalization is None else "pixels"
+def default_preprocess(model_spec: registry.ModelSpec, model: Any) -> str:
+    """The registry's preprocessing of raw input for ``model``."""
+    return model_spec.preprocessing_of(model)
 
 
-def default_targets(model_name: str) -> tuple[Spec, ...]:
-    return (Spec("segmentation_sum"),) if model_name in ("driu", "unet3d") else (Spec("top_class"),)
+def default_targets(model_spec: registry.ModelSpec) -> tuple[Spec, ...]:
+    """The registry's default target of the model."""
+    return (Spec(model_spec.default_target),)
 
 
 def target_name(spec: Spec) -> str:
@@ -229,13 +228,13 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
                                         samples=int(o["samples"]), sigma=sigma, chunk=o["chunk"])
 
 
-def build_computation(model_name: str, model: Any, methods, target_specs, *, prep: str | None = None,
+def build_computation(model_spec: registry.ModelSpec, model: Any, methods, target_specs, *, prep: str | None = None,
                       seed: int = 0) -> Computation:
     """The per-example function of a sweep; checks every method, option and target name."""
-    prep = prep or default_preprocess(model_name, model)
+    prep = prep or default_preprocess(model_spec, model)
     if prep not in PREPROCESSING:
         raise ValueError(f"sweep: unknown preprocess {prep!r}; expected one of {sorted(PREPROCESSING)}")
-    target_specs = tuple(target_specs) or default_targets(model_name)
+    target_specs = tuple(target_specs) or default_targets(model_spec)
     built_targets = tuple((target_name(s), build_target(s)) for s in target_specs)
     names = [n for n, _ in built_targets]
     if len(set(names)) != len(names):

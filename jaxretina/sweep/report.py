@@ -28,6 +28,18 @@ import numpy as np
 
 from jaxretina.sweep.store import DONE, open_store
 
+
+def _input_kind(model_meta: dict) -> str:
+    """"image" or "volume": recorded by the sweep (stores before the registry: the model's entry)."""
+    if "input" in model_meta:
+        return model_meta["input"]
+    from jaxretina.models import registry
+
+    try:
+        return registry.get(model_meta["name"]).input
+    except ValueError:
+        return "image"
+
 __all__ = ["report"]
 
 
@@ -73,7 +85,7 @@ def report(store_path: str | os.PathLike, out: str | os.PathLike | None = None, 
     os.makedirs(out, exist_ok=True)
     status = store.status()
     done = np.flatnonzero(status == DONE)
-    volume = store.meta["model"]["name"] == "unet3d"
+    volume = _input_kind(store.meta["model"]) == "volume"
 
     map_stats = {}
     for name in store.map_names:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxretina import loading, taps
+from jaxretina.models import registry, spec as contract
 from jaxretina.explain.memory import compiled_bytes
 from jaxretina.sweep import decoding, store as stores
 from jaxretina.sweep.config import SweepConfig, sweep_config
@@ -140,22 +141,20 @@ def load_model(cfg: SweepConfig) -> tuple[Any, Any, dict]:
     deterministic initialisation (seed ``cfg.seed``) that the record states."""
     from jaxretina import models
 
-    name = loading.check_name(cfg.model)
+    model_spec = registry.get(cfg.model)
     opts = dict(cfg.model_options)
-    loading.check_model_options(name, opts, "sweep: model_options")
-    if name == "unet3d":
-        opts.setdefault("deep_supervision", False)  # one output map to explain
+    model_spec.check_options(opts, "sweep: model_options")
     if cfg.weights:
-        model, variables = loading.load(name, cfg.weights, **opts)
+        model, variables = loading.load(model_spec.name, cfg.weights, **opts)
         path = os.path.abspath(cfg.weights)
-        return model, variables, {"source": path, "sha256": loading.digest(path), "from_file": True}
-    model = loading.model_from_config(name, opts)
-    variables = models.random_variables(model, seed=cfg.seed)   # NumPy draws: nothing to compile
-    how = f"jaxretina.models.random_variables(seed={cfg.seed})"
-    if name == "driu":
-        how += " with DRIU's bilinear upsampling kernels and zero biases"
-    return model, variables, {"source": None, "from_file": False,
-                              "note": f"deterministic initialisation ({how}), not trained weights"}
+        weights = {"source": path, "sha256": loading.digest(path), "from_file": True}
+    else:
+        model = model_spec.build(**opts)
+        variables = models.random_variables(model, seed=cfg.seed)   # NumPy draws: nothing to compile
+        how = " ".join(filter(None, (f"jaxretina.models.random_variables(seed={cfg.seed})", model_spec.init_note)))
+        weights = {"source": None, "from_file": False,
+                   "note": f"deterministic initialisation ({how}), not trained weights"}
+    return contract.for_explaining(model), variables, weights   # one output map to explain (DS6: no deep supervision)
 
 
 def _versions() -> dict[str, str]:
@@ -216,7 +215,8 @@ class Runner:
         self.cfg = cfg
         self.pid, self.processes = join_processes(cfg)
         self.model, variables, self.weights = load_model(cfg)
-        self.comp = build_computation(cfg.model, self.model, cfg.methods, cfg.targets, prep=cfg.preprocess,
+        self.model_spec = registry.get(cfg.model)
+        self.comp = build_computation(self.model_spec, self.model, cfg.methods, cfg.targets, prep=cfg.preprocess,
                                       seed=cfg.seed)
         devices = jax.local_devices()
         # One program call computes ``micro_batch`` examples on each local device; a batch (the
@@ -231,7 +231,7 @@ class Runner:
         # Parameters and statistics only (an init's zero tap perturbations have its input's shape).
         variables = taps.params_only(variables)
         self.variables = jax.device_put(variables, self.replicated)
-        self.inputs = open_inputs(cfg.data, volumes=cfg.model.lower() == "unet3d", size=cfg.size,
+        self.inputs = open_inputs(cfg.data, volumes=self.model_spec.input == "volume", size=cfg.size,
                                   split=cfg.split, tfds_dir=cfg.tfds_dir)
         shapes = sorted({it.shape for it in self.inputs.items if it.shape is not None})
         self.outputs, rejected = _shapes(self.comp, self.variables, self.inputs, shapes)
@@ -262,8 +262,8 @@ class Runner:
         return {
             "format": 1,
             "config": self.cfg.identity(),
-            "model": {"name": self.cfg.model, "class": type(self.model).__name__,
-                      "options": _json(loading.model_config(self.model))},
+            "model": {"name": self.model_spec.name, "class": type(self.model).__name__,
+                      "input": self.model_spec.input, "options": _json(self.model_spec.config_of(self.model))},
             "weights": self.weights,
             "computation": _json(self.comp.description),
             "maps": list(self.map_specs()),

@@ -27,11 +27,12 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from jaxretina import taps
+from jaxretina.models import spec
 from jaxretina.validate import check_example, check_finite
 
 __all__ = [
     "DEFAULT_CHUNK", "model_fn", "split_fn", "chunked_sum", "check_chunk", "as_baseline", "scalar_output",
-    "sum_over", "progress_callback",
+    "sum_over", "progress_callback", "example_output", "check_input",
 ]
 
 
@@ -41,7 +42,7 @@ def example_output(out: Any, *, who: str = "target") -> jax.Array:
     if isinstance(out, (tuple, list)):
         raise ValueError(
             f"{who}: the model returns {len(out)} outputs (a tuple); explainers need one output map — "
-            "for UNet3D use model.clone(deep_supervision=False), DS6's inference output"
+            "use jaxretina.models.spec.for_explaining(model) (for UNet3D: DS6's inference output)"
         )
     return out[0]
 
@@ -56,7 +57,7 @@ class _ModelScore(NamedTuple):
     @property
     def has_affine_stem(self) -> bool:
         """The model splits into an affine stem and a head (:mod:`jaxretina.models.stem`)."""
-        return bool(getattr(self.model, "AFFINE_STEM", False))
+        return spec.has_affine_stem(self.model)
 
     def stem(self, variables, x):
         return self.model.apply(variables, x[None], part="stem")[0]
