@@ -45,6 +45,8 @@ class ModelSpec:
         :data:`jaxretina.sweep.methods.PREPROCESSING`), or a function of the module giving it.
       description: one line for listings.
       init_note: what a deterministic initialisation sets besides the random draws (records).
+      defaults: options the name fixes beyond the class's defaults (``vgg16_bn``:
+        ``batch_norm=True``); a file or option contradicting them is refused.
     """
 
     name: str
@@ -55,6 +57,7 @@ class ModelSpec:
     preprocessing: str | Callable[[Any], str] = "imagenet"
     description: str = ""
     init_note: str = ""
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or _key(self.name) != self.name or not self.name:
@@ -93,7 +96,7 @@ class ModelSpec:
 
     def build(self, **options: Any) -> Any:
         """The module with these options (lists from JSON become tuples: Flax fields are hashed)."""
-        return self.module(**{k: _tuples(v) for k, v in options.items()})
+        return self.module(**{**self.defaults, **{k: _tuples(v) for k, v in options.items()}})
 
     def config_of(self, model: Any) -> dict[str, Any]:
         """The JSON-serialisable options of ``model`` (for records and reloading)."""
@@ -107,7 +110,18 @@ class ModelSpec:
     def from_weights(self, kind: str, content: Any, source: str, **options: Any):
         """``(module, variables, report)`` from weights already read by
         :func:`converters.formats.read_weights`."""
-        return self.converter_module().from_weights(kind, content, source, **options)
+        model, variables, report = self.converter_module().from_weights(kind, content, source,
+                                                                        **{**self.defaults, **options})
+        self.check_model(model, source)
+        return model, variables, report
+
+    def check_model(self, model: Any, source: str) -> None:
+        """``ValueError`` when ``model`` (e.g. what a file holds) is not this name's network."""
+        wrong = {k: getattr(model, k, None) for k, v in self.defaults.items() if getattr(model, k, None) != v}
+        if type(model) is not self.module or wrong:
+            found = type(model).__name__ + "".join(f", {k}={v!r}" for k, v in wrong.items())
+            raise ValueError(f"{source}: holds a {found}; {self.name!r} is a {self.module.__name__}"
+                             + "".join(f", {k}={v!r}" for k, v in self.defaults.items()))
 
     def preprocessing_of(self, model: Any) -> str:
         """The sweep's preprocessing kind for this module."""
@@ -157,12 +171,12 @@ def get(name: str) -> ModelSpec:
 
 
 def spec_of(model: Any) -> ModelSpec | None:
-    """The spec whose module class ``model`` is an instance of (the most derived), else ``None``."""
-    found = [s for s in _SPECS.values() if isinstance(model, s.module)]
-    for s in found:
-        if type(model) is s.module:
+    """The spec whose module class is ``model``'s and whose defaults it has, else ``None``."""
+    exact = [s for s in _SPECS.values() if type(model) is s.module]
+    for s in exact:
+        if all(getattr(model, k, None) == v for k, v in s.defaults.items()):
             return s
-    return found[0] if found else None
+    return None
 
 
 def _normalising_inside(model: Any) -> str:
@@ -174,7 +188,9 @@ def _register_builtins() -> None:
     from jaxretina.models.densenet import DenseNet121
     from jaxretina.models.driu import DRIU
     from jaxretina.models.inception import InceptionV3
+    from jaxretina.models.resnet import ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
     from jaxretina.models.unet3d import UNet3D
+    from jaxretina.models.vgg import VGG11, VGG13, VGG16, VGG19
 
     register(ModelSpec("driu", DRIU, "converters.driu", default_target="segmentation_sum",
                        preprocessing=DRIU.input_kind, description="DRIU retinal vessel / optic-disc segmenter (seed 000)",
@@ -183,6 +199,15 @@ def _register_builtins() -> None:
                        description="DenseNet121 diabetic-retinopathy grader (seed 002)"))
     register(ModelSpec("inception_v3", InceptionV3, "converters.inception", preprocessing=_normalising_inside,
                        description="Inception V3 diabetic-retinopathy grader (seed 001)"))
+    for depth, cls in ((18, ResNet18), (34, ResNet34), (50, ResNet50), (101, ResNet101), (152, ResNet152)):
+        register(ModelSpec(f"resnet{depth}", cls, "converters.resnet", preprocessing=_normalising_inside,
+                           description=f"ResNet-{depth} (torchvision names; Keras applications' weights too)"))
+    for depth, cls in ((11, VGG11), (13, VGG13), (16, VGG16), (19, VGG19)):
+        for bn in (False, True):
+            register(ModelSpec(f"vgg{depth}{'_bn' if bn else ''}", cls, "converters.vgg", preprocessing=_normalising_inside,
+                               defaults={"batch_norm": True} if bn else {},
+                               description=f"VGG-{depth}{' with BatchNorm' if bn else ''} (torchvision names; Keras "
+                                           f"applications' weights too)"))
     register(ModelSpec("unet3d", UNet3D, "converters.unet3d", input="volume", default_target="segmentation_sum",
                        preprocessing="none", description="DS6 3D U-Net for vessels in MRA volumes (seed 003)"))
 
