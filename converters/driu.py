@@ -198,6 +198,9 @@ def from_weights(kind: str, content: Any, source: str, **model_kwargs: Any) -> t
     """Dispatch for :func:`jaxretina.load`: a decoded ``.caffemodel`` or a deepdraw state dict."""
     if kind == "caffemodel":
         return from_caffe(content, source, **model_kwargs)
+    if kind == "keras":
+        raise ValueError(f"{source}: a Keras weights file; DRIU weights come from Caffe (.caffemodel) or deepdraw "
+                         f"(.pth/.pt/.safetensors)")
     if is_deepdraw(content):
         return from_deepdraw(content, source, **model_kwargs)
     raise ValueError(f"{source}: a {kind} state dict without DRIU keys (expected the deepdraw scheme: "

@@ -195,8 +195,9 @@ def require_state_dict(kind: str, content: Any, source: str, *, model: str, reco
     """The error for a weight file that is not a PyTorch state dict of ``model``: a
     ``.caffemodel``, or a state dict that ``recognised`` rejects (``keys``: what it looks for,
     ``example``: how such keys start)."""
-    if kind == "caffemodel":
-        raise ValueError(f"{source}: a .caffemodel; {model} weights come from PyTorch (.pth/.pt/.safetensors)")
+    if kind in ("caffemodel", "keras"):
+        raise ValueError(f"{source}: a {'.caffemodel' if kind == 'caffemodel' else 'Keras weights file'}; {model} "
+                         f"weights come from PyTorch (.pth/.pt/.safetensors)")
     if not recognised(content):
         raise ValueError(f"{source}: a {kind} state dict without {keys} keys (expected {example}; "
                          f"found e.g. {sorted(content)[:5]})")

@@ -46,7 +46,7 @@ from jaxretina.models.stem import check_part, check_stem_output
 from jaxretina.models.tap_points import TapPoints
 from jaxretina.validate import check_image_batch
 
-__all__ = ["VGG", "VGG11", "VGG13", "VGG16", "VGG19", "CONFIGS", "KERAS_CAFFE_NORMALIZATION", "adaptive_avg_pool"]
+__all__ = ["VGG", "VGG11", "VGG13", "VGG16", "VGG19", "CONFIGS", "KERAS_CAFFE_NORMALIZATION", "adaptive_avg_pool", "layout_of"]
 
 # torchvision's cfgs: output channels of each conv, "M" for a max pool
 CONFIGS = {
@@ -78,7 +78,7 @@ def adaptive_avg_pool(x: jax.Array, out: tuple[int, int] = (7, 7)) -> jax.Array:
     return jnp.einsum("ih,jw,nhwc->nijc", mh, mw, x)
 
 
-def _layout(depth: int, batch_norm: bool):
+def layout_of(depth: int, batch_norm: bool):
     """``[(kind, torchvision index, channels, keras name)]`` for kind ``conv`` (index of the
     conv; its BatchNorm is index + 1, its ReLU the next) and ``pool``."""
     if depth not in CONFIGS:
@@ -127,7 +127,7 @@ class VGG(nn.Module):
         """``part``: ``"all"``, ``"stem"`` (image -> the first conv's (BatchNorm's) output,
         before its ReLU) or ``"head"`` (that -> logits)."""
         check_part(part)
-        layout = _layout(self.depth, self.batch_norm)
+        layout = layout_of(self.depth, self.batch_norm)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         tap = TapPoints(name="taps")
@@ -169,13 +169,13 @@ class VGG(nn.Module):
         """Tap names in execution order (the same for every input size)."""
         relu = 2 if self.batch_norm else 1
         names = [f"features.{i + relu}" if kind == "conv" else f"features.{i}"
-                 for kind, i, _, _ in _layout(self.depth, self.batch_norm)]
+                 for kind, i, _, _ in layout_of(self.depth, self.batch_norm)]
         return (*names, "avgpool", "classifier.1", "classifier.4", "classifier.6")
 
     def layer_aliases(self) -> dict[str, str]:
         """Keras applications' layer names and ``features`` (the last pool)."""
         relu = 2 if self.batch_norm else 1
-        layout = _layout(self.depth, self.batch_norm)
+        layout = layout_of(self.depth, self.batch_norm)
         aliases = {keras: f"features.{i + relu}" if kind == "conv" else f"features.{i}" for kind, i, _, keras in layout}
         aliases.update({"features": f"features.{layout[-1][1]}", "fc1": "classifier.1", "fc2": "classifier.4",
                         "predictions": "classifier.6"})
