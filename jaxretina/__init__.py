@@ -30,8 +30,9 @@ from jaxretina import (  # noqa: E402
 from jaxretina.explain import Attribution  # noqa: E402
 from jaxretina.caches import clear_caches  # noqa: E402
 from jaxretina.loading import load, save  # noqa: E402
+from jaxretina.models.explainable import explainable  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Attribution", "clear_caches", "data", "explain", "intervention", "load", "metrics", "models", "preprocess", "save", "sweep",
+__all__ = ["Attribution", "clear_caches", "data", "explainable", "explain", "intervention", "load", "metrics", "models", "preprocess", "save", "sweep",
            "targets", "taps", "train", "views", "volumes", "__version__"]

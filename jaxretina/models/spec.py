@@ -96,7 +96,7 @@ class MissingCapability(TypeError):
 
 def _member(model: Any, name: str) -> Any:
     # the one place that looks a contract member up on a model
-    return getattr(type(model), name, None) if name in ("spatial_dims", "AFFINE_STEM") else getattr(model, name, None)
+    return getattr(model, name, None)
 
 
 def capabilities(model: Any) -> dict[str, bool]:
