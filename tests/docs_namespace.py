@@ -15,6 +15,34 @@ import numpy as np
 SIZE = 32   # the examples' image side, and the volume side
 
 
+def write_keras_vgg16(path: Path, classes: int = 10) -> None:
+    """A Keras 2 HDF5 weights file with keras.applications.VGG16's layout (layer_names,
+    weight_names, ``<layer>/<layer>/kernel:0``), constant weights, written with h5py: compressed
+    fill values, a few kB on disk."""
+    import h5py
+
+    from jaxretina.models.vgg import layout_of
+
+    layers = {}
+    channels = 3
+    for kind, _, feats, keras_name in layout_of(16, False):
+        if kind == "conv":
+            layers[keras_name] = {"kernel:0": (3, 3, channels, feats), "bias:0": (feats,)}
+            channels = feats
+        else:
+            layers[keras_name] = {}
+    layers.update(flatten={}, fc1={"kernel:0": (25088, 4096), "bias:0": (4096,)},
+                  fc2={"kernel:0": (4096, 4096), "bias:0": (4096,)},
+                  predictions={"kernel:0": (4096, classes), "bias:0": (classes,)})
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [n.encode() for n in layers]
+        for name, weights in layers.items():
+            g = f.create_group(name)
+            g.attrs["weight_names"] = [f"{name}/{w}".encode() for w in weights]
+            for w, shape in weights.items():
+                g.create_dataset(f"{name}/{w}", shape=shape, dtype=np.float32, fillvalue=1e-3, compression="gzip")
+
+
 def make_files(root: Path) -> None:
     """Write the files the examples name into ``root`` (the working folder and ``$HOME``)."""
     import torch
@@ -28,6 +56,7 @@ def make_files(root: Path) -> None:
 
     from tests.reference.ds6_torch import UNetDeepSup
 
+    write_keras_vgg16(root / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
     (root / "DRIU_DRIVE.caffemodel").write_bytes(driu_net_bytes(random_driu_weights("vessel", seed=1)))
     torch.save(torchvision.models.densenet121(num_classes=5).state_dict(), root / "grader.pth")
     ds6 = UNetDeepSup(width=2)

@@ -49,6 +49,7 @@ def make_more_files(root: Path) -> None:
     inception = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     torch.save(inception.state_dict(), root / "inception_v3_google-0cc3c7bd.pth")
     os.symlink(root / "inception_v3_google-0cc3c7bd.pth", root / "inception.pth")
+    torch.save(torchvision.models.resnet101(num_classes=2).state_dict(), root / "resnet101.pth")
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):

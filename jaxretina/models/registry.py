@@ -7,8 +7,8 @@ variables, report)``) and one :func:`register` call; nothing else branches on mo
 
 Example::
 
-    >>> get("DenseNet-121").name, get("unet3d").input, get("driu").default_target
-    ('densenet121', 'volume', 'segmentation_sum')
+    >>> get("Inception-V3").name, get("unet3d").input, get("driu").default_target
+    ('inception_v3', 'volume', 'segmentation_sum')
     >>> get("unet3d").build(base_width=2).base_width
     2
     >>> "resnet9000" in names()
