@@ -190,6 +190,19 @@ def torch_variables(model: Any, state: Mapping[str, np.ndarray], report: Report,
     return assemble(like, entries, report, strict=True, source=source, hints=hints)
 
 
+def torch_or_keras(kind: str, content: Any, source: str, options: dict, *, from_state_dict: Callable,
+                   keras_mapping: str, model: str, recognised: Callable[[Any], bool], keys: str, example: str):
+    """Dispatch of a converter that reads torchvision state dicts and Keras files:
+    ``converters.keras.<keras_mapping>`` for a Keras file, else ``from_state_dict`` after
+    :func:`require_state_dict`."""
+    if kind == "keras":
+        from converters import keras
+
+        return getattr(keras, keras_mapping)(content, source, **options)
+    require_state_dict(kind, content, source, model=model, recognised=recognised, keys=keys, example=example)
+    return from_state_dict(content, source, **options)
+
+
 def require_state_dict(kind: str, content: Any, source: str, *, model: str, recognised: Callable[[Any], bool],
                        keys: str, example: str) -> None:
     """The error for a weight file that is not a PyTorch state dict of ``model``: a

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from converters.mapping import Report, require_state_dict, torch_variables
+from converters.mapping import Report, torch_or_keras, torch_variables
 from jaxretina.models.resnet import KERAS_OPTIONS, STAGES, ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from jaxretina.models.vgg import KERAS_CAFFE_NORMALIZATION
 
@@ -82,11 +82,7 @@ def reference(model: ResNet, state: Mapping[str, np.ndarray]):
 
 def from_weights(kind: str, content: Any, source: str, **options: Any) -> tuple[ResNet, dict, Report]:
     """Dispatch for :func:`jaxretina.load`: a torchvision state dict or a Keras HDF5 file."""
-    if kind == "keras":
-        from converters.keras import resnet_from_keras
-
-        return resnet_from_keras(content, source, **options)
-    require_state_dict(kind, content, source, model="resnet", recognised=is_resnet, keys="ResNet",
-                       example="conv1.weight, layer1.0.conv1.weight ...")
-    return from_state_dict(content, source, **options)
+    return torch_or_keras(kind, content, source, options, from_state_dict=from_state_dict,
+                          keras_mapping="resnet_from_keras", model="resnet", recognised=is_resnet, keys="ResNet",
+                          example="conv1.weight, layer1.0.conv1.weight ...")
 

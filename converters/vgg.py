@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from converters.mapping import Report, require_state_dict, torch_variables
+from converters.mapping import Report, torch_or_keras, torch_variables
 from jaxretina.models.vgg import CONFIGS, KERAS_CAFFE_NORMALIZATION, VGG, VGG11, VGG13, VGG16, VGG19
 
 __all__ = ["from_weights", "from_state_dict", "is_vgg", "reference", "CLASSES", "KERAS_INPUT"]
@@ -92,10 +92,6 @@ def reference(model: VGG, state: Mapping[str, np.ndarray]):
 
 def from_weights(kind: str, content: Any, source: str, **options: Any) -> tuple[VGG, dict, Report]:
     """Dispatch for :func:`jaxretina.load`: a torchvision state dict or a Keras HDF5 file."""
-    if kind == "keras":
-        from converters.keras import vgg_from_keras
-
-        return vgg_from_keras(content, source, **options)
-    require_state_dict(kind, content, source, model="vgg", recognised=is_vgg, keys="VGG",
-                       example="features.0.weight, classifier.6.weight")
-    return from_state_dict(content, source, **options)
+    return torch_or_keras(kind, content, source, options, from_state_dict=from_state_dict,
+                          keras_mapping="vgg_from_keras", model="vgg", recognised=is_vgg, keys="VGG",
+                          example="features.0.weight, classifier.6.weight")
