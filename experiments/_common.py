@@ -70,7 +70,7 @@ def start(args: argparse.Namespace, seed_id: str) -> tuple[Path, "Timer", dict]:
 
 
 def build_model(name: str, model: Any, args: argparse.Namespace, *, own_init: bool = False,
-                ) -> tuple[Any, Any, dict]:
+                weights: str | None = "args") -> tuple[Any, Any, dict]:
     """``(model, variables, description)``: an Orbax directory saved by an experiment loads as it
     is; a weight file (e.g. torchvision's ImageNet .pth) fills every matching layer of ``model``
     and the rest (the new head) starts fresh; no ``--weights``: random initialisation — NumPy
@@ -80,13 +80,14 @@ def build_model(name: str, model: Any, args: argparse.Namespace, *, own_init: bo
     import jaxretina
     from jaxretina import train
 
-    if args.weights and Path(args.weights).is_dir():
-        model, variables = jaxretina.load(name, args.weights)
-        return model, variables, {"weights": args.weights, "reinitialised": []}
-    if args.weights:
-        _, pretrained = jaxretina.load(name, args.weights)
+    weights = args.weights if weights == "args" else weights   # or this model's own file
+    if weights and Path(weights).is_dir():
+        model, variables = jaxretina.load(name, weights)
+        return model, variables, {"weights": weights, "reinitialised": []}
+    if weights:
+        _, pretrained = jaxretina.load(name, weights)
         variables, fresh = train.transfer_variables(pretrained, model, seed=args.seed)
-        return model, variables, {"weights": args.weights, "reinitialised": fresh}
+        return model, variables, {"weights": weights, "reinitialised": fresh}
     if own_init:
         from jaxretina.models import spec
 

@@ -47,6 +47,15 @@ def test_seed002_densenet_gradcam_smoke(tmp_path):
     assert g["summary"]["images_with_lesions"] == 4                         # the fake data's masks were found
     assert 0 <= g["summary"]["mean_cam_mass_in_lesions"] <= 1
     assert r["data"]["train"] + r["data"]["test"] == 20
+    assert list(r["table1"]) == ["densenet121", "resnet101", "vgg16"]                  # the seed's Table 1
+    assert all(0 <= v <= 1 for row in r["table1"].values() for v in row.values() if v is not None)
+    assert "| resnet101 |" in (tmp_path / "seed002_table1.md").read_text()
+    assert r["networks"]["resnet101"]["grad_cam"]["cam_shape"] == [3, 3]                 # layer4: 32× as well
+    assert r["networks"]["vgg16"]["grad_cam"]["cam_shape"] == [6, 6]                     # block 5's conv: 16×
+    assert r["networks"]["vgg16"]["training"]["trainable"][-1] == "classifier"
+    for name in ("resnet101", "vgg16"):
+        assert (tmp_path / f"seed002_grad_cam_{name}.png").stat().st_size > 1000
+        assert (tmp_path / f"tuned_{name}" / "jaxretina.json").exists()
 
 
 def test_seed003_unet3d_attributions_smoke(tmp_path):

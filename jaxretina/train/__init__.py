@@ -15,12 +15,12 @@ from jaxretina.train.segmentation import (
     SEED000_LEARNING_RATE, SEED000_STEPS, SegmentationTrainer, seed000_schedule,
 )
 from jaxretina.train.trainer import (
-    SEED001_SCHEDULE, SEED001_TRAINABLE, SEED002_TRAINABLE, Trainer, TrainState, augment_fundus, piecewise_constant,
+    SEED001_SCHEDULE, SEED001_TRAINABLE, SEED002_TRAINABLE, SEED002_TRAINABLE_BY_MODEL, Trainer, TrainState, augment_fundus, piecewise_constant,
     resize_to, trainable_paths, transfer_variables,
 )
 
 __all__ = [
-    "SEED000_LEARNING_RATE", "SEED000_STEPS", "SEED001_SCHEDULE", "SEED001_TRAINABLE", "SEED002_TRAINABLE",
+    "SEED000_LEARNING_RATE", "SEED000_STEPS", "SEED001_SCHEDULE", "SEED001_TRAINABLE", "SEED002_TRAINABLE", "SEED002_TRAINABLE_BY_MODEL",
     "SegmentationTrainer", "Trainer", "TrainState", "augment_fundus", "piecewise_constant", "resize_to",
     "seed000_schedule", "trainable_paths", "transfer_variables",
 ]

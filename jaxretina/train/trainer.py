@@ -36,7 +36,7 @@ from jaxretina.models.layers import Training
 from jaxretina.taps import params_only
 
 __all__ = [
-    "SEED001_TRAINABLE", "SEED002_TRAINABLE", "SEED001_SCHEDULE", "piecewise_constant", "trainable_paths",
+    "SEED001_TRAINABLE", "SEED002_TRAINABLE", "SEED002_TRAINABLE_BY_MODEL", "SEED001_SCHEDULE", "piecewise_constant", "trainable_paths",
     "resize_to", "transfer_variables", "augment_fundus", "TrainState", "Trainer",
 ]
 
@@ -44,6 +44,13 @@ __all__ = [
 SEED001_TRAINABLE = ("head",)
 # Seed 002: the classifier and the last three dense layers of DenseNet121's block 4.
 SEED002_TRAINABLE = tuple(f"features.denseblock4.denselayer{i}" for i in (14, 15, 16)) + ("classifier",)
+# Seed 002's one recipe for its three networks: the new classifier and the last block containing
+# convolutions train (DenseNet121: the last three dense layers of block 4, as above).
+SEED002_TRAINABLE_BY_MODEL = {
+    "densenet121": SEED002_TRAINABLE,
+    "resnet101": ("layer4", "fc"),
+    "vgg16": ("features.24", "features.26", "features.28", "classifier"),
+}
 # Seed 001: 0.001 for 550 mini-batches, 0.0002 for 350, 0.00005 for 495.
 SEED001_SCHEDULE = ((1e-3, 2e-4, 5e-5), (550, 350, 495))
 
