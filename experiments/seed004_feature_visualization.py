@@ -14,7 +14,13 @@ reconstructions of single feature maps, all activations and the top-9, projected
 (transposed convolutions, ReLU on the signal, max-unpooling with switches); (3) Grad-CAM of
 Σ vessel probability on the last convolution of the trunk, normalised, resized and overlaid on
 the image.  Its two challenges, even kernel sizes and average pooling, are shown on a small
-network that has both.  Writes PNG figures and seed004.json.
+network that has both.  The seed checked its methods on VGG16 and VGG19 with Keras's ImageNet
+weights; so does (4) here, on a natural photograph shipped with scikit-image (the cat,
+``skimage.data.chelsea()``): activation grids, deconvnet reconstructions and Grad-CAM of the top
+class on ``block5_conv3`` / ``block5_conv4``, layers named as in Keras.  Give the weights with
+``--vgg-weights vgg16=vgg16_weights_tf_dim_ordering_tf_kernels.h5 --vgg-weights vgg19=...``
+(Keras HDF5, read without TensorFlow); without them the networks have random weights, and the
+record says so.  Writes PNG figures and seed004.json.
 """
 
 from __future__ import annotations
@@ -33,12 +39,18 @@ from seed000_driu_gradcam import bundled_retina  # noqa: E402
 GRID_LAYERS = ("conv1_2", "conv3_3")
 DECONV_LAYERS = ("conv1_2", "conv2_2", "conv3_3", "conv4_3")
 CAM_LAYER = "conv4_3"
+# the VGG check: Keras layer names (aliases of jaxretina's torchvision-named taps)
+VGG_GRID_LAYERS = ("block1_conv2", "block3_conv3")
+VGG_CAM_LAYER = {"vgg16": "block5_conv3", "vgg19": "block5_conv4"}
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--drive", help="a DRIVE folder: its test images are the dataset for dead filters")
     p.add_argument("--weights", help="DRIU Caffe weights (.caffemodel) or an Orbax directory")
+    p.add_argument("--vgg-weights", action="append", default=[], metavar="vgg16|vgg19=PATH",
+                   help="Keras applications' ImageNet weights for the VGG check (repeat for both)")
+    p.add_argument("--vgg-size", type=int, default=224, help="side of the photograph for the VGG check")
     p.add_argument("--size", type=int, default=384, help="side of the retina image (the network input)")
     p.add_argument("--channels", type=int, default=4, help="feature maps reconstructed per layer")
     p.add_argument("--top-k", type=int, default=9, help="activations kept in the top-k reconstructions")
@@ -47,7 +59,14 @@ def parse(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = p.parse_args(argv)
     if args.quick:
-        args.size, args.channels = 96, 2
+        args.size, args.channels, args.vgg_size = 96, 2, 64
+    vgg = {}
+    for item in args.vgg_weights:
+        name, eq, path = item.partition("=")
+        if not eq or name not in VGG_CAM_LAYER:
+            p.error(f"--vgg-weights: expected vgg16=PATH or vgg19=PATH; found {item!r}")
+        vgg[name] = path
+    args.vgg_weights = vgg
     return args
 
 
@@ -141,9 +160,58 @@ def main(argv=None):
     record["grad_cam"] = {"layer": CAM_LAYER, "target": "segmentation_sum (Σ vessel probability)",
                           "max": float(cam.max()), "fraction_above_half": float((cam > 0.5).mean())}
 
+    record["vgg"] = {name: vgg_check(name, args, out, timer) for name in VGG_CAM_LAYER}
+
     finish(out, "seed004", record, timer)
     total_dead = sum(v["dead"] for v in record["dead_filters"]["per_layer"].values())
     print(f"wrote {out / 'seed004.json'} and figures; {total_dead} dead filters over {len(dataset)} images")
+    return record
+
+
+def vgg_check(name: str, args, out: Path, timer) -> dict:
+    """(4) The seed's VGG check on a natural photograph: activation grids, deconvnet
+    reconstructions of the most active maps and Grad-CAM of the top class."""
+    import jax.numpy as jnp
+    from skimage import data as skdata
+
+    import jaxretina
+    from jaxretina import explain, models, preprocess, targets, viz
+    from jaxretina.models.vgg import KERAS_CAFFE_NORMALIZATION
+
+    path = args.vgg_weights.get(name)
+    if path:
+        model, variables = jaxretina.load(name, path)
+        weights = {"weights": path, "note": "Keras applications' convention: 0..255 RGB in, logits out"}
+    else:
+        cls = models.VGG16 if name == "vgg16" else models.VGG19
+        model = cls(num_classes=1000, normalization=KERAS_CAFFE_NORMALIZATION, input_bgr=True)
+        variables = models.random_variables(model, seed=args.seed)
+        weights = {"weights": None, "note": "random weights (no --vgg-weights): the maps show the method, "
+                                            "not what ImageNet features look like"}
+    photo = preprocess.resize_image(skdata.chelsea(), args.vgg_size, args.vgg_size)
+    x = jnp.asarray(np.asarray(photo, np.float32))                     # 0..255 RGB: the model's input
+    aliases = model.layer_aliases()
+    record = {**weights, "image": "skimage.data.chelsea()", "input": [args.vgg_size, args.vgg_size]}
+    with timer(f"{name} check"):
+        for layer in VGG_GRID_LAYERS:
+            maps = np.asarray(explain.activation_maps(model, variables, x, aliases[layer]))
+            viz.save_png(viz.filter_grid(maps[..., :64]), out / f"seed004_{name}_activations_{layer}.png")
+        cam_layer = VGG_CAM_LAYER[name]
+        peaks = explain.filter_peaks(model, variables, [x[None]], [aliases[cam_layer]])[aliases[cam_layer]]
+        chans = [int(c) for c in np.argsort(-np.asarray(peaks))[: args.channels]]
+        recon = np.asarray(explain.deconvnet_reconstruction(model, variables, x, aliases[cam_layer], channel=chans))
+        logits = np.asarray(model.apply(variables, x[None]))[0]
+        top = int(np.argmax(logits))
+        cam = np.asarray(explain.grad_cam(model, variables, x, targets.class_logit(top), layers=cam_layer,
+                                          normalize=True)[cam_layer])
+    rgb = np.asarray(photo, np.uint8)
+    panels = [[rgb, viz.heatmap_rgb(cam), viz.overlay(rgb, cam)] + [_picture(r[..., ::-1]) for r in recon]]
+    cols = ["input", f"Grad-CAM {cam_layer}, class {top}", "overlay"] + [f"deconvnet map {c}" for c in chans]
+    viz.save_figure(viz.image_grid(panels, col_titles=cols, title=f"{name}: {weights['note']}"),
+                    out / f"seed004_{name}.png")
+    record.update(top_class=top, cam_layer=cam_layer, cam_max=float(cam.max()),
+                  deconvnet={"channels": chans, "max_abs": float(np.abs(recon).max())},
+                  grid_layers=list(VGG_GRID_LAYERS))
     return record
 
 

@@ -103,3 +103,9 @@ def test_seed004_feature_visualization_smoke(tmp_path):
     assert all(v["max_abs"] > 0 and len(v["channels"]) == 2 for v in r["deconvnet"].values())
     assert all(v["finite"] and v["max_abs"] > 0 for v in r["even_kernels_and_average_pooling"].values())
     assert 0 < r["grad_cam"]["max"] <= 1 + 1e-6
+    for name, layer in (("vgg16", "block5_conv3"), ("vgg19", "block5_conv4")):      # the seed's VGG check
+        v = r["vgg"][name]
+        assert v["weights"] is None and v["cam_layer"] == layer and 0 < v["cam_max"] <= 1 + 1e-6
+        assert v["deconvnet"]["max_abs"] > 0 and len(v["deconvnet"]["channels"]) == 2
+        assert (tmp_path / f"seed004_{name}.png").stat().st_size > 1000
+        assert (tmp_path / f"seed004_{name}_activations_block3_conv3.png").stat().st_size > 1000
