@@ -7,6 +7,7 @@ from jaxretina.models.densenet import DenseNet, DenseNet121
 from jaxretina.models.explainable import Explainable, explainable
 from jaxretina.models.driu import DEEPDRAW_OPTIONS, DRIU, HED_CROP_OFFSETS, IMAGENET_NORMALIZATION
 from jaxretina.models.inception import InceptionV3
+from jaxretina.models.keras_model import KerasModel, from_keras
 from jaxretina.models.random_init import random_variables
 from jaxretina.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from jaxretina.models.tap_points import TapPoints
@@ -17,4 +18,4 @@ from jaxretina.models.registry import ModelSpec, register
 
 __all__ = ["DRIU", "DenseNet", "DenseNet121", "InceptionV3", "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101",
            "ResNet152", "UNet3D", "VGG", "VGG11", "VGG13", "VGG16", "VGG19", "DEEPDRAW_OPTIONS", "HED_CROP_OFFSETS",
-           "IMAGENET_NORMALIZATION", "Explainable", "explainable", "ModelSpec", "TapPoints", "random_variables", "register", "registry", "spec"]
+           "IMAGENET_NORMALIZATION", "Explainable", "explainable", "KerasModel", "from_keras", "ModelSpec", "TapPoints", "random_variables", "register", "registry", "spec"]

@@ -42,7 +42,7 @@ from typing import Any, Callable
 import jax
 import flax.linen as nn
 
-from jaxretina.models.substitute import substitute_relu
+from jaxretina.models.substitute import SwapsRelu
 from jaxretina.models.tap_points import TapPoints
 
 __all__ = ["Explainable", "explainable"]
@@ -76,7 +76,7 @@ def _chosen(selectors: tuple, path: str, module: nn.Module) -> bool:
     return False
 
 
-class Explainable(nn.Module):
+class Explainable(SwapsRelu, nn.Module):
     """A Flax module with taps at chosen submodule calls (see the module docstring).
 
     Attributes:
@@ -114,12 +114,6 @@ class Explainable(nn.Module):
         with nn.intercept_methods(tap):
             return child(*args, **kwargs)
 
-    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
-        """``nn.Module.apply``, with the network's ReLUs computed by ``act`` when it is not the ReLU."""
-        plain = super().apply
-        if self.act is jax.nn.relu:
-            return plain(variables, *args, **kwargs)
-        return substitute_relu(lambda v, *a: plain(v, *a, **kwargs), self.act)(variables, *args)
 
 
 def explainable(module: nn.Module, layers: Selector = "all", *, spatial_dims: int | None = None) -> Explainable:

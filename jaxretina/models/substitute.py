@@ -28,7 +28,7 @@ from typing import Any, Callable
 import jax
 from jax.extend import core
 
-__all__ = ["substitute_relu", "count_relus"]
+__all__ = ["substitute_relu", "count_relus", "SwapsRelu"]
 
 _CALLS = ("jit", "pjit", "closed_call", "core_call")
 
@@ -100,6 +100,19 @@ def substitute_relu(f: Callable, act: Callable[[jax.Array], jax.Array]) -> Calla
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
     return g
+
+
+class SwapsRelu:
+    """Mixin for a Flax module with an ``act`` field whose network calls ReLUs inline (wrapped
+    Flax or Keras models): ``apply`` computes those ReLUs by ``act`` when it is not the ReLU."""
+
+    act: Callable
+
+    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
+        plain = super().apply   # flax.linen.Module.apply
+        if self.act is jax.nn.relu:
+            return plain(variables, *args, **kwargs)
+        return substitute_relu(lambda v, *a: plain(v, *a, **kwargs), self.act)(variables, *args)
 
 
 def count_relus(f: Callable, *args: Any) -> int:
