@@ -29,9 +29,11 @@ demo: $(VENV)/.stamp-core
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest -q -n $(JOBS) --dist worksteal --durations=15 $(ARGS)
 
-# jaxretina against Captum / pytorch-grad-cam (needs the test extra's anchors)
+# jaxretina against Captum / pytorch-grad-cam (needs the test extra's anchors), then wrapped
+# Flax / Keras models against jaxretina's own modules and ResNet101's first compile
 bench: $(VENV)/.stamp-test
 	$(PY) -m benchmarks $(ARGS)
+	$(PY) -m benchmarks.wrapped
 
 # DRIU sizes, chunkings and XLA options, jaxretina only
 bench-driu: $(VENV)/.stamp-core

@@ -9,6 +9,10 @@ deterministically in every benchmark process.
   BatchNorm statistics, every ReLU an ``nn.ReLU`` module and none in place (so Captum's rules and
   pytorch-grad-cam's hooks see every activation unmodified), converted with
   ``converters.densenet``; input 224×224 N(0, 1); target the logit of class 1.
+* ``resnet50``: torchvision ``resnet50(num_classes=5)``, random weights and random BatchNorm
+  statistics, every ReLU module out of place, converted with ``converters.resnet``; input
+  224×224 N(0, 1); target the logit of class 1; Grad-CAM layers: the stem's ReLU, the max pool
+  and the 16 blocks (jaxretina's spatial taps; pytorch-grad-cam hooks the same modules).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-SIZES = {"driu": (256, 256), "densenet121": (224, 224)}
+SIZES = {"driu": (256, 256), "densenet121": (224, 224), "resnet50": (224, 224)}
 CLASS = 1
 
 
@@ -81,6 +85,31 @@ def _densenet121() -> Pair:
                 ClassifierOutputTarget(CLASS), x, layers)
 
 
+def _resnet50() -> Pair:
+    import torch
+    import torchvision
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from converters.resnet import from_state_dict
+    from jaxretina import targets
+    from tests.test_resnet_vgg import randomize_batch_norm
+
+    torch.manual_seed(0)
+    tv = randomize_batch_norm(torchvision.models.resnet50(num_classes=5), seed=1)
+    for m in tv.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    model, variables, _ = from_state_dict({k: v.numpy() for k, v in tv.state_dict().items()}, "benchmark")
+    x = np.random.default_rng(0).normal(0, 1, SIZES["resnet50"] + (3,)).astype(np.float32)
+    modules = dict(tv.named_modules())
+    layers = {n: modules[n] for n in model.layer_names() if n != "fc"}
+    return Pair(model, variables, targets.class_logit(CLASS), tv, lambda inp: tv(inp)[:, CLASS],
+                ClassifierOutputTarget(CLASS), x, layers)
+
+
+MODELS = {"driu": _driu, "densenet121": _densenet121, "resnet50": _resnet50}
+
+
 def build(name: str) -> Pair:
-    """The model pair ``name`` (``"driu"`` or ``"densenet121"``)."""
-    return {"driu": _driu, "densenet121": _densenet121}[name]()
+    """The model pair ``name`` (a key of :data:`MODELS`)."""
+    return MODELS[name]()

@@ -309,7 +309,8 @@ def _label(s: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="steps 16, Gauss-Legendre, jaxretina chunk 8")
-    parser.add_argument("--models", nargs="+", default=["driu", "densenet121"], choices=["driu", "densenet121"])
+    parser.add_argument("--models", nargs="+", default=["driu", "densenet121", "resnet50"],
+                        choices=["driu", "densenet121", "resnet50"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "anchors.json"))
     args = parser.parse_args(argv)

@@ -39,9 +39,6 @@ def sha256(path: str, block: int = 1 << 22) -> str:
     return digest(path, block)
 
 
-_NO_REFERENCE = "no installable reference implementation for this model"
-
-
 def _parity(spec, model, variables, state: dict[str, np.ndarray], seed: int = 0) -> dict[str, Any]:
     """Max absolute / relative logit difference against torchvision on a seeded random input."""
     try:
@@ -52,8 +49,7 @@ def _parity(spec, model, variables, state: dict[str, np.ndarray], seed: int = 0)
     import jax
     import jax.numpy as jnp
 
-    reference = getattr(spec.converter_module(), "reference", None)   # optional in the converter contract
-    found = reference(model, state) if reference is not None else _NO_REFERENCE
+    found = spec.reference(model, state)
     if isinstance(found, str):
         return {"available": False, "reason": found}
     ref, state, size = found

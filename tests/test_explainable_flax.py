@@ -1,13 +1,11 @@
-"""Any Flax module, unmodified: a ResNet written here in the style of Flax's own ImageNet example
-(its own blocks, ``nn.relu`` inline, no jaxretina layer), wrapped with ``jaxretina.explainable``,
+"""Any Flax module, unmodified: a ResNet written in the style of Flax's own ImageNet example
+(tests/reference/flax_resnet.py: its own blocks, ``nn.relu`` inline, no jaxretina layer), wrapped with ``jaxretina.explainable``,
 gives the same maps as jaxretina's ``ResNet`` with the same weights — all-layer Grad-CAM, layer
 gradients, layer IG, guided backprop and deconvnet."""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, Sequence
-
 import numpy as np
 import pytest
 import jax
@@ -17,69 +15,7 @@ import flax.linen as nn
 import jaxretina
 from jaxretina import explain, targets, taps
 from jaxretina.models import ResNet, substitute
-
-
-class ResNetBlock(nn.Module):
-    filters: int
-    conv: Any
-    norm: Any
-    act: Callable
-    strides: tuple[int, int] = (1, 1)
-
-    @nn.compact
-    def __call__(self, x):
-        residual = x
-        y = self.conv(self.filters, (3, 3), self.strides)(x)
-        y = self.act(self.norm()(y))
-        y = self.conv(self.filters, (3, 3))(y)
-        y = self.norm()(y)
-        if residual.shape != y.shape:
-            residual = self.conv(self.filters, (1, 1), self.strides, name="conv_proj")(residual)
-            residual = self.norm(name="norm_proj")(residual)
-        return self.act(residual + y)
-
-
-class FlaxResNet(nn.Module):
-    """Flax's examples/imagenet ResNet (v1.5), as written there: SAME padding (equal to
-    torchvision's at odd sizes), ``nn.relu`` passed in, BatchNorm with running averages."""
-
-    stage_sizes: Sequence[int]
-    num_classes: int
-    num_filters: int = 64
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        conv = partial(nn.Conv, use_bias=False)
-        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5)
-        x = conv(self.num_filters, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv_init")(x)
-        x = nn.relu(norm(name="bn_init")(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
-        for i, block_size in enumerate(self.stage_sizes):
-            for j in range(block_size):
-                strides = (2, 2) if i > 0 and j == 0 else (1, 1)
-                x = ResNetBlock(self.num_filters * 2 ** i, strides=strides, conv=conv, norm=norm, act=nn.relu)(x)
-        x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes)(x)
-
-
-def flax_variables(jr: dict, stages=(2, 2, 2, 2)) -> dict:
-    """jaxretina ResNet18 variables renamed to the Flax example's module names."""
-    params, stats = jr["params"], jr["batch_stats"]
-    out_p = {"conv_init": params["conv1"], "bn_init": params["bn1"], "Dense_0": params["fc"]}
-    out_s = {"bn_init": stats["bn1"]}
-    k = 0
-    for s, count in enumerate(stages, start=1):
-        for b in range(count):
-            src_p, src_s, name = params[f"layer{s}.{b}"], stats[f"layer{s}.{b}"], f"ResNetBlock_{k}"
-            block_p = {"Conv_0": src_p["conv1"], "BatchNorm_0": src_p["bn1"], "Conv_1": src_p["conv2"],
-                       "BatchNorm_1": src_p["bn2"]}
-            block_s = {"BatchNorm_0": src_s["bn1"], "BatchNorm_1": src_s["bn2"]}
-            if "downsample.0" in src_p:
-                block_p.update(conv_proj=src_p["downsample.0"], norm_proj=src_p["downsample.1"])
-                block_s["norm_proj"] = src_s["downsample.1"]
-            out_p[name], out_s[name] = block_p, block_s
-            k += 1
-    return {"params": out_p, "batch_stats": out_s}
+from tests.reference.flax_resnet import FlaxResNet, ResNetBlock, flax_variables
 
 
 def random_batch_stats(variables, seed=3):

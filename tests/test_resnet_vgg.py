@@ -105,3 +105,22 @@ def test_grad_cam_at_every_block_of_a_resnet_equals_each_layer_alone():
     alone = explain.grad_cam(model, variables, x, target, layers=["layer4", "conv3_block2_out"])  # aliases
     np.testing.assert_allclose(alone["layer4"], cams["layer4.1"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(alone["conv3_block2_out"], cams["layer2.1"], rtol=1e-5, atol=1e-7)
+
+
+def test_the_sweep_and_the_cli_run_resnet_and_vgg(tmp_path, capsys):
+    from jaxretina import cli, sweep
+    from test_sweep import write_images
+
+    images = write_images(str(tmp_path / "images"), n=2, size=32)
+    for name in ("resnet18", "vgg11"):
+        out = str(tmp_path / f"{name}.zarr")
+        code = cli.main(["sweep", "--model", name, "--data", images, "--out", out, "--method", "gradcam",
+                         "--method", "saliency", "--model-option", "num_classes=3", "--no-progress", "--quiet",
+                         "--compilation-cache", "off"])
+        assert code == 0 and "2 done, 2 failed" in capsys.readouterr().out
+        store = sweep.open_store(out)
+        assert store.meta["computation"]["preprocess"] == "imagenet"           # the registry's default
+        assert store.meta["computation"]["targets"] == {"top_class": targets.top_class().description}
+        spatial = {n for n in store.map_names if n.startswith("gradcam/")}
+        model = jaxretina.models.registry.get(name).build(num_classes=3)
+        assert spatial == {f"gradcam/{n}" for n in model.layer_names()[:-(1 if name == "resnet18" else 3)]}

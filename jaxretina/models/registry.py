@@ -115,6 +115,13 @@ class ModelSpec:
         self.check_model(model, source)
         return model, variables, report
 
+    def reference(self, model: Any, state: Any) -> Any:
+        """The converter's parity reference for ``model`` with ``state``: ``(torch module,
+        state dict, input side)``, or a string saying why there is none."""
+        reference = getattr(self.converter_module(), "reference", None)   # optional in the converter contract
+        return reference(model, state) if reference is not None else "no installable reference implementation " \
+                                                                          "for this model"
+
     def check_model(self, model: Any, source: str) -> None:
         """``ValueError`` when ``model`` (e.g. what a file holds) is not this name's network."""
         wrong = {k: getattr(model, k, None) for k, v in self.defaults.items() if getattr(model, k, None) != v}
