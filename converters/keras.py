@@ -250,6 +250,7 @@ def resnet_from_keras(weights: KerasWeights, source: str, **options: Any):
     for key, value in KERAS_INPUT.items():
         options.setdefault(key, value)
     top = weights.layers.get("predictions")
+    options.setdefault("include_top", bool(top))          # a "notop" file ends at conv5_block3_out
     if "num_classes" not in options and top and np.ndim(top[0]) == 2:
         options["num_classes"] = int(np.shape(top[0])[1])
     return _finish(build(depth, source, options), weights, plan, source, "ResNet", options)
@@ -266,6 +267,7 @@ def vgg_from_keras(weights: KerasWeights, source: str, **options: Any):
     for key, value in KERAS_INPUT.items():
         options.setdefault(key, value)
     top = weights.layers.get("predictions")
+    options.setdefault("include_top", bool(top))          # a "notop" file ends at block5_pool
     if "num_classes" not in options and top and np.ndim(top[0]) == 2:
         options["num_classes"] = int(np.shape(top[0])[1])
     model = build(depth, False, source, options)

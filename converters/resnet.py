@@ -62,6 +62,7 @@ def build(depth: int | None, source: str, options: dict) -> ResNet:
 
 def from_state_dict(state: Mapping[str, np.ndarray], source: str, **options: Any) -> tuple[ResNet, dict, Report]:
     """``(model, variables, report)`` from a torchvision ResNet state dict."""
+    options.setdefault("include_top", "fc.weight" in state)
     if "num_classes" not in options and np.ndim(state.get("fc.weight")) == 2:
         options["num_classes"] = int(np.shape(state["fc.weight"])[0])
     if "in_channels" not in options and np.ndim(state.get("conv1.weight")) == 4:
@@ -73,8 +74,9 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **options: Any
 
 def reference(model: ResNet, state: Mapping[str, np.ndarray]):
     """``(torchvision ResNet, its state dict, input side)``: the parity reference of ``jaxretina convert``."""
-    if model.stride_in_1x1 or model.conv_bias or model.input_bgr or model.normalization is not None:
-        return "Keras-variant weights have no torchvision counterpart"
+    if model.stride_in_1x1 or model.conv_bias or model.input_bgr or model.normalization is not None \
+            or not model.include_top:
+        return "Keras-variant or classifier-less weights have no torchvision model counterpart"
     import torchvision
 
     return getattr(torchvision.models, f"resnet{model.depth}")(weights=None, num_classes=model.num_classes), state, 224

@@ -31,7 +31,7 @@ _FEATURE = re.compile(r"^features\.(\d+)\.(weight|bias|running_mean|running_var|
 
 def is_vgg(state: Mapping[str, Any]) -> bool:
     """Whether a state dict has torchvision VGG keys."""
-    return "features.0.weight" in state and "classifier.6.weight" in state
+    return "features.0.weight" in state
 
 
 def _layout_of(state: Mapping[str, Any]) -> tuple[int | None, bool]:
@@ -67,6 +67,7 @@ def channels_first_rows(w: np.ndarray, channels: int = 512, side: int = 7) -> np
 def from_state_dict(state: Mapping[str, np.ndarray], source: str, **options: Any) -> tuple[VGG, dict, Report]:
     """``(model, variables, report)`` from a torchvision VGG state dict."""
     depth, batch_norm = _layout_of(state)
+    options.setdefault("include_top", "classifier.6.weight" in state)   # torchvision's `features` alone
     if "num_classes" not in options and np.ndim(state.get("classifier.6.weight")) == 2:
         options["num_classes"] = int(np.shape(state["classifier.6.weight"])[0])
     if "in_channels" not in options and np.ndim(state.get("features.0.weight")) == 4:
@@ -82,8 +83,8 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **options: Any
 
 def reference(model: VGG, state: Mapping[str, np.ndarray]):
     """``(torchvision VGG, its state dict, input side)``: the parity reference of ``jaxretina convert``."""
-    if model.input_bgr or model.normalization is not None:
-        return "Keras-variant weights have no torchvision counterpart"
+    if model.input_bgr or model.normalization is not None or not model.include_top:
+        return "Keras-variant or classifier-less weights have no torchvision model counterpart"
     import torchvision
 
     name = f"vgg{model.depth}{'_bn' if model.batch_norm else ''}"

@@ -72,6 +72,8 @@ def test_maps_equal_the_flax_vgg16_with_the_same_weights(pair):
     # IG: the Keras input is the BGR flip of the pixels minus a constant, so the pixels' IG is
     # the flip of the Keras input's IG (same path, same steps)
     baseline = jnp.asarray(keras.applications.vgg16.preprocess_input(np.zeros((1, 224, 224, 3), np.float32))[0])
+    np.testing.assert_allclose(jax.jit(fm.apply)(fv, rgb[None]), jax.jit(km.apply)(kv, pre[None]), rtol=1e-4,
+                               atol=1e-4 * float(jnp.abs(km.apply(kv, pre[None])).max()))   # the logits
     ig_keras = explain.integrated_gradients(explain.model_fn(km, kv, target), pre, baseline=baseline, steps=4)
     ig_flax = explain.integrated_gradients(explain.model_fn(fm, fv, target), rgb, baseline=0.0, steps=4)
     # Near the black baseline (the first Gauss-Legendre node, α = 0.07) a few ReLUs sit within

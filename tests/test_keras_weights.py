@@ -1,7 +1,8 @@
-"""Keras applications' VGG16 and ResNet50 built by Keras 3 itself (JAX backend) with random
-weights, saved by Keras (``.weights.h5``, the legacy whole-model ``.h5``, a ``.keras`` archive),
-loaded here with h5py and compared with Keras's own outputs; crafted HDF5 files get one clear
-error each."""
+"""Keras applications' VGG16 (without its classifier: a "notop" file) and ResNet50 built by
+Keras 3 itself (JAX backend) with random weights, saved by Keras (``.weights.h5``, the legacy
+whole-model ``.h5``, a ``.keras`` archive), loaded here with h5py and compared with Keras's own
+outputs (VGG16 with its classifier: tests/test_keras_models.py); crafted HDF5 files get one
+clear error each."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def randomize(model, seed=0):
     return model
 
 
-KERAS_APPLICATIONS = {"vgg16": ("VGG16", "vgg16", 224), "resnet50": ("ResNet50", "resnet", 64)}
+# name -> (keras.applications class, its preprocessing module, input side, include_top)
+KERAS_APPLICATIONS = {"vgg16": ("VGG16", "vgg16", 64, False), "resnet50": ("ResNet50", "resnet", 64, True)}
 
 
 # Anchor: Keras 3.15.1's own applications on its JAX backend, same weights; tolerance 1e-4 of
@@ -46,9 +48,9 @@ KERAS_APPLICATIONS = {"vgg16": ("VGG16", "vgg16", 224), "resnet50": ("ResNet50",
 # preprocessing happens inside), Keras's take preprocess_input of them.
 @pytest.mark.parametrize("name", ["vgg16", "resnet50"])
 def test_logits_match_keras_in_every_file_format(name, tmp_path):
-    cls, module, size = KERAS_APPLICATIONS[name]
+    cls, module, size, top = KERAS_APPLICATIONS[name]
     reference = randomize(getattr(keras.applications, cls)(weights=None, input_shape=(size, size, 3), classes=6,
-                                                           classifier_activation=None))
+                                                           classifier_activation=None, include_top=top))
     files = {"weights.h5": tmp_path / f"{name}.weights.h5", "legacy .h5": tmp_path / f"{name}.h5",
              ".keras": tmp_path / f"{name}.keras"}
     reference.save_weights(files["weights.h5"])
@@ -58,12 +60,12 @@ def test_logits_match_keras_in_every_file_format(name, tmp_path):
     want = np.asarray(reference(getattr(keras.applications, module).preprocess_input(x.copy())))
     for fmt, path in files.items():
         model, variables = jaxretina.load(name, path)
-        assert model.input_bgr and model.num_classes == 6
+        assert model.input_bgr and model.include_top == top and (model.num_classes == 6 or not top)
         with jax.default_matmul_precision("highest"):
             got = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(x)))
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), fmt
     # Keras's layer names resolve to the same activations as Keras computes
-    names = ["block5_pool", "fc2"] if name == "vgg16" else ["conv5_block3_out", "conv3_block1_out"]
+    names = ["block5_pool", "block3_conv2"] if name == "vgg16" else ["conv5_block3_out", "conv3_block1_out"]
     probe = keras.Model(reference.input, [reference.get_layer(n).output for n in names])
     keras_acts = probe(getattr(keras.applications, module).preprocess_input(x.copy()))
     _, acts = jaxretina.taps.activations(model, variables, jnp.asarray(x),

@@ -90,6 +90,10 @@ def test_files_that_do_not_fit(tmp_path):
         jaxretina.load("vgg16", vpath)
     with pytest.raises(ValueError, match="without ResNet keys"):
         jaxretina.load("resnet18", vpath)
+    features = {k: v for k, v in vgg.items() if k.startswith("features.")}    # torchvision's `features` alone
+    model, variables = jaxretina.load("vgg11", save_state(features, tmp_path / "features.pth"))
+    assert not model.include_top and model.layer_names()[-1] == "features.20"
+    assert jax.jit(model.apply)(variables, jnp.zeros((1, 64, 64, 3))).shape == (1, 2, 2, 512)
     del state["layer2.0.downsample.1.running_var"]
     with pytest.raises(ValueError, match=r"missing 1: \['layer2.0.downsample.1.running_var"):
         jaxretina.load("resnet18", save_state(state, tmp_path / "broken.pth"))

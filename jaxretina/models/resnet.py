@@ -107,6 +107,8 @@ class ResNet(nn.Module):
       input_bgr: the first convolution reads BGR (Keras's and Caffe's weights): the model
         reverses the channels of its RGB input first (before ``normalization``, whose values are
         then in BGR order).
+      include_top: ``False``: the network ends at ``layer4`` (output (N, h, w, 2048 or 512)), as
+        Keras's ``include_top=False`` ("notop") files.
       act: the nonlinearity (``nn.relu``); swapped for guided backprop / deconvnet.
       dtype: computation dtype (parameters stay float32).
     """
@@ -122,6 +124,7 @@ class ResNet(nn.Module):
     bn_eps: float = 1e-5
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     input_bgr: bool = False
+    include_top: bool = True
     act: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: jnp.dtype | None = None
 
@@ -163,6 +166,8 @@ class ResNet(nn.Module):
                 h = tap(name, _Block(planes, stride, bottleneck, stride != 1 or channels != out, self.stride_in_1x1,
                                      self.conv_bias, self.bn_eps, self.act, self.dtype, name=name)(h, train))
                 channels = out
+        if not self.include_top:
+            return h
         h = jnp.mean(h, axis=(1, 2))
         return tap("fc", nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(h))
 
@@ -176,12 +181,12 @@ class ResNet(nn.Module):
         names = ["relu", "maxpool"]
         for stage, count in enumerate(blocks, start=1):
             names += [f"layer{stage}.{b}" for b in range(count)]
-        return (*names, "fc")
+        return (*names, "fc") if self.include_top else tuple(names)
 
     def layer_aliases(self) -> dict[str, str]:
         """torchvision stage names (``layer4`` → its last block) and Keras applications' names."""
         _, blocks = self._stages()
-        aliases = {"conv1_relu": "relu", "pool1_pool": "maxpool", "predictions": "fc"}
+        aliases = {"conv1_relu": "relu", "pool1_pool": "maxpool", **({"predictions": "fc"} if self.include_top else {})}
         for stage, count in enumerate(blocks, start=1):
             aliases[f"layer{stage}"] = f"layer{stage}.{count - 1}"
             for b in range(count):

@@ -106,6 +106,8 @@ class VGG(nn.Module):
         (Keras weights: :data:`KERAS_CAFFE_NORMALIZATION` with ``input_bgr=True``, so the
         model reads 0..255 RGB pixels).
       input_bgr: reverse the input's channels first (weights trained on BGR input).
+      include_top: ``False``: the network ends at the last pool (output (N, h, w, 512)), as
+        Keras's ``include_top=False`` ("notop") files and torchvision's ``features``.
       act: the nonlinearity; swapped for guided backprop / deconvnet.
       dtype: computation dtype.
     """
@@ -119,6 +121,7 @@ class VGG(nn.Module):
     in_channels: int = 3
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     input_bgr: bool = False
+    include_top: bool = True
     act: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: jnp.dtype | None = None
 
@@ -154,6 +157,8 @@ class VGG(nn.Module):
                     return h
             first = False
             h = tap(f"features.{i + (2 if self.batch_norm else 1)}", self.act(h))
+        if not self.include_top:
+            return h
         h = tap("avgpool", adaptive_avg_pool(h, (7, 7)))
         h = h.reshape(h.shape[0], -1)
         for i in (0, 3):
@@ -170,15 +175,17 @@ class VGG(nn.Module):
         relu = 2 if self.batch_norm else 1
         names = [f"features.{i + relu}" if kind == "conv" else f"features.{i}"
                  for kind, i, _, _ in layout_of(self.depth, self.batch_norm)]
-        return (*names, "avgpool", "classifier.1", "classifier.4", "classifier.6")
+        top = ("avgpool", "classifier.1", "classifier.4", "classifier.6") if self.include_top else ()
+        return (*names, *top)
 
     def layer_aliases(self) -> dict[str, str]:
         """Keras applications' layer names and ``features`` (the last pool)."""
         relu = 2 if self.batch_norm else 1
         layout = layout_of(self.depth, self.batch_norm)
         aliases = {keras: f"features.{i + relu}" if kind == "conv" else f"features.{i}" for kind, i, _, keras in layout}
-        aliases.update({"features": f"features.{layout[-1][1]}", "fc1": "classifier.1", "fc2": "classifier.4",
-                        "predictions": "classifier.6"})
+        aliases["features"] = f"features.{layout[-1][1]}"
+        if self.include_top:
+            aliases.update({"fc1": "classifier.1", "fc2": "classifier.4", "predictions": "classifier.6"})
         return aliases
 
 
