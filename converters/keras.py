@@ -227,6 +227,17 @@ def _finish(model, weights: KerasWeights, plan, source: str, what: str, options:
     return model, variables, report
 
 
+def _keras_options(weights: KerasWeights, options: dict, keras_input: dict) -> None:
+    """Set (unless given) Keras's input convention, ``include_top`` (whether the file has the
+    ``predictions`` layer) and ``num_classes`` (its width)."""
+    for key, value in keras_input.items():
+        options.setdefault(key, value)
+    top = weights.layers.get("predictions")
+    options.setdefault("include_top", bool(top))
+    if "num_classes" not in options and top and np.ndim(top[0]) == 2:
+        options["num_classes"] = int(np.shape(top[0])[1])
+
+
 _RESNET_LAYER = re.compile(r"^conv([2-5])_block(\d+)_([0-3])_(conv|bn)$")
 
 
@@ -247,12 +258,7 @@ def resnet_from_keras(weights: KerasWeights, source: str, **options: Any):
         module = f"downsample.{0 if kind == 'conv' else 1}" if k == 0 else f"{kind}{k}"
         plan[layer] = (f"layer{stage}.{block}/{module}", kind)
     depth = next((d for d, layout in STAGES.items() if layout == (True, tuple(counts))), None)
-    for key, value in KERAS_INPUT.items():
-        options.setdefault(key, value)
-    top = weights.layers.get("predictions")
-    options.setdefault("include_top", bool(top))          # a "notop" file ends at conv5_block3_out
-    if "num_classes" not in options and top and np.ndim(top[0]) == 2:
-        options["num_classes"] = int(np.shape(top[0])[1])
+    _keras_options(weights, options, KERAS_INPUT)          # a "notop" file ends at conv5_block3_out
     return _finish(build(depth, source, options), weights, plan, source, "ResNet", options)
 
 
@@ -264,12 +270,7 @@ def vgg_from_keras(weights: KerasWeights, source: str, **options: Any):
 
     convs = sum(bool(re.match(r"^block\d+_conv\d+$", n)) for n, arrays in weights.layers.items() if arrays)
     depth = next((d for d, cfg in CONFIGS.items() if sum(v != "M" for v in cfg) == convs), None)
-    for key, value in KERAS_INPUT.items():
-        options.setdefault(key, value)
-    top = weights.layers.get("predictions")
-    options.setdefault("include_top", bool(top))          # a "notop" file ends at block5_pool
-    if "num_classes" not in options and top and np.ndim(top[0]) == 2:
-        options["num_classes"] = int(np.shape(top[0])[1])
+    _keras_options(weights, options, KERAS_INPUT)          # a "notop" file ends at block5_pool
     model = build(depth, False, source, options)
     plan = {keras: (f"features.{i}", "conv") for kind, i, _, keras in layout_of(model.depth, False) if kind == "conv"}
     plan.update({"fc1": ("classifier.0", "dense"), "fc2": ("classifier.3", "dense"),
