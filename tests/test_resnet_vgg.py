@@ -88,6 +88,9 @@ def test_files_that_do_not_fit(tmp_path):
         jaxretina.load("vgg11_bn", vpath)
     with pytest.raises(ValueError, match="holds a VGG11; 'vgg16' is a VGG16"):
         jaxretina.load("vgg16", vpath)
+    _, vgg_bn = torchvision_state("vgg11_bn", classes=2)
+    with pytest.raises(ValueError, match=r"holds a VGG with batch_norm=True; asked for batch_norm=False"):
+        jaxretina.load("vgg11", save_state(vgg_bn, tmp_path / "v11bn.pth"))
     with pytest.raises(ValueError, match="without ResNet keys"):
         jaxretina.load("resnet18", vpath)
     features = {k: v for k, v in vgg.items() if k.startswith("features.")}    # torchvision's `features` alone

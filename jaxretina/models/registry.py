@@ -212,7 +212,7 @@ def _register_builtins() -> None:
     for depth, cls in ((11, VGG11), (13, VGG13), (16, VGG16), (19, VGG19)):
         for bn in (False, True):
             register(ModelSpec(f"vgg{depth}{'_bn' if bn else ''}", cls, "converters.vgg", preprocessing=_normalising_inside,
-                               defaults={"batch_norm": True} if bn else {},
+                               defaults={"batch_norm": bn},
                                description=f"VGG-{depth}{' with BatchNorm' if bn else ''} (torchvision names; Keras "
                                            f"applications' weights too)"))
     register(ModelSpec("unet3d", UNet3D, "converters.unet3d", input="volume", default_target="segmentation_sum",
