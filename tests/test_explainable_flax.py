@@ -31,7 +31,8 @@ def pair():
     native = ResNet(depth=18, num_classes=4)
     jr = random_batch_stats(jaxretina.models.random_variables(native, seed=0))
     wrapped = jaxretina.explainable(FlaxResNet((2, 2, 2, 2), num_classes=4), layers=ResNetBlock, spatial_dims=2)
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((65, 65, 3)), jnp.float32)   # odd: SAME == torchvision
+    # 33 px: every stride-2 input is odd (33, 17, 9, 5, 3), where SAME padding is torchvision's
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((33, 33, 3)), jnp.float32)
     # names in order: the Flax example's blocks <-> jaxretina's block taps
     names = dict(zip(taps.layer_names(wrapped, (1, *x.shape)), [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]))
     return native, jr, wrapped, flax_variables(jr), x, names
