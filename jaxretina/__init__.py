@@ -1,8 +1,11 @@
 """jaxretina: explain retinal and vascular imaging networks with JAX.
 
 Models (:mod:`jaxretina.models`) are Flax linen modules with the source framework's layer
-names; explainers (:mod:`jaxretina.explain`) are pure functions of one example that batch with
-``jax.vmap`` and compile once per (model, shape, method).
+names, meeting one declared contract (:mod:`jaxretina.models.spec`) and named in one registry
+(:mod:`jaxretina.models.registry`); any other Flax module (:func:`explainable`) or Keras 3
+model (:func:`jaxretina.models.from_keras`) explains as it is.  Explainers
+(:mod:`jaxretina.explain`) are pure functions of one example that batch with ``jax.vmap`` and
+compile once per (model, shape, method); :func:`clear_caches` empties what jaxretina remembers.
 
 Example::
 
