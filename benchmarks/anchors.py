@@ -87,8 +87,8 @@ def _worker(spec: dict) -> dict:
     if spec["contender"] == "jaxretina":
         out.update(_ours(spec, pair))
         return out
-    pair.torch_model.to(_torch_device())
-    out["torch_device"] = str(_torch_device())
+    pair.torch_model.to(torch_device())
+    out["torch_device"] = str(torch_device())
     if spec["contender"] == "captum":
         out.update(_captum(spec, pair, CLASS))
     else:
@@ -142,7 +142,7 @@ def _ours(spec, pair):
             "flops": flops, **extra}
 
 
-def _torch_device():
+def torch_device():
     """The anchors' device: the GPU when PyTorch sees one (so accelerator runs compare like with
     like), else the CPU."""
     import torch
@@ -153,7 +153,7 @@ def _torch_device():
 def _nchw(x):
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])).to(_torch_device())
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])).to(torch_device())
 
 
 def _captum(spec, pair, cls):

@@ -69,7 +69,7 @@ def _worker(case: str, contender: str, width: int, steps: int, chunk: int, repea
     import jax.numpy as jnp
 
     import jaxretina  # noqa: F401 - XLA defaults before the backend starts
-    from benchmarks.anchors import first_and_best, _torch_device
+    from benchmarks.anchors import first_and_best, torch_device
     from jaxretina import explain, targets
 
     model, variables, ref, x = _pair(width)
@@ -95,7 +95,7 @@ def _worker(case: str, contender: str, width: int, steps: int, chunk: int, repea
     else:
         import torch
 
-        device = _torch_device()
+        device = torch_device()
         ref = ref.to(device)
         xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)[None])).to(device)
         ncdhw = lambda t: np.moveaxis(t.detach().cpu().numpy()[0], 0, -1)  # noqa: E731

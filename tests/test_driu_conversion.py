@@ -77,7 +77,7 @@ def test_caffe_floor_round_mode_is_read(tmp_path, vessel_weights):
     assert model.ceil_mode is True
 
 
-def _deepdraw_state(weights, normalizer=True):
+def deepdraw_state(weights, normalizer=True):
     vgg = {(1, 1): 0, (1, 2): 2, (2, 1): 5, (2, 2): 7, (3, 1): 10, (3, 2): 12, (3, 3): 14,
            (4, 1): 17, (4, 2): 19, (4, 3): 21}
     t = torch.from_numpy
@@ -103,7 +103,7 @@ def _deepdraw_state(weights, normalizer=True):
 @pytest.mark.parametrize("backend", ["torch", "jaxretina"])
 def test_deepdraw_state_dict_matches_reference(tmp_path, vessel_weights, backend):
     path = tmp_path / "driu.pth"
-    torch.save({"model": _deepdraw_state(vessel_weights), "epoch": 10, "optimizer": {"lr": 1e-3}}, path)
+    torch.save({"model": deepdraw_state(vessel_weights), "epoch": 10, "optimizer": {"lr": 1e-3}}, path)
     model, variables, report = jaxretina.loading.load_with_report("driu", path, backend=backend)
     assert (model.ceil_mode, model.crop_offsets, model.upsample_padding) == (False, "center", (0, 0, 0, 0))
     np.testing.assert_allclose(model.normalization, ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), rtol=1e-6)
@@ -115,7 +115,7 @@ def test_deepdraw_state_dict_matches_reference(tmp_path, vessel_weights, backend
 
 
 def test_mismatched_keys_are_listed_together(tmp_path, vessel_weights):
-    state = _deepdraw_state(vessel_weights, normalizer=False)
+    state = deepdraw_state(vessel_weights, normalizer=False)
     del state["head.upsample4.conv.bias"]                       # missing
     state["head.extra.weight"] = torch.zeros(3)                 # unexpected
     state["head.upsample8.upconv.weight"] = torch.zeros(16, 16, 8, 8)  # mis-shaped

@@ -108,19 +108,19 @@ def test_demo_runs_on_a_caffemodel(tmp_path, caffemodel):
 
 def test_demo_runs_on_a_deepdraw_checkpoint(tmp_path):
     from jaxretina.demo import run_demo
-    from tests.test_driu_conversion import _deepdraw_state
+    from tests.test_driu_conversion import deepdraw_state
 
     path = tmp_path / "driu_deepdraw.pth"
-    torch.save({"model": _deepdraw_state(random_driu_weights("vessel", seed=12))}, path)
+    torch.save({"model": deepdraw_state(random_driu_weights("vessel", seed=12))}, path)
     summary = run_demo(out=str(tmp_path / "demo"), size=40, steps=2, chunk=None, weights=str(path))
     assert np.isfinite(summary["integrated_gradients"]["delta"])
 
 
 def test_deepdraw_weights_from_safetensors_match_the_pth(tmp_path):
     safetensors_torch = pytest.importorskip("safetensors.torch")
-    from tests.test_driu_conversion import _deepdraw_state
+    from tests.test_driu_conversion import deepdraw_state
 
-    state = _deepdraw_state(random_driu_weights("vessel", seed=13))
+    state = deepdraw_state(random_driu_weights("vessel", seed=13))
     torch.save({"model": state}, tmp_path / "d.pth")
     safetensors_torch.save_file({f"model.{k}": v.contiguous() for k, v in state.items()}, str(tmp_path / "d.safetensors"))
     m1, v1 = jaxretina.load("driu", tmp_path / "d.pth")

@@ -43,9 +43,9 @@ def make_more_files(root: Path) -> None:
     import torchvision
 
     from tests.reference.driu_torch import random_driu_weights
-    from tests.test_driu_conversion import _deepdraw_state
+    from tests.test_driu_conversion import deepdraw_state
 
-    torch.save({"model": _deepdraw_state(random_driu_weights("vessel", seed=2))}, root / "driu_deepdraw.pth")
+    torch.save({"model": deepdraw_state(random_driu_weights("vessel", seed=2))}, root / "driu_deepdraw.pth")
     inception = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     torch.save(inception.state_dict(), root / "inception_v3_google-0cc3c7bd.pth")
     os.symlink(root / "inception_v3_google-0cc3c7bd.pth", root / "inception.pth")

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxretina.models.layers import torch_batch_norm
-from jaxretina.models.layers3d import Conv3D, max_pool_2x2x2 as _pool, upsample_nearest_2x as _upsample
+from jaxretina.models.layers3d import Conv3D, max_pool_2x2x2, upsample_nearest_2x
 from jaxretina.models.tap_points import TapPoints
 from jaxretina.validate import check_image_batch
 
@@ -61,7 +61,7 @@ class _UpConv(nn.Module):
 
     @nn.compact
     def __call__(self, x, train):
-        x = Conv3D(self.feats, dtype=self.dtype, name="up.1")(_upsample(x))
+        x = Conv3D(self.feats, dtype=self.dtype, name="up.1")(upsample_nearest_2x(x))
         return self.act(torch_batch_norm("up.2", train, self.dtype)(x))
 
 
@@ -107,10 +107,10 @@ class UNet3D(nn.Module):
             return tap(name, _UpConv(feats, name=name, **kw)(h, train))
 
         e1 = block("Conv1", f[0], x)
-        e2 = block("Conv2", f[1], _pool(e1))
-        e3 = block("Conv3", f[2], _pool(e2))
-        e4 = block("Conv4", f[3], _pool(e3))
-        e5 = block("Conv5", f[4], _pool(e4))
+        e2 = block("Conv2", f[1], max_pool_2x2x2(e1))
+        e3 = block("Conv3", f[2], max_pool_2x2x2(e2))
+        e4 = block("Conv4", f[3], max_pool_2x2x2(e3))
+        e5 = block("Conv5", f[4], max_pool_2x2x2(e4))
         d5 = block("Up_conv5", f[3], jnp.concatenate([e4, up("Up5", f[3], e5)], axis=-1))
         d4 = block("Up_conv4", f[2], jnp.concatenate([e3, up("Up4", f[2], d5)], axis=-1))
         d4_out = block("Conv_d4", self.out_channels, d4)
