@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 import jax.numpy as jnp
 
-from converters.mapping import Report, require_state_dict, torch_variables
+from converters.mapping import Report, require_state_dict, torch_variables, widths_from_keys
 from jaxretina.models.densenet import DenseNet, DenseNet121
 
 __all__ = ["from_weights", "from_state_dict", "normalize_keys", "is_densenet", "reference"]
@@ -53,11 +53,7 @@ def normalize_keys(state: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarra
 def from_state_dict(state: Mapping[str, np.ndarray], source: str, **model_kwargs: Any) -> tuple[DenseNet, dict, Report]:
     """``(model, variables, report)``; ``model_kwargs`` go to :class:`DenseNet121`."""
     state, scheme = normalize_keys(state)
-    if "num_classes" not in model_kwargs and "classifier.weight" in state:
-        model_kwargs["num_classes"] = int(np.shape(state["classifier.weight"])[0])
-    conv0 = np.shape(state.get("features.conv0.weight", ()))
-    if "in_channels" not in model_kwargs and len(conv0) == 4:
-        model_kwargs["in_channels"] = int(conv0[1])   # MONAI's DenseNet121(in_channels=1), ...
+    widths_from_keys(state, model_kwargs, top="classifier.weight", first="features.conv0.weight")
     model = DenseNet121(**model_kwargs)
     report = Report(source_format=f"PyTorch DenseNet state dict, {scheme} keys", config=dict(model_kwargs))
     return model, torch_variables(model, state, report, source), report

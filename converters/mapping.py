@@ -190,6 +190,17 @@ def torch_variables(model: Any, state: Mapping[str, np.ndarray], report: Report,
     return assemble(like, entries, report, strict=True, source=source, hints=hints)
 
 
+def widths_from_keys(state: Mapping[str, Any], options: dict, *, top: str, first: str) -> dict:
+    """``options`` with, unless given, ``num_classes`` (the rows of the linear weight ``top``)
+    and ``in_channels`` (the input channels of the convolution weight ``first``) read from a
+    PyTorch state dict."""
+    if "num_classes" not in options and np.ndim(state.get(top)) == 2:
+        options["num_classes"] = int(np.shape(state[top])[0])
+    if "in_channels" not in options and np.ndim(state.get(first)) == 4:
+        options["in_channels"] = int(np.shape(state[first])[1])   # e.g. MONAI's DenseNet121(in_channels=1)
+    return options
+
+
 def torch_or_keras(kind: str, content: Any, source: str, options: dict, *, from_state_dict: Callable,
                    keras_mapping: str, model: str, recognised: Callable[[Any], bool], keys: str, example: str):
     """Dispatch of a converter that reads torchvision state dicts and Keras files:

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from converters.mapping import Report, torch_or_keras, torch_variables
+from converters.mapping import Report, torch_or_keras, torch_variables, widths_from_keys
 from jaxretina.models.resnet import KERAS_OPTIONS, STAGES, ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from jaxretina.models.vgg import KERAS_CAFFE_NORMALIZATION
 
@@ -63,10 +63,7 @@ def build(depth: int | None, source: str, options: dict) -> ResNet:
 def from_state_dict(state: Mapping[str, np.ndarray], source: str, **options: Any) -> tuple[ResNet, dict, Report]:
     """``(model, variables, report)`` from a torchvision ResNet state dict."""
     options.setdefault("include_top", "fc.weight" in state)
-    if "num_classes" not in options and np.ndim(state.get("fc.weight")) == 2:
-        options["num_classes"] = int(np.shape(state["fc.weight"])[0])
-    if "in_channels" not in options and np.ndim(state.get("conv1.weight")) == 4:
-        options["in_channels"] = int(np.shape(state["conv1.weight"])[1])
+    widths_from_keys(state, options, top="fc.weight", first="conv1.weight")
     model = build(depth_of(state), source, options)
     report = Report(source_format="PyTorch ResNet state dict, torchvision keys", config=dict(options))
     return model, torch_variables(model, state, report, source), report

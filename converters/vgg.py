@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from converters.mapping import Report, torch_or_keras, torch_variables
+from converters.mapping import Report, torch_or_keras, torch_variables, widths_from_keys
 from jaxretina.models.vgg import CONFIGS, KERAS_CAFFE_NORMALIZATION, VGG, VGG11, VGG13, VGG16, VGG19
 
 __all__ = ["from_weights", "from_state_dict", "is_vgg", "reference", "CLASSES", "KERAS_INPUT"]
@@ -68,10 +68,7 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **options: Any
     """``(model, variables, report)`` from a torchvision VGG state dict."""
     depth, batch_norm = _layout_of(state)
     options.setdefault("include_top", "classifier.6.weight" in state)   # torchvision's `features` alone
-    if "num_classes" not in options and np.ndim(state.get("classifier.6.weight")) == 2:
-        options["num_classes"] = int(np.shape(state["classifier.6.weight"])[0])
-    if "in_channels" not in options and np.ndim(state.get("features.0.weight")) == 4:
-        options["in_channels"] = int(np.shape(state["features.0.weight"])[1])
+    widths_from_keys(state, options, top="classifier.6.weight", first="features.0.weight")
     model = build(depth, batch_norm, source, options)
     state = dict(state)
     if "classifier.0.weight" in state:

@@ -210,13 +210,18 @@ def layer_shapes(
 
 def layer_names(model: nn.Module, input_shape: Sequence[int], **apply_kwargs: Any) -> tuple[str, ...]:
     """The explainable layer names of ``model`` for ``input_shape``, in execution order."""
-    return tuple(layer_shapes(model, None, input_shape, **apply_kwargs))
+    return tuple(layer_shapes(model, None, _one_example(input_shape), **apply_kwargs))
+
+
+def _one_example(input_shape: Sequence[int]) -> tuple[int, ...]:
+    # names and ranks do not depend on the batch size: every batch shares the lookup of batch 1
+    return (1, *tuple(input_shape)[1:])
 
 
 def spatial_layer_names(model: nn.Module, input_shape: Sequence[int], **apply_kwargs: Any) -> tuple[str, ...]:
     """The layers with a spatial map: activation rank equal to the input's (``(N, H, W, C)``
     for images) — what CAM methods call ``"all"`` (a classifier's logits have no map)."""
-    shapes = layer_shapes(model, None, input_shape, **apply_kwargs)
+    shapes = layer_shapes(model, None, _one_example(input_shape), **apply_kwargs)
     return tuple(name for name, s in shapes.items() if len(s.shape) == len(input_shape))
 
 

@@ -4,8 +4,6 @@ Keras 3's own applications (random weights saved by Keras in both of its HDF5 fo
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import jax

@@ -43,7 +43,7 @@ import jax
 import flax.linen as nn
 
 from jaxretina.models.substitute import SwapsRelu
-from jaxretina.models.tap_points import TapPoints
+from jaxretina.models.tap_points import TapPoints, numbered_taps
 
 __all__ = ["Explainable", "explainable"]
 
@@ -94,24 +94,19 @@ class Explainable(SwapsRelu, nn.Module):
 
     @nn.compact
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        taps = TapPoints(name="taps")
+        tap = numbered_taps(TapPoints(name="taps"))
         child = self.module.clone(parent=self, name="wrapped")
         nn.share_scope(self, child)
-        calls: dict[str, int] = {}
 
-        def tap(next_fun, call_args, call_kwargs, context):
+        def intercept(next_fun, call_args, call_kwargs, context):
             out = next_fun(*call_args, **call_kwargs)
             module = context.module
             if context.method_name != "__call__" or module is child or isinstance(module, TapPoints):
                 return out
             path = "/".join(module.path)
-            if not _chosen(self.layers, path, module) or not isinstance(out, jax.Array):
-                return out
-            seen = calls.get(path, 0)
-            calls[path] = seen + 1
-            return taps(path if seen == 0 else f"{path}#{seen}", out)
+            return tap(path, out) if _chosen(self.layers, path, module) else out
 
-        with nn.intercept_methods(tap):
+        with nn.intercept_methods(intercept):
             return child(*args, **kwargs)
 
 

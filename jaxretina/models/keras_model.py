@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxretina.models.substitute import SwapsRelu
-from jaxretina.models.tap_points import TapPoints
+from jaxretina.models.tap_points import TapPoints, numbered_taps
 
 __all__ = ["KerasModel", "from_keras", "keras_variables"]
 
@@ -85,20 +85,11 @@ class KerasModel(SwapsRelu, nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> Any:
         keras = _keras()
         net = self.model
-        taps = TapPoints(name="taps")
+        tap = numbered_taps(TapPoints(name="taps"))
         mapping = [(v, self.param(_key(v), lambda _, v=v: jnp.asarray(np.asarray(v.value))))
                    for v in net.trainable_variables]
         mapping += [(v, self.variable("batch_stats", _key(v), lambda v=v: jnp.asarray(np.asarray(v.value))).value)
                     for v in net.non_trainable_variables]
-        seen: dict[str, int] = {}
-
-        def tap(name: str, out: Any) -> Any:
-            if not isinstance(out, jax.Array):
-                return out
-            count = seen.get(name, 0)
-            seen[name] = count + 1
-            return taps(name if count == 0 else f"{name}#{count}", out)
-
         def run(layer, *args, **kwargs):
             if "training" in getattr(layer, "_call_context_args", ()) or isinstance(layer, keras.Model):
                 kwargs.setdefault("training", bool(train))

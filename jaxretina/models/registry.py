@@ -78,8 +78,7 @@ class ModelSpec:
         for tuples and ints for whole floats, both accepted): the first model call is no place
         to find out."""
         fields = self.option_fields()
-        unknown = sorted(k for k in config if k not in fields and k not in ("act", "dtype"))
-        unknown += sorted(k for k in config if k in ("parent", "name"))
+        unknown = sorted(k for k in config if k not in fields and k not in ("act", "dtype"))   # incl. parent, name
         if unknown:
             raise ValueError(f"{source}: unknown {self.name} options {unknown}; expected some of {sorted(fields)}")
         for option, value in config.items():

@@ -53,9 +53,9 @@ def _is_relu(eqn) -> bool:
 
 
 def _inner(eqn):
-    closed = eqn.params.get("jaxpr") if eqn.primitive.name in _CALLS else None
-    if closed is None:
-        closed = eqn.params.get("call_jaxpr") if eqn.primitive.name in _CALLS else None
+    if eqn.primitive.name not in _CALLS:
+        return None
+    closed = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
     if closed is None:
         return None
     return (closed.jaxpr, closed.consts) if hasattr(closed, "consts") else (closed, ())

@@ -17,13 +17,13 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["TapPoints", "TAPS", "PERTURBATIONS", "INTERMEDIATES", "REPLACEMENTS", "SCALES", "TAP_COLLECTIONS"]
+__all__ = ["TapPoints", "numbered_taps", "TAPS", "PERTURBATIONS", "INTERMEDIATES", "REPLACEMENTS", "SCALES", "TAP_COLLECTIONS"]
 
 TAPS = "taps"                      # the name models give their TapPoints submodule
 PERTURBATIONS = "perturbations"    # zero arrays added to activations (gradients at every layer)
@@ -57,3 +57,19 @@ class TapPoints(nn.Module):
 
 def _keep_last(_previous: Any, value: Any) -> Any:
     return value
+
+
+def numbered_taps(taps: TapPoints) -> Callable[[str, Any], Any]:
+    """``tap(name, out)`` for wrapped networks, whose layers may run several times: the first
+    call of a layer is tapped as ``name``, the next ones as ``name#1``, ``name#2``, …; outputs
+    that are not one array pass through untapped."""
+    calls: dict[str, int] = {}
+
+    def tap(name: str, out: Any) -> Any:
+        if not isinstance(out, jax.Array):
+            return out
+        seen = calls.get(name, 0)
+        calls[name] = seen + 1
+        return taps(name if seen == 0 else f"{name}#{seen}", out)
+
+    return tap
