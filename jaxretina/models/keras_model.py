@@ -17,6 +17,8 @@ take 0..255 pixels).
 
 Example::
 
+    >>> import os
+    >>> _ = os.environ.setdefault("KERAS_BACKEND", "jax")      # before Keras is first imported
     >>> import keras
     >>> net = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
     ...                         keras.layers.GlobalAveragePooling2D(name="pool"), keras.layers.Dense(2, name="logits")])
