@@ -130,11 +130,15 @@ def test_a_4096_cubed_nifti_header_is_recorded_not_read(tmp_path):
 # folder on their PYTHONPATH, decoding the pixels of a PNG with the text chunk
 # "jaxretina-test: crash" kills the process with SIGSEGV (its header still reads).
 _CRASHING_DECODER = """
-import os, signal
+import glob, os, signal
 from PIL import ImageFile
 _load = ImageFile.ImageFile.load
 def _crashing_load(self):
     if self.info.get("jaxretina-test") == "crash":
+        # what the store's journals held when the reader crashed, for the test's message
+        journals = {f: open(f).read() for f in glob.glob(os.environ["JAXRETINA_TEST_OUT"] + "/decoding/p*/zarr.json")}
+        with open(os.environ["JAXRETINA_TEST_CRASHED"], "w") as fh:
+            fh.write(repr(journals))
         os.kill(os.getpid(), signal.SIGSEGV)
     return _load(self)
 ImageFile.ImageFile.load = _crashing_load
@@ -159,11 +163,16 @@ def test_an_input_that_crashes_its_decoder_stops_one_run_not_every_resume(images
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(repo)]))
     out = str(tmp_path / "s.zarr")
+    crashed = tmp_path / "crashed"
+    monkeypatch.setenv("JAXRETINA_TEST_OUT", out)
+    monkeypatch.setenv("JAXRETINA_TEST_CRASHED", str(crashed))
     first = subprocess.run([sys.executable, "-m", "jaxretina", "sweep", "--model", "driu", "--data", str(data),
                             "--out", out, "--method", "saliency", "--batch", "2", "--no-progress"],
                            capture_output=True, text=True, timeout=300, cwd=repo)
     assert first.returncode == -11, (first.returncode, first.stderr[-2000:])   # a real SIGSEGV
-    assert 0 in leftover(out)                          # it died decoding crash.png, and the store says so
+    assert crashed.exists(), ("the process crashed elsewhere than in the crafted decoder", first.stderr[-3000:])
+    # it died decoding crash.png, and the store says so
+    assert 0 in leftover(out), (crashed.read_text(), os.listdir(Path(out, "decoding")), first.stderr[-3000:])
     DecodeJournal(out, process=1).decoding(2).__enter__()   # and a second process died decoding img01.png
     summary = sweep.run(data=str(data), out=out, **RUN)     # the resume: the decoder still crashes on it
     assert summary["counts"] == {"done": 2, "failed": 1, "pending": 0}
