@@ -34,6 +34,7 @@ from jaxretina.explain.neurons import (
     neuron_integrated_gradients, neuron_study, resultant_active_region, top_neurons,
 )
 from jaxretina.explain.features import activation_maps, dead_filters, deconvnet_reconstruction, filter_peaks
+from jaxretina.explain.lrp import lrp, output_relevance, propagate
 from jaxretina.explain.memory import ig_chunk_for_budget, ig_chunk_memory
 from jaxretina.explain.quadrature import RULES, quadrature
 from jaxretina.explain.relu_rules import (
@@ -77,7 +78,10 @@ __all__ = [
     "guided_relu",
     "integrated_gradients",
     "layer_gradients",
+    "lrp",
     "model_fn",
+    "output_relevance",
+    "propagate",
     "quadrature",
     "saliency",
     "smoothgrad",

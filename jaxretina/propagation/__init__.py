@@ -1,0 +1,31 @@
+"""One rule mechanism for propagation methods (LRP, guided backprop, deconvnet, …).
+
+A network is traced to a flat program (:mod:`~jaxretina.propagation.program`), its operations
+grouped into *sites* — linear layers (with bias and, merged, batch norm), sums, pools,
+activations — and a :class:`~jaxretina.propagation.composites.Composite` picks a rule
+(:mod:`~jaxretina.propagation.rules`) per site.  :func:`with_rules` evaluates the network with
+each ruled site as a ``jax.custom_vjp`` (forward unchanged, backward the rule), so one
+reverse-mode pass propagates relevance — on any model of arrays: jaxretina's own, wrapped
+Flax and Keras networks, 2-D and 3-D.
+
+Example::
+
+    >>> from jaxretina import propagation
+    >>> comp = propagation.named("epsilon_plus_flat")
+    >>> [(s.kind, s.name) for s in propagation.layer_sites(grader, grader_variables, z)][:3]
+    [('conv', 'features/conv0'), ('activation', 'features'), ('conv', 'features/denseblock1/denselayer1/denselayer1.bn_act_conv/conv1')]
+"""
+
+from jaxretina.propagation.composites import NAMES, Composite, base, named
+from jaxretina.propagation.evaluate import SiteView, with_rules
+from jaxretina.propagation.program import KINDS, Site, layer_sites, mark_activation, sites, trace
+from jaxretina.propagation.rules import (
+    AlphaBeta, Deconv, Epsilon, Flat, Gamma, Guided, Norm, Pass, WeightRule, WSquare, ZBox, ZPlus,
+    captum_alpha1_beta0, captum_gamma, stabilize,
+)
+
+__all__ = [
+    "Composite", "named", "NAMES", "base", "with_rules", "SiteView", "Site", "KINDS", "sites", "trace",
+    "layer_sites", "mark_activation", "stabilize", "Epsilon", "Norm", "ZPlus", "AlphaBeta", "Gamma", "Flat",
+    "WSquare", "ZBox", "WeightRule", "Pass", "Guided", "Deconv", "captum_gamma", "captum_alpha1_beta0",
+]

@@ -1,0 +1,163 @@
+"""Run a traced program with each chosen site's derivative replaced by its rule.
+
+:func:`with_rules` is the whole mechanism: ``f(params, x)`` is traced once
+(:func:`~jaxretina.propagation.program.trace`), its sites found, a composite picks a rule per
+site, and the program is evaluated again with every ruled site wrapped in a ``jax.custom_vjp``
+whose forward is the site's own operations (the output is unchanged, bit for bit) and whose
+backward is the rule.  Reverse-mode differentiation of the result — one backward pass, like a
+gradient — then propagates relevance instead of gradients.  It works under ``jit`` and
+``vmap`` and on any function of arrays: jaxretina's models, wrapped Flax and Keras models.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxretina.propagation.program import Lit, Program, Site, sites, trace
+
+__all__ = ["with_rules", "SiteView"]
+
+
+class SiteView:
+    """What a rule sees of one site at its backward pass: the input values ``xs``, the output
+    ``z``; for a linear site the merged ``weight()`` and ``bias()`` (full output shape) and
+    ``linear(x, w)`` (the site's linear map with kernel ``w``, no bias); ``transpose(g)`` the
+    site's own ``(∂z/∂x)ᵀ g`` per input."""
+
+    def __init__(self, program: Program, site: Site, xs: tuple, consts: dict, z):
+        self.program, self.site, self.xs, self.consts, self.z = program, site, xs, consts, z
+        self.kind, self.name = site.kind, site.name
+        self.linear = self._linear if site.kind in ("conv", "dense") else None
+
+    def _run(self, xs, kernel=None, affine=True):
+        env = dict(self.consts)
+        env.update(zip(self.site.inputs, xs))
+        head = self.site.ops[0]
+        for k in self.site.ops:
+            op = self.program.ops[k]
+            args = [a.val if isinstance(a, Lit) else env[a] for a in op.ins]
+            if k == head and kernel is not None:
+                args[self.site.kernel_at] = kernel
+            if k != head and not affine and op.prim.name != "reshape":
+                env[op.outs[0]] = env[_live_in(op, env, self.program)]
+                continue
+            env.update(zip(op.outs, op.bind(*args)))
+        return env[self.site.output]
+
+    def fn(self, *xs):
+        return self._run(xs)
+
+    def transpose(self, g):
+        return jax.vjp(self.fn, *self.xs)[1](g)
+
+    def _linear(self, x, w):
+        return self._run((x,), kernel=w, affine=False)
+
+    def _post(self, y):
+        """The site's operations after its head applied to the head's output ``y``."""
+        env = dict(self.consts)
+        head = self.program.ops[self.site.ops[0]]
+        env[head.outs[0]] = y
+        for k in self.site.ops[1:]:
+            op = self.program.ops[k]
+            env.update(zip(op.outs, op.bind(*[a.val if isinstance(a, Lit) else env[a] for a in op.ins])))
+        return env[self.site.output]
+
+    def bias(self):
+        head = self.program.ops[self.site.ops[0]]
+        return self._post(jnp.zeros(head.shapes[0], self.z.dtype))
+
+    def weight(self):
+        head = self.program.ops[self.site.ops[0]]
+        kernel = self.consts[head.ins[self.site.kernel_at]] if isinstance(head.ins[self.site.kernel_at], int) \
+            else head.ins[self.site.kernel_at].val
+        if not any(self.program.ops[k].prim.name in ("mul", "div") for k in self.site.ops[1:]):
+            return kernel
+        if self.site.kernel_out_axis is None:
+            raise ValueError(f"layer {self.site.name!r}: its kernel has several output axes, so a merged batch norm "
+                             "cannot be folded into it; use a rule that keeps the weights (Epsilon) or merge=False")
+        one = jnp.ones(head.shapes[0], self.z.dtype)
+        scale = self._post(one) - self._post(jnp.zeros_like(one))
+        axis = self.site.out_axis
+        per_channel = scale[tuple(slice(None) if d == axis else 0 for d in range(scale.ndim))]
+        shape = [1] * kernel.ndim
+        shape[self.site.kernel_out_axis] = -1
+        return kernel * per_channel.reshape(shape)
+
+
+def _live_in(op, env, program):
+    return next(a for a in op.ins if isinstance(a, int) and a in program.live)
+
+
+def _zeros_like(a):
+    a = jnp.asarray(a)
+    if jnp.issubdtype(a.dtype, jnp.inexact):
+        return jnp.zeros_like(a)
+    return np.zeros(a.shape, jax.dtypes.float0)
+
+
+def _site_call(program: Program, site: Site, rule: Callable, env: dict):
+    inside = {o for k in site.ops for o in program.ops[k].outs}
+    const_ids = sorted({a for k in site.ops for a in program.ops[k].ins
+                        if isinstance(a, int) and a not in inside and a not in site.inputs})
+    xs = tuple(env[i] for i in site.inputs)
+    consts = tuple(env[i] for i in const_ids)
+
+    def view(xs, consts, z=None):
+        return SiteView(program, site, xs, dict(zip(const_ids, consts)), z)
+
+    @jax.custom_vjp
+    def call(xs, consts):
+        return view(xs, consts).fn(*xs)
+
+    def fwd(xs, consts):
+        z = view(xs, consts).fn(*xs)
+        return z, (xs, consts, z)
+
+    def bwd(res, R):
+        xs, consts, z = res
+        r_in = rule(view(xs, consts, z), R)
+        return tuple(r.astype(x.dtype) for r, x in zip(r_in, xs)), tuple(_zeros_like(c) for c in consts)
+
+    call.defvjp(fwd, bwd)
+    return call(xs, consts)
+
+
+def run(program: Program, chosen: dict[int, tuple[Site, Callable]], params: Any, x: Any) -> list:
+    """Evaluate ``program`` on ``params`` and ``x`` with the sites of ``chosen`` (keyed by
+    their last operation) computed through their rules."""
+    env: dict = dict(zip(program.captured_ids, program.captured))
+    env.update(zip(program.param_ids, jax.tree.leaves(params)))
+    env.update(zip(program.input_ids, jax.tree.leaves(x)))
+    skip = {k for site, _ in chosen.values() for k in site.ops}
+    for k, op in enumerate(program.ops):
+        if k in chosen:
+            site, rule = chosen[k]
+            env[site.output] = _site_call(program, site, rule, env)
+            continue
+        if k in skip:
+            continue
+        env.update(zip(op.outs, op.bind(*[a.val if isinstance(a, Lit) else env[a] for a in op.ins])))
+    return [a.val if isinstance(a, Lit) else env[a] for a in program.outputs]
+
+
+def with_rules(f: Callable, choose: Callable[[list[Site]], dict[int, Callable]], *, merge: bool = False) -> Callable:
+    """``g(params, x)`` computing ``f(params, x)`` whose reverse-mode derivative in ``x``
+    applies, at each site ``choose`` picks a rule for, that rule.
+
+    ``choose(sites) -> {site index: rule}`` (a composite's :meth:`choose`).  ``merge`` folds
+    batch norms into the linear layers before them (zennit's canonizer).
+    """
+
+    def g(params, x):
+        program = trace(f, params, x)
+        found = sites(program, merge=merge)
+        picked = choose(found)
+        chosen = {max(found[i].ops): (found[i], rule) for i, rule in picked.items()}
+        return jax.tree.unflatten(program.out_tree, run(program, chosen, params, x))
+
+    return g

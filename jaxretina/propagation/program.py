@@ -1,0 +1,442 @@
+"""A traced network as a flat list of operations, split into the *sites* rules act on.
+
+:func:`trace` turns ``f(consts, x)`` into a :class:`Program`: its jaxpr with every call
+(``jit``, ``closed_call``, ``remat``) inlined, each operation named by the Flax module (or
+``jax.named_scope``) that issued it.  :func:`sites` then groups the operations that depend on
+the input ``x`` into the places a propagation rule is chosen for:
+
+============  ==============================================================================
+kind          the operations (``z`` the site's output)
+============  ==============================================================================
+``conv``      a convolution of the input with a constant kernel, then the elementwise affine
+              operations with constants that follow it: ``z = s ⊙ conv(x, W) + t`` (bias; with
+              ``merge=True`` also a following batch norm, zennit's "canonizer")
+``dense``     the same with ``dot_general`` (a fully connected layer)
+``affine``    elementwise ``z = s ⊙ x + t`` with constants not after a linear layer (an
+              unmerged batch norm, a normalisation)
+``sum``       ``z = a + b`` of two input-dependent values (a residual connection)
+``avgpool``   a sum over windows or spatial axes, then a constant scale (average pooling;
+              a ``reduce_sum`` over the last, channel, axis is not a pool), or a convolution or
+              ``dot_general`` with a constant kernel not computed from the parameters (adaptive
+              pooling, resizing)
+``maxpool``   ``reduce_max`` / ``reduce_window_max``
+``activation`` a ReLU (``jax.nn.relu`` or ``max(x, 0)``) or a region under the
+              ``jaxretina.activation`` scope (:func:`mark_activation`)
+============  ==============================================================================
+
+Everything else (reshape, concatenation, padding, slicing, resizing by gather) is left to the
+plain gradient, which moves relevance without changing its sum.
+
+Example::
+
+    >>> import flax.linen as nn
+    >>> class Net(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         x = nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+    ...         return nn.Dense(2, name="fc")(x.reshape(x.shape[0], -1))
+    >>> net = Net()
+    >>> v = net.init(jax.random.key(0), jnp.ones((1, 5, 5, 3)))
+    >>> program = trace(lambda v, x: net.apply(v, x), v, jnp.ones((1, 5, 5, 3)))
+    >>> [(s.kind, s.name) for s in sites(program)]
+    [('conv', 'conv1'), ('activation', ''), ('dense', 'fc')]
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+from jax.extend import core
+
+__all__ = ["Op", "Program", "Site", "trace", "sites", "layer_sites", "mark_activation", "ACTIVATION_SCOPE", "KINDS", "LINEAR"]
+
+ACTIVATION_SCOPE = "jaxretina.activation"
+KINDS = ("conv", "dense", "affine", "sum", "avgpool", "maxpool", "activation")
+LINEAR = ("conv", "dense")
+_CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "checkpoint")
+_AFFINE = ("add", "sub", "mul", "div")
+
+
+class Lit(NamedTuple):
+    """A literal operand."""
+
+    val: Any
+
+
+class Op(NamedTuple):
+    """One primitive application: operands are value ids (int) or :class:`Lit`."""
+
+    prim: Any
+    subfuns: tuple
+    params: dict
+    ins: tuple
+    outs: tuple[int, ...]
+    shapes: tuple[tuple[int, ...], ...]   # of the outputs
+    scope: str
+    traced: dict                           # the equation's own parameters (as traced)
+
+    def bind(self, *args):
+        out = self.prim.bind(*self.subfuns, *args, **self.params)
+        return out if self.prim.multiple_results else [out]
+
+
+class Program(NamedTuple):
+    """A flat program: ``ops``; the traced constants (``captured_ids`` -> ``captured``); the
+    ids of ``f``'s two arguments' leaves (``param_ids``, ``input_ids``); its ``outputs``
+    (ids or :class:`Lit`); ``live`` the ids that depend on the input; every id's shape."""
+
+    ops: tuple[Op, ...]
+    captured_ids: tuple[int, ...]
+    captured: tuple
+    param_ids: tuple[int, ...]
+    input_ids: tuple[int, ...]
+    outputs: tuple
+    live: frozenset
+    learned: frozenset   # ids computed from f's first argument (its parameters)
+    shapes: dict
+    root: str
+    out_tree: Any = None
+
+    def consumers(self) -> dict[int, list[int]]:
+        uses: dict[int, list[int]] = {}
+        for k, op in enumerate(self.ops):
+            for a in op.ins:
+                if isinstance(a, int):
+                    uses.setdefault(a, []).append(k)
+        for a in self.outputs:
+            if isinstance(a, int):
+                uses.setdefault(a, []).append(-1)
+        return uses
+
+
+class Site(NamedTuple):
+    """Operations a rule replaces as a unit: ``ops`` (indices, in order), its ``inputs`` (live
+    ids), its ``output`` id, the ``kind`` (see the module docstring) and the layer ``name``
+    (the issuing module's path below the root, ``/``-separated).  For ``conv``/``dense``:
+    ``kernel_at`` (operand position of the constant kernel), ``out_axis`` (output channel
+    axis) and ``kernel_out_axis`` (the kernel's output axis, or ``None`` when it has several)."""
+
+    kind: str
+    name: str
+    ops: tuple[int, ...]
+    inputs: tuple[int, ...]
+    output: int
+    kernel_at: int | None = None
+    out_axis: int | None = None
+    kernel_out_axis: int | None = None
+
+    def matches(self, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(self.name, pattern)
+
+
+def _bind_params(eqn) -> tuple[tuple, dict]:
+    bind = eqn.primitive.get_bind_params(eqn.params)   # params; (subfuns, params) before jax 0.9
+    return bind if isinstance(bind, tuple) else ((), bind)
+
+
+def trace(f: Callable, consts: Any, x: Any) -> Program:
+    """``f(consts, x)`` as a :class:`Program` (``x`` one array or a pytree; its leaves are the
+    live inputs)."""
+    closed, out_shape = jax.make_jaxpr(f, return_shape=True)(consts, x)
+    n_const = len(jax.tree.leaves(consts))
+    ops: list[Op] = []
+    shapes: dict[int, tuple[int, ...]] = {}
+    counter = iter(range(1 << 62))
+
+    def new(var) -> int:
+        i = next(counter)
+        shapes[i] = tuple(var.aval.shape)
+        return i
+
+    def inline(jaxpr, args: list, scope: str) -> list:
+        env: dict = dict(zip([*jaxpr.constvars, *jaxpr.invars], args))
+
+        def read(v):
+            return Lit(v.val) if isinstance(v, core.Literal) else env[v]
+
+        for eqn in jaxpr.eqns:
+            name = str(eqn.source_info.name_stack)
+            here = "/".join(p for p in (scope, name) if p)
+            ins = [read(v) for v in eqn.invars]
+            if eqn.primitive.name in _CALLS:
+                inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+                body, inner_consts = (inner.jaxpr, inner.consts) if hasattr(inner, "consts") else (inner, ())
+                outs = inline(body, [*constant(body.constvars, inner_consts), *ins], here)
+            else:
+                outs = [new(v) for v in eqn.outvars]
+                subfuns, params = _bind_params(eqn)
+                ops.append(Op(eqn.primitive, tuple(subfuns), params, tuple(ins), tuple(outs),
+                              tuple(shapes[o] for o in outs), here, dict(eqn.params)))
+            for v, o in zip(eqn.outvars, outs):
+                if not isinstance(v, core.DropVar):
+                    env[v] = o
+        return [read(v) for v in jaxpr.outvars]
+
+    const_vals: list[tuple[int, Any]] = []
+
+    def constant(variables, values) -> list[int]:
+        ids = [new(v) for v in variables]
+        const_vals.extend(zip(ids, values))
+        return ids
+
+    top = closed.jaxpr
+    arg_ids = [new(v) for v in top.invars]
+    outputs = inline(top, [*constant(top.constvars, closed.consts), *arg_ids], "")
+    input_ids = tuple(arg_ids[n_const:])
+    live = set(input_ids)
+    for op in ops:
+        if any(isinstance(a, int) and a in live for a in op.ins):
+            live.update(op.outs)
+    learned = set(arg_ids[:n_const])
+    for op in ops:
+        if any(isinstance(a, int) and a in learned for a in op.ins) and not set(op.outs) & live:
+            learned.update(op.outs)
+    cids, cvals = zip(*const_vals) if const_vals else ((), ())
+    return Program(tuple(ops), tuple(cids), tuple(cvals), tuple(arg_ids[:n_const]), input_ids, tuple(outputs),
+                   frozenset(live), frozenset(learned), shapes, _root(ops), jax.tree.structure(out_shape))
+
+
+def _root(ops: Sequence[Op]) -> str:
+    # the outermost scope every operation shares (a Flax model's class name)
+    scopes = [op.scope.split("/") for op in ops if op.scope]
+    if not scopes or len(scopes) != len(ops):
+        return ""
+    first = scopes[0][0]
+    return first if all(s[0] == first for s in scopes) else ""
+
+
+def mark_activation(act: Callable) -> Callable:
+    """``act`` computed under the ``jaxretina.activation`` scope, so :func:`sites` finds each
+    call of it as one ``activation`` site (models that route their nonlinearity through a field)."""
+    return _Marked(act)
+
+
+class _Marked(NamedTuple):
+    act: Callable
+
+    def __call__(self, x):
+        with jax.named_scope(ACTIVATION_SCOPE):
+            return self.act(x)
+
+
+# -- sites --------------------------------------------------------------------------------------
+
+def _is_relu(op: Op) -> bool:
+    name = op.prim.name
+    if name == "custom_jvp_call":
+        body = op.traced.get("call_jaxpr")
+        body = getattr(body, "jaxpr", body)
+        return body is not None and _only_relu(body)
+    if name == "max" and len(op.ins) == 2:
+        lits = [a for a in op.ins if isinstance(a, Lit)]
+        return len(lits) == 1 and not jax.numpy.ndim(lits[0].val) and float(lits[0].val) == 0.0
+    return False
+
+
+def _only_relu(jaxpr) -> bool:
+    # a body computing one ReLU: a single max(x, 0), possibly inside nested calls
+    if len(jaxpr.eqns) != 1:
+        return False
+    eqn = jaxpr.eqns[0]
+    if eqn.primitive.name in _CALLS:
+        inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+        return _only_relu(getattr(inner, "jaxpr", inner))
+    if eqn.primitive.name == "max" and len(eqn.invars) == 2:
+        lits = [v for v in eqn.invars if isinstance(v, core.Literal)]
+        return len(lits) == 1 and not jax.numpy.ndim(lits[0].val) and float(lits[0].val) == 0.0
+    return False
+
+
+def _layer_name(program: Program, scope: str) -> str:
+    parts = []
+    for p in scope.split("/"):
+        if p and p != ACTIVATION_SCOPE and (not parts or parts[-1] != p):
+            parts.append(p)   # a module whose method calls its parent class's repeats its name
+    if program.root and parts and parts[0] == program.root:
+        parts = parts[1:]
+    return "/".join(parts)
+
+
+def _linear_head(program: Program, op: Op):
+    """``(kernel position, output channel axis, kernel output axis)`` of a linear layer, or None."""
+    live = [isinstance(a, int) and a in program.live for a in op.ins]
+    if sum(live) != 1 or len(op.ins) != 2:
+        return None
+    k = live.index(False)
+    if not (isinstance(op.ins[k], int) and op.ins[k] in program.learned):
+        return None   # a fixed linear map (pooling, resizing by einsum): not a learned layer
+    if op.prim.name == "conv_general_dilated":
+        if k != 1:
+            return None
+        dn = op.params["dimension_numbers"]
+        return 1, dn.out_spec[1], dn.rhs_spec[0]
+    if op.prim.name == "dot_general":
+        (lc, rc), (lb, rb) = op.params["dimension_numbers"]
+        kernel_shape = program.shapes[op.ins[k]] if isinstance(op.ins[k], int) else ()
+        contract, batch = (lc, lb) if k == 0 else (rc, rb)
+        free = [d for d in range(len(kernel_shape)) if d not in contract and d not in batch]
+        out_rank = len(op.shapes[0])
+        if len(free) != 1:
+            return k, out_rank - 1, None
+        # output axes: batch, lhs free, rhs free
+        out_axis = out_rank - 1 if k == 1 else len(lb) + free.index(free[0])
+        return k, out_axis, free[0]
+    return None
+
+
+def _fixed_map(program: Program, op: Op) -> bool:
+    live = [isinstance(a, int) and a in program.live for a in op.ins]
+    return len(op.ins) == 2 and sum(live) == 1 and not (
+        isinstance(op.ins[live.index(False)], int) and op.ins[live.index(False)] in program.learned)
+
+
+def _per_channel(program: Program, producers: dict, ref, axis: int, rank: int) -> bool:
+    """Whether a constant operand varies along output axis ``axis`` only (a per-channel scale)."""
+    if isinstance(ref, Lit):
+        return jax.numpy.ndim(ref.val) == 0
+    shape = program.shapes[ref]
+    if len(shape) == rank and all(n == 1 for d, n in enumerate(shape) if d != axis):
+        return True
+    op = producers.get(ref)
+    if op is not None and op.prim.name == "broadcast_in_dim":
+        src = op.ins[0]
+        src_shape = program.shapes[src] if isinstance(src, int) else ()
+        dims = op.params["broadcast_dimensions"]
+        return all(n == 1 or dims[d] == axis for d, n in enumerate(src_shape))
+    return False
+
+
+def sites(program: Program, *, merge: bool = False) -> list[Site]:
+    """The sites of ``program`` in execution order (see the module docstring); ``merge``
+    folds a per-channel affine map that follows a linear layer in another module (a batch
+    norm) into that layer."""
+    live = program.live
+    uses = program.consumers()
+    producers = {o: op for op in program.ops for o in op.outs}
+    taken: set[int] = set()
+    found: list[Site] = []
+    selections = _selections(program)
+
+    def live_operand(op: Op) -> tuple[int | None, Any]:
+        ids = [a for a in op.ins if isinstance(a, int) and a in live]
+        if len(ids) != 1 or len(op.ins) != 2:
+            return None, None
+        other = next(a for a in op.ins if a is not ids[0] and not (isinstance(a, int) and a == ids[0]))
+        return ids[0], other
+
+    def chain(start: int, out: int, scope: str, axis: int | None, rank: int, across: bool):
+        """Extend a site over the elementwise affine ops with constants that follow it:
+        ``(ops, output id, output channel axis)``."""
+        ops: list[int] = []
+        while True:
+            users = uses.get(out, [])
+            if len(users) != 1 or users[0] < 0 or users[0] in taken:
+                return ops, out, axis
+            j = users[0]
+            op = program.ops[j]
+            if (op.prim.name == "reshape" and axis == rank - 1 and op.shapes[0]
+                    and op.shapes[0][-1] == program.shapes[out][-1] and (op.scope == scope or across)):
+                ops.append(j)   # e.g. a 3-D convolution computed as a 2-D one: channels stay last
+                out, rank, axis = op.outs[0], len(op.shapes[0]), len(op.shapes[0]) - 1
+                continue
+            if op.prim.name not in _AFFINE or op.shapes[0] != program.shapes[out]:
+                return ops, out, axis
+            x, other = live_operand(op)
+            if x != out or (op.prim.name == "div" and op.ins[0] != out):
+                return ops, out, axis
+            if op.scope != scope and not across:
+                return ops, out, axis
+            if op.prim.name in ("mul", "div") and (axis is None or not _per_channel(program, producers, other, axis, rank)):
+                if op.scope != scope or axis is not None:
+                    return ops, out, axis
+            ops.append(j)
+            out = op.outs[0]
+
+    for i, op in enumerate(program.ops):
+        if i in taken or not any(isinstance(a, int) and a in live for a in op.ins):
+            continue
+        name = op.prim.name
+        head = _linear_head(program, op)
+        site = None
+        if head is not None and name in ("conv_general_dilated", "dot_general"):
+            k, axis, kaxis = head
+            rest, out, axis = chain(i, op.outs[0], op.scope, axis, len(op.shapes[0]), merge)
+            x = op.ins[1 - k]
+            site = Site("conv" if name == "conv_general_dilated" else "dense", _layer_name(program, op.scope),
+                        (i, *rest), (x,), out, k, axis, kaxis)
+        elif name in ("conv_general_dilated", "dot_general") and _fixed_map(program, op):
+            # a constant, not learned, kernel: adaptive average pooling, resizing
+            site = Site("avgpool", _layer_name(program, op.scope), (i,), (next(a for a in op.ins if a in live),),
+                        op.outs[0])
+        elif ACTIVATION_SCOPE in op.scope.split("/"):
+            site = _marked_region(program, i, uses, taken)
+        elif _is_relu(op):
+            x = next(a for a in op.ins if isinstance(a, int))
+            site = Site("activation", _layer_name(program, op.scope), (i,), (x,), op.outs[0])
+        elif name == "add" and op.outs[0] not in selections and all(isinstance(a, int) and a in live for a in op.ins) \
+                and program.shapes[op.ins[0]] == program.shapes[op.ins[1]] == op.shapes[0]:
+            site = Site("sum", _layer_name(program, op.scope), (i,), tuple(op.ins), op.outs[0])
+        elif (name == "reduce_sum" and len(op.shapes[0]) >= 1
+              and len(program.shapes[op.ins[0]]) - 1 not in op.params["axes"]) or name == "reduce_window_sum":
+            rest, out, _ = chain(i, op.outs[0], op.scope, None, len(op.shapes[0]), False)
+            site = Site("avgpool", _layer_name(program, op.scope), (i, *rest), (op.ins[0],), out)
+        elif name in ("reduce_max", "reduce_window_max"):
+            site = Site("maxpool", _layer_name(program, op.scope), (i,), (op.ins[0],), op.outs[0])
+        elif name in _AFFINE and live_operand(op)[0] is not None and (name != "div" or op.ins[0] in live):
+            x, _ = live_operand(op)
+            rest, out, _ = chain(i, op.outs[0], op.scope, None, len(op.shapes[0]), False)
+            site = Site("affine", _layer_name(program, op.scope), (i, *rest), (x,), out)
+        if site is not None:
+            taken.update(site.ops)
+            found.append(site)
+    return found
+
+
+def _is_zero(program: Program, producers: dict, ref) -> bool:
+    if isinstance(ref, Lit):
+        return not jax.numpy.ndim(ref.val) and float(ref.val) == 0.0
+    op = producers.get(ref)
+    return op is not None and op.prim.name in ("broadcast_in_dim", "convert_element_type") and \
+        _is_zero(program, producers, op.ins[0])
+
+
+def _selections(program: Program) -> set[int]:
+    """Ids of ``where(c, v, 0)`` and of sums of those: a maximum written as selections
+    (:func:`jaxretina.models.layers.first_max`), whose adds route, not sum."""
+    producers = {o: op for op in program.ops for o in op.outs}
+    found: set[int] = set()
+    for op in program.ops:
+        if op.prim.name == "select_n" and any(_is_zero(program, producers, a) for a in op.ins[1:]):
+            found.add(op.outs[0])
+        elif op.prim.name == "add" and all(isinstance(a, int) and a in found for a in op.ins):
+            found.add(op.outs[0])
+    return found
+
+
+def _marked_region(program: Program, i: int, uses: dict, taken: set) -> Site | None:
+    """The contiguous run of operations under the activation scope starting at ``i``: one
+    live input from outside, one output used outside."""
+    ops = []
+    j = i
+    while j < len(program.ops) and ACTIVATION_SCOPE in program.ops[j].scope.split("/") and j not in taken:
+        ops.append(j)
+        j += 1
+    made = {o for k in ops for o in program.ops[k].outs}
+    inputs = {a for k in ops for a in program.ops[k].ins if isinstance(a, int) and a in program.live and a not in made}
+    outputs = [o for o in made if any(u < 0 or u not in ops for u in uses.get(o, []))]
+    if len(inputs) != 1 or len(outputs) != 1:
+        return None
+    op = program.ops[i]
+    return Site("activation", _layer_name(program, op.scope), tuple(ops), tuple(inputs), outputs[0])
+
+
+def layer_sites(model: Any, variables: Any, x: Any, *, merge: bool = True) -> list[Site]:
+    """The sites of ``model`` on one example ``x`` (no batch axis), in execution order."""
+    from jaxretina import taps
+
+    def f(v, z):
+        return model.apply(v, z[None])
+
+    return sites(trace(f, taps.params_only(variables), jax.numpy.asarray(x)), merge=merge)
