@@ -201,7 +201,7 @@ def trace(f: Callable, consts: Any, x: Any) -> Program:
 def _root(ops: Sequence[Op]) -> str:
     # the outermost scope every operation shares (a Flax model's class name)
     scopes = [op.scope.split("/") for op in ops if op.scope]
-    if not scopes or len(scopes) != len(ops):
+    if not scopes:
         return ""
     first = scopes[0][0]
     return first if all(s[0] == first for s in scopes) else ""
