@@ -11,7 +11,7 @@
   reverse — transposed convolutions, the ReLU applied to the backward signal, max-unpooling
   with the forward pass's switches, average-unpooling as the average's transpose.  That
   projection is exactly the vector–Jacobian product of the layer's activation with the
-  deconvnet ReLU rule (:func:`deconvnet_rule`): the VJP of a convolution is the convolution
+  deconvnet rule (the ``deconvnet`` composite of :mod:`jaxretina.propagation`): the VJP of a convolution is the convolution
   with the transposed (flipped) kernel, whatever its size (even kernels included), and the VJP
   of a max pool routes each value to the position that won (its switch).  Biases do not
   enter, as in the deconvnet.
@@ -32,7 +32,7 @@ Example::
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,8 @@ import numpy as np
 
 from jaxretina import taps
 from jaxretina.explain.core import check_input
-from jaxretina.explain.relu_rules import with_act, deconvnet_rule
+from jaxretina.explain.lrp import for_rules
+from jaxretina.propagation import named, with_rules
 
 __all__ = ["activation_maps", "filter_peaks", "dead_filters", "deconvnet_reconstruction"]
 
@@ -89,15 +90,21 @@ def dead_filters(model: Any, variables: Any, batches: Iterable[Any], layers: str
     return {name: np.asarray(p) <= tolerance for name, p in filter_peaks(model, variables, batches, layers).items()}
 
 
+class _LayerOf(NamedTuple):
+    model: Any
+    layer: str
+
+    def __call__(self, variables, z):
+        fns = taps.tap_functions(self.model)
+        _, acts = fns.tapped(variables, z[None], fns.zeros(variables, z[None]))
+        return acts[self.layer][0]
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _reconstruct(model, layer, top_k, variables, x, channels):
-    fns = taps.tap_functions(model)
-
-    def layer_of(z):
-        _, acts = fns.tapped(variables, z[None], fns.zeros(variables, z[None]))
-        return acts[layer][0]
-
-    a, pullback = jax.vjp(layer_of, x)
+    deconv = named("deconvnet")
+    layer_of = with_rules(_LayerOf(model, layer), deconv.choose, merge=deconv.merge)
+    a, pullback = jax.vjp(lambda z: layer_of(variables, z), x)
 
     def one(channel):
         keep = jnp.where(channel < 0, True, jnp.arange(a.shape[-1]) == channel)   # −1: every channel
@@ -137,7 +144,7 @@ def deconvnet_reconstruction(model: Any, variables: Any, x: Any, layer: str, *,
     taps.select_layers(tuple(shapes), layer)
     if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"{who}: top_k must be a positive int or None; found {top_k!r}")
-    swapped = with_act(model, deconvnet_rule, who)
+    swapped = for_rules(model, who)
     single = channel is None or isinstance(channel, (int, np.integer))
     chans = np.atleast_1d(np.asarray(-1 if channel is None else channel, np.int32))
     width = shapes[layer].shape[-1]

@@ -20,14 +20,13 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from jaxretina import taps
 from jaxretina.explain.core import check_input, example_output
 from jaxretina.models import spec
 from jaxretina.propagation import Composite, mark_activation, named, with_rules
 
-__all__ = ["lrp", "propagate", "output_relevance"]
+__all__ = ["lrp", "propagate", "output_relevance", "for_rules"]
 
 
 def output_relevance(out: jax.Array, target: Callable) -> jax.Array:
@@ -40,30 +39,37 @@ class _Net(NamedTuple):
     model: Any
 
     def __call__(self, params, z):
-        return example_output(self.model.apply(params, z[None]), who="lrp")
+        return example_output(self.model.apply(params, z[None]), who="propagate")
 
 
-def _for_rules(model: Any) -> Any:
-    # a model whose nonlinearity is a field: each call under the activation scope, so a
-    # LeakyReLU (DS6) is an activation site like the ReLU the tracer recognises by itself
+def for_rules(model: Any, who: str) -> Any:
+    """The network rules are applied to: the one output methods explain, and a nonlinearity
+    held in a field marked, so each of its calls (a DS6 LeakyReLU) is an activation site like
+    the ReLUs the tracer recognises by themselves."""
     model = spec.for_explaining(model)
-    act = spec.capabilities(model)["act"] and spec.activation(model, "lrp")
+    act = spec.capabilities(model)["act"] and spec.activation(model, who)
     if act and act is not jax.nn.relu:
-        model = spec.with_activation(model, mark_activation(act), "lrp")
+        model = spec.with_activation(model, mark_activation(act), who)
     return model
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _propagate(model, target, composite, params, x):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _propagate(model, target, composite, start, params, x):
     g = with_rules(_Net(model), composite.choose, merge=composite.merge)
     out, pull = jax.vjp(lambda z: g(params, z), x)
-    return pull(output_relevance(out, target))[0]
+    seed = output_relevance(out, target) if start == "relevance" else jax.grad(lambda y: target(y))(out)
+    return pull(seed)[0]
 
 
-def propagate(model: Any, variables: Any, x: Any, target: Callable, composite: Composite) -> jax.Array:
-    """The relevance of one example ``x`` (no batch axis) under ``composite``: shape of ``x``."""
-    x = check_input(x, who="lrp")
-    return _propagate(_for_rules(model), target, composite, taps.params_only(variables), x)
+def propagate(model: Any, variables: Any, x: Any, target: Callable, composite: Composite, *,
+              start: str = "relevance", who: str = "propagate") -> jax.Array:
+    """``composite``'s backward pass of ``target`` for one example ``x`` (no batch axis):
+    shape of ``x``.  ``start="relevance"`` seeds the output with ``y ⊙ ∂t/∂y`` (LRP),
+    ``"gradient"`` with ``∂t/∂y`` (guided backprop, deconvnet: a modified gradient)."""
+    if start not in ("relevance", "gradient"):
+        raise ValueError(f"{who}: start must be 'relevance' or 'gradient'; found {start!r}")
+    x = check_input(x, who=who)
+    return _propagate(for_rules(model, who), target, composite, start, taps.params_only(variables), x)
 
 
 def lrp(model: Any, variables: Any, x: Any, target: Callable, *, composite: str | Composite = "epsilon_plus_flat",
@@ -71,4 +77,4 @@ def lrp(model: Any, variables: Any, x: Any, target: Callable, *, composite: str 
     """LRP map of ``target`` for one example ``x`` (shape of ``x``) with a named composite
     (:data:`jaxretina.propagation.NAMES`, ``options`` its parameters) or a
     :class:`~jaxretina.propagation.Composite`.  Batch with ``jax.vmap``."""
-    return propagate(model, variables, x, target, named(composite, **options))
+    return propagate(model, variables, x, target, named(composite, **options), who="lrp")

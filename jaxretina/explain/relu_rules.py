@@ -1,7 +1,8 @@
 """Guided backprop and deconvnet: the model's nonlinearity with a different backward rule.
 
-Both keep the forward pass and replace only the derivative of every activation the model
-routes through its ``act`` field (``model.clone(act=...)``; no hooks):
+Both keep the forward pass and replace only the derivative of every activation of the model:
+they are the composites ``guided_backprop`` and ``deconvnet`` of the one rule mechanism
+(:mod:`jaxretina.propagation`, no hooks):
 
 * **guided backprop** (Springenberg et al. 2015): pass the gradient where the ReLU's input
   *and* the incoming gradient are positive, ``g_in = g · [x > 0] · [g > 0]``;
@@ -12,9 +13,11 @@ These are Captum's ``GuidedBackprop`` / ``Deconvolution`` rules (a backward hook
 ``relu(grad_input)`` or ``relu(grad_output)`` on every ``nn.ReLU``).  The attribution is the
 modified gradient of the target with respect to the input (shape of ``x``), as in Captum.
 
-Which activations change: those behind ``act`` — every ReLU of DenseNet, Inception V3 and the
-DS6 U-Net, DRIU's trunk ReLUs (its side branches are linear).  A model whose ``act`` is not
-the ReLU (DS6's LeakyReLU variants) gets the rules' natural extension, forward unchanged:
+Which activations change: every ReLU the tracer finds (``jax.nn.relu``, ``max(x, 0)``) and
+every call of the nonlinearity a model holds in its ``act`` field — every ReLU of DenseNet,
+Inception V3, ResNet, VGG and the DS6 U-Net, DRIU's trunk ReLUs (its side branches are
+linear), and those of wrapped Flax and Keras networks.  A model whose ``act`` is not the ReLU
+(DS6's LeakyReLU variants) gets the rules' natural extension, forward unchanged:
 guided ``g_in = act'(x) · max(g, 0)`` (for the ReLU, ``act'(x) = [x > 0]``: the rule above) and
 deconvnet ``g_in = max(g, 0)``.  Captum only reaches ``nn.ReLU`` modules, so it leaves a
 LeakyReLU — and a functional ``F.relu`` in a PyTorch model (torchvision's Inception
@@ -43,8 +46,9 @@ import jax.numpy as jnp
 
 from jaxretina import caches, taps
 from jaxretina.models import spec
-from jaxretina.explain.core import check_chunk, check_input, model_fn
-from jaxretina.explain.gradients import saliency
+from jaxretina.explain.core import check_chunk, check_input
+from jaxretina.explain.lrp import for_rules, propagate
+from jaxretina.propagation import named, with_rules
 
 __all__ = [
     "guided_relu", "deconvnet_relu", "guided", "deconvnet_rule", "guided_backprop", "deconvnet",
@@ -132,14 +136,14 @@ def with_act(model: Any, rule: Callable, who: str) -> Any:
 def guided_backprop(model: Any, variables: Any, x: Any, target: Callable) -> jax.Array:
     """Guided-backprop attribution of ``target`` for one example ``x``: shape of ``x``.
 
-    Compiles once per (model, target, shape): the cloned model compares equal across calls.
+    Compiles once per (model, target, shape).
     """
-    return saliency(model_fn(with_act(model, guided, "guided_backprop"), variables, target), x, abs=False)
+    return propagate(model, variables, x, target, named("guided_backprop"), start="gradient", who="guided_backprop")
 
 
 def deconvnet(model: Any, variables: Any, x: Any, target: Callable) -> jax.Array:
     """Deconvnet attribution of ``target`` for one example ``x``: shape of ``x``."""
-    return saliency(model_fn(with_act(model, deconvnet_rule, "deconvnet"), variables, target), x, abs=False)
+    return propagate(model, variables, x, target, named("deconvnet"), start="gradient", who="deconvnet")
 
 
 class _LayerScores(NamedTuple):
@@ -164,9 +168,10 @@ class _LayerScores(NamedTuple):
         return jnp.stack(scores)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _layerwise_program(scores, chunk, variables, x):
-    out, pullback = jax.vjp(lambda z: scores(variables, z), x)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _layerwise_program(scores, composite, chunk, variables, x):
+    ruled = with_rules(scores, composite.choose, merge=composite.merge)
+    out, pullback = jax.vjp(lambda z: ruled(variables, z), x)
     eye = jnp.eye(out.shape[0], dtype=out.dtype)
     # Chunks of layers, each a vmap of the pullback: one program, memory ~ chunk backward passes.
     parts = [jax.vmap(pullback)(eye[i:i + chunk])[0] for i in range(0, out.shape[0], chunk)]
@@ -207,8 +212,9 @@ def layerwise_guided_backprop(
     x = check_input(x, who=who)
     if rule not in ("guided", "deconvnet"):
         raise ValueError(f"{who}: rule must be 'guided' or 'deconvnet'; found {rule!r}")
-    swapped = with_act(model, guided if rule == "guided" else deconvnet_rule, who)
+    composite = named("guided_backprop" if rule == "guided" else "deconvnet")
     chosen = taps.select_layers(taps.layer_names(model, (1, *x.shape)), layers)
-    scores = _LayerScores(swapped, chosen, channel)
-    maps = _layerwise_program(scores, check_chunk(chunk, len(chosen), who=who), taps.params_only(variables), x)
+    scores = _LayerScores(for_rules(model, who), chosen, channel)
+    maps = _layerwise_program(scores, composite, check_chunk(chunk, len(chosen), who=who), taps.params_only(variables),
+                              x)
     return maps, chosen

@@ -7,9 +7,9 @@ wrapper shares the module's scope, so it takes the module's own variables unchan
 (``explainable(net).apply(variables, x) == net.apply(variables, x)``).  All layer methods
 work on it: all-layer Grad-CAM, layer gradients and layer IG, neuron studies, interventions.
 
-Rule-based methods (guided backprop, deconvnet, layer-wise guided maps) swap the model's
-``act``; here that swaps every ReLU of the network in its jaxpr
-(:func:`jaxretina.models.substitute.substitute_relu`), so they work too, with its limits.
+Rule-based methods (LRP, guided backprop, deconvnet, layer-wise guided maps) work too: the
+rule mechanism (:mod:`jaxretina.propagation`) finds the network's convolutions, dense layers,
+sums, pools and ReLUs in its traced program (not inside ``lax.scan``/``cond`` bodies).
 
 Which calls are tapped (``layers``): ``"all"`` (every submodule call), a module class or a
 tuple of classes (``nn.Conv``, ``nn.Dense``, ``nn.BatchNorm``, your block class), path globs
@@ -37,12 +37,10 @@ Example::
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable
+from typing import Any
 
-import jax
 import flax.linen as nn
 
-from jaxretina.models.substitute import SwapsRelu
 from jaxretina.models.tap_points import TapPoints, numbered_taps
 
 __all__ = ["Explainable", "explainable"]
@@ -76,21 +74,18 @@ def _chosen(selectors: tuple, path: str, module: nn.Module) -> bool:
     return False
 
 
-class Explainable(SwapsRelu, nn.Module):
+class Explainable(nn.Module):
     """A Flax module with taps at chosen submodule calls (see the module docstring).
 
     Attributes:
       module: the user's Flax linen module (unbound).
       layers: the selectors of tapped calls.
       spatial_dims: 2 (images) or 3 (volumes) when known: CAM methods then check the input.
-      act: what the network's ReLUs compute (``jax.nn.relu``: as written); rule-based methods
-        replace it.
     """
 
     module: nn.Module
     layers: tuple = ("all",)
     spatial_dims: int | None = None
-    act: Callable[[jax.Array], jax.Array] = jax.nn.relu
 
     @nn.compact
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

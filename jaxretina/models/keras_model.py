@@ -6,8 +6,8 @@ the Keras model's (trainable ones in ``params``, the others, BatchNorm statistic
 layer's output named by its Keras layer name (functional and Sequential models; a nested model
 is one layer).  The layers run inside ``keras.StatelessScope`` with those values, so the Keras
 model itself is never changed, and everything jaxretina does to a model works: all-layer
-Grad-CAM, IG, layer and neuron attributions, and guided backprop / deconvnet (the network's
-ReLUs are swapped in its jaxpr, :mod:`jaxretina.models.substitute`).
+Grad-CAM, IG, layer and neuron attributions, and the rule-based methods (LRP, guided backprop,
+deconvnet: :mod:`jaxretina.propagation` finds the layers in the traced program).
 
 Keras must run on JAX: set ``KERAS_BACKEND=jax`` before Keras is first imported (this module
 sets it when Keras is not imported yet and refuses another backend).  The model explains what
@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxretina.models.substitute import SwapsRelu
 from jaxretina.models.tap_points import TapPoints, numbered_taps
 
 __all__ = ["KerasModel", "from_keras", "keras_variables"]
@@ -70,18 +69,16 @@ def keras_variables(model: Any) -> dict:
             "batch_stats": {_key(v): jnp.asarray(np.asarray(v.value)) for v in model.non_trainable_variables}}
 
 
-class KerasModel(SwapsRelu, nn.Module):
+class KerasModel(nn.Module):
     """A Keras model as a Flax module with a tap at every layer (see the module docstring).
 
     Attributes:
       model: the Keras 3 model (functional or Sequential), built.
       spatial_dims: 2 (images) or 3 (volumes) when known: CAM methods then check the input.
-      act: what the network's ReLUs compute (the ReLU: as written); rule-based methods replace it.
     """
 
     model: Any
     spatial_dims: int | None = None
-    act: Callable[[jax.Array], jax.Array] = jax.nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> Any:

@@ -12,8 +12,11 @@ Example::
 
     >>> from jaxretina import propagation
     >>> comp = propagation.named("epsilon_plus_flat")
-    >>> [(s.kind, s.name) for s in propagation.layer_sites(grader, grader_variables, z)][:3]
-    [('conv', 'features/conv0'), ('activation', 'features'), ('conv', 'features/denseblock1/denselayer1/denselayer1.bn_act_conv/conv1')]
+    >>> found = propagation.layer_sites(grader, grader_variables, z)   # a small DenseNet: conv0 + 9 in blocks
+    >>> [s.name for s in found if s.kind == "conv"][0], sum(s.kind == "conv" for s in found)
+    ('features/conv0', 10)
+    >>> [type(comp.choose(found)[i]).__name__ for i in range(3)]     # its input normalisation, conv0, ReLU
+    ['Pass', 'Flat', 'Pass']
 """
 
 from jaxretina.propagation.composites import NAMES, Composite, base, named
