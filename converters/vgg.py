@@ -69,6 +69,8 @@ def from_state_dict(state: Mapping[str, np.ndarray], source: str, **options: Any
     depth, batch_norm = _layout_of(state)
     options.setdefault("include_top", "classifier.6.weight" in state)   # torchvision's `features` alone
     widths_from_keys(state, options, top="classifier.6.weight", first="features.0.weight")
+    if "hidden" not in options and np.ndim(state.get("classifier.0.weight")) == 2:
+        options["hidden"] = int(np.shape(state["classifier.0.weight"])[0])
     model = build(depth, batch_norm, source, options)
     state = dict(state)
     if "classifier.0.weight" in state:

@@ -101,6 +101,7 @@ class VGG(nn.Module):
       depth: 11, 13, 16 or 19.
       batch_norm: torchvision's ``vgg*_bn`` (BatchNorm after each conv).
       num_classes: outputs of ``classifier.6``.
+      hidden: width of the two hidden linear layers (4096 in every published VGG).
       in_channels: input channels.
       normalization: ``None`` or ``((mean_c), (std_c))`` applied inside before the first conv
         (Keras weights: :data:`KERAS_CAFFE_NORMALIZATION` with ``input_bgr=True``, so the
@@ -119,6 +120,7 @@ class VGG(nn.Module):
     batch_norm: bool = False
     num_classes: int = 1000
     in_channels: int = 3
+    hidden: int = 4096
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     input_bgr: bool = False
     include_top: bool = True
@@ -162,7 +164,7 @@ class VGG(nn.Module):
         h = tap("avgpool", adaptive_avg_pool(h, (7, 7)))
         h = h.reshape(h.shape[0], -1)
         for i in (0, 3):
-            h = tap(f"classifier.{i + 1}", self.act(nn.Dense(4096, dtype=self.dtype, name=f"classifier.{i}")(h)))
+            h = tap(f"classifier.{i + 1}", self.act(nn.Dense(self.hidden, dtype=self.dtype, name=f"classifier.{i}")(h)))
             h = nn.Dropout(0.5, deterministic=not train)(h)
         return tap("classifier.6", nn.Dense(self.num_classes, dtype=self.dtype, name="classifier.6")(h))
 
