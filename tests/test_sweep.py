@@ -17,7 +17,7 @@ from jaxretina import data, explain, preprocess, sweep, targets, taps
 from jaxretina.sweep.config import Spec
 
 METHODS = ["ig:steps=4,chunk=2", "gradcam:layers=conv1_2+upsample2", "guided_backprop",
-           "smoothgrad:samples=2,chunk=2,sigma=0.1"]
+           "smoothgrad:samples=2,chunk=2,sigma=0.1", "lrp:composite=epsilon_gamma_box"]
 
 
 def write_images(folder, n=5, size=32, seed=0):
@@ -167,6 +167,7 @@ def test_store_holds_what_the_explainers_give(store, images):
     f = explain.model_fn(model, variables, target)
     scal = s.scalars()
     grad = functools.partial(explain.saliency, f, abs=False)   # one object: smoothgrad compiles once
+    black, white = (np.asarray(preprocess.driu_caffe_input(np.full((1, 1, 3), v, np.uint8)))[0, 0] for v in (0, 255))
     for i in range(5):
         raw = np.asarray(Image.open(os.path.join(images, s.names[i])).convert("RGB"))
         x = preprocess.driu_caffe_input(raw)
@@ -178,7 +179,9 @@ def test_store_holds_what_the_explainers_give(store, images):
                 "guided_backprop": explain.guided_backprop(model, variables, x, target),
                 "smoothgrad": explain.smoothgrad(grad, x,
                                                  key=jax.random.fold_in(jax.random.key(3), i), samples=2,
-                                                 sigma=0.1 * 255.0, chunk=2)}
+                                                 sigma=0.1 * 255.0, chunk=2),
+                "lrp": explain.lrp(model, variables, x, target, composite="epsilon_gamma_box",
+                                   low=np.minimum(black, white), high=np.maximum(black, white))}
         assert sorted(got) == sorted(want)
         for name, w in want.items():
             w = np.asarray(w)
@@ -205,7 +208,7 @@ def test_store_records_failures_and_metadata(store):
     assert {"jax", "jaxlib", "flax", "numpy", "zarr", "jaxretina", "python"} <= set(meta["versions"])
     assert meta["computation"]["methods"]["ig"]["steps"] == 4
     assert meta["computation"]["targets"] == {"segmentation_sum": targets.segmentation_sum().description}
-    assert set(meta["maps"]) == {"ig", "gradcam/conv1_2", "gradcam/upsample2", "guided_backprop", "smoothgrad"}
+    assert set(meta["maps"]) == {"ig", "gradcam/conv1_2", "gradcam/upsample2", "guided_backprop", "smoothgrad", "lrp"}
 
 
 def test_finished_store_resumes_to_nothing_and_refuses_another_config(store, images):
@@ -317,5 +320,5 @@ def test_dry_run_reports_memory_and_time_and_writes_nothing(images, tmp_path):
     assert r["examples"] == 7 and r["problems"] == 1          # the grayscale one; the truncated shows on loading
     assert r["compiles_needed"] == 1 and r["batches"] == 3 and r["devices"] == 1 and r["shape"] == [32, 32, 3]
     assert r["memory_per_device_bytes"] > 0 and r["seconds_per_example"] > 0
-    assert r["store_bytes_per_example"] == 4 * (2 * 32 * 32 * 3 + 2 * 32 * 32 + 32 * 32 * 3)
+    assert r["store_bytes_per_example"] == 4 * (4 * 32 * 32 * 3 + 2 * 32 * 32)   # ig, guided, smoothgrad, lrp; 2 cams
     assert not out.exists()

@@ -16,7 +16,8 @@ name                       rules
 ``epsilon``                every linear layer ε
 ``epsilon_plus``           convolutions z⁺, dense layers ε
 ``epsilon_plus_flat``      as ``epsilon_plus``, the first linear layer flat
-``epsilon_gamma_box``      convolutions γ, dense ε, the first convolution z^B (``low``, ``high``)
+``epsilon_gamma_box``      convolutions γ, dense ε, the first convolution z^B (``low``, ``high``:
+                           numbers or one per channel; [-3, 3] by default)
 ``epsilon_alpha2_beta1``   convolutions α2β1, dense ε (``…_flat``: the first linear layer flat)
 ``guided_backprop``        activations guided, everything else the gradient
 ``deconvnet``              activations deconvnet, everything else the gradient
@@ -35,6 +36,8 @@ Example::
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
 
 from jaxretina.propagation import rules as R
 from jaxretina.propagation.program import KINDS, LINEAR, Site
@@ -108,10 +111,18 @@ def _epsilon_plus_flat(epsilon=1e-6, stabilizer=1e-6, zero_bias=False):
     return c._replace(first=(("linear", R.Flat(stabilizer)),), name="epsilon_plus_flat")
 
 
+def _bound(v: Any) -> float | tuple:
+    # a scalar or per-channel values, as Python floats: composites are static (hashed, compared)
+    a = np.asarray(v, np.float64)
+    if a.ndim > 1 or not np.all(np.isfinite(a)):
+        raise ValueError(f"z^B bounds must be finite numbers or one per channel; found {v!r}")
+    return float(a) if a.ndim == 0 else tuple(float(b) for b in a)
+
+
 def _epsilon_gamma_box(low=-3.0, high=3.0, epsilon=1e-6, gamma=0.25, stabilizer=1e-6, zero_bias=False):
     return Composite((*base(stabilizer), ("conv", R.Gamma(gamma, stabilizer, zero_bias)),
                       ("dense", R.Epsilon(epsilon, zero_bias))),
-                     (("conv", R.ZBox(low, high, stabilizer)),), name="epsilon_gamma_box")
+                     (("conv", R.ZBox(_bound(low), _bound(high), stabilizer)),), name="epsilon_gamma_box")
 
 
 def _epsilon_alpha2_beta1(epsilon=1e-6, stabilizer=1e-6, zero_bias=False):

@@ -50,12 +50,15 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 from jax.extend import core
 
-__all__ = ["Op", "Program", "Site", "trace", "sites", "layer_sites", "mark_activation", "ACTIVATION_SCOPE", "KINDS", "LINEAR"]
+__all__ = ["Op", "Program", "Site", "trace", "sites", "layer_sites", "vary_like", "mark_activation", "ACTIVATION_SCOPE", "KINDS", "LINEAR"]
 
 ACTIVATION_SCOPE = "jaxretina.activation"
 KINDS = ("conv", "dense", "affine", "sum", "avgpool", "maxpool", "activation")
 LINEAR = ("conv", "dense")
 _CALLS = ("jit", "pjit", "closed_call", "core_call", "remat", "checkpoint")
+# casts of the mesh axes a value varies over (traced inside shard_map): dropped from the
+# program, :meth:`Op.bind` casts the operands it replays instead
+_CASTS = ("pvary", "pcast")
 _AFFINE = ("add", "sub", "mul", "div")
 
 
@@ -78,8 +81,46 @@ class Op(NamedTuple):
     traced: dict                           # the equation's own parameters (as traced)
 
     def bind(self, *args):
+        if self.prim.name not in ("custom_jvp_call", "custom_vjp_call"):   # those match their operands themselves
+            args = _same_vma(args)
         out = self.prim.bind(*self.subfuns, *args, **self.params)
         return out if self.prim.multiple_results else [out]
+
+
+def _vma(a) -> frozenset:
+    """The mesh axes ``a`` varies over inside ``shard_map`` (``aval.vma`` in older JAX,
+    ``aval.manual_axis_type.varying`` since 0.10)."""
+    if isinstance(a, (int, float, complex, bool)) or type(a).__module__.startswith("numpy"):
+        return frozenset()
+    aval = jax.typeof(a)
+    kind = getattr(aval, "manual_axis_type", None)
+    return frozenset(kind.varying) if kind is not None else frozenset(getattr(aval, "vma", frozenset()))
+
+
+def vary_like(a, ref):
+    """``a`` cast to vary over the mesh axes ``ref`` varies over (inside ``shard_map``; a
+    no-op elsewhere): a constant the rules make (ones, bounds) meeting a sharded input."""
+    missing = _vma(ref) - _vma(a)
+    return jax.lax.pcast(jax.numpy.asarray(a), tuple(sorted(missing)), to="varying") if missing else a
+
+
+def _same_vma(args: Sequence) -> Sequence:
+    """Inside ``shard_map`` the operands of one primitive must vary over the same mesh axes:
+    jnp inserts the casts when it traces, a replayed primitive needs them too (a replicated
+    parameter meeting a sharded input)."""
+    vmas = [_vma(a) for a in args]
+    every = frozenset().union(*vmas) if vmas else frozenset()
+    if not every or all(v == every for v in vmas):
+        return args
+    out = []
+    for a, v in zip(args, vmas):
+        if v != every:
+            if isinstance(a, (int, float, complex, bool)) or type(a).__module__.startswith("numpy"):
+                # a literal or a captured numpy constant
+                a = jax.numpy.asarray(a, a.dtype) if hasattr(a, "dtype") else jax.numpy.asarray(a)
+            a = jax.lax.pcast(a, tuple(sorted(every - v)), to="varying")
+        out.append(a)
+    return out
 
 
 class Program(NamedTuple):
@@ -126,6 +167,7 @@ class Site(NamedTuple):
     kernel_at: int | None = None
     out_axis: int | None = None
     kernel_out_axis: int | None = None
+    relu: bool = False   # an activation site that is one ReLU
 
     def matches(self, pattern: str) -> bool:
         return fnmatch.fnmatchcase(self.name, pattern)
@@ -164,6 +206,8 @@ def trace(f: Callable, consts: Any, x: Any) -> Program:
                 inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
                 body, inner_consts = (inner.jaxpr, inner.consts) if hasattr(inner, "consts") else (inner, ())
                 outs = inline(body, [*constant(body.constvars, inner_consts), *ins], here)
+            elif eqn.primitive.name in _CASTS and len(ins) == len(eqn.outvars):
+                outs = ins
             else:
                 outs = [new(v) for v in eqn.outvars]
                 subfuns, params = _bind_params(eqn)
@@ -237,14 +281,18 @@ def _is_relu(op: Op) -> bool:
 
 def _only_relu(jaxpr) -> bool:
     # a body computing one ReLU: a single max(x, 0), possibly inside nested calls
-    if len(jaxpr.eqns) != 1:
+    eqns = [e for e in jaxpr.eqns if e.primitive.name not in _CASTS]
+    if len(eqns) != 1:
         return False
-    eqn = jaxpr.eqns[0]
+    eqn = eqns[0]
     if eqn.primitive.name in _CALLS:
         inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
         return _only_relu(getattr(inner, "jaxpr", inner))
     if eqn.primitive.name == "max" and len(eqn.invars) == 2:
-        lits = [v for v in eqn.invars if isinstance(v, core.Literal)]
+        made = {o: e for e in jaxpr.eqns if e.primitive.name in _CASTS for o in e.outvars}
+        ins = [made[v].invars[0] if not isinstance(v, core.Literal) and v in made else v
+               for v in eqn.invars]   # a cast zero is a zero
+        lits = [v for v in ins if isinstance(v, core.Literal)]
         return len(lits) == 1 and not jax.numpy.ndim(lits[0].val) and float(lits[0].val) == 0.0
     return False
 
@@ -374,7 +422,7 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
             site = _marked_region(program, i, uses, taken)
         elif _is_relu(op):
             x = next(a for a in op.ins if isinstance(a, int))
-            site = Site("activation", _layer_name(program, op.scope), (i,), (x,), op.outs[0])
+            site = Site("activation", _layer_name(program, op.scope), (i,), (x,), op.outs[0], relu=True)
         elif name == "add" and op.outs[0] not in selections and all(isinstance(a, int) and a in live for a in op.ins) \
                 and program.shapes[op.ins[0]] == program.shapes[op.ins[1]] == op.shapes[0]:
             site = Site("sum", _layer_name(program, op.scope), (i,), tuple(op.ins), op.outs[0])

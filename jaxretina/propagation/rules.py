@@ -43,6 +43,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxretina.propagation.program import vary_like
+
 __all__ = [
     "stabilize", "Epsilon", "Norm", "ZPlus", "AlphaBeta", "Gamma", "Flat", "WSquare", "ZBox", "WeightRule",
     "Pass", "Guided", "Deconv", "captum_gamma", "captum_alpha1_beta0",
@@ -64,6 +66,7 @@ def _neg(a):
 
 def _pull(view, x, weight, bias=None):
     """``(lin(x, weight) + bias, g ↦ J(weight)ᵀ g)``."""
+    x = vary_like(x, view.xs[0])   # ones and bounds vary over the mesh axes the input does
     out, back = jax.vjp(lambda u: view.linear(u, weight), x)
     return (out if bias is None else out + bias), (lambda g: back(g)[0])
 

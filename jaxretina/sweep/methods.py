@@ -18,6 +18,11 @@ defaults in brackets):
   preprocessing],
   ``chunk`` [8]; noise from ``fold_in(key(seed), example index)``, so any batching gives the
   same draws).
+* ``lrp`` — :func:`jaxretina.explain.lrp`: ``composite`` [epsilon_plus_flat; or epsilon,
+  epsilon_plus, epsilon_gamma_box, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat],
+  ``epsilon`` [1e-6], ``gamma`` [0.25, epsilon_gamma_box]; epsilon_gamma_box's z^B bounds are
+  the preprocessed values of black and white pixels per channel ([0, 1] for volumes).  Map: the
+  relevance (input's shape), starting from the target's value.
 
 Targets (:mod:`jaxretina.targets`, ``kind:options``): ``segmentation_sum`` (the default of the
 segmenters), ``segmentation_mean``, ``pixel:i=,j=``, ``class_logit:c=``, ``class_probability:c=``,
@@ -60,7 +65,9 @@ PREPROCESSING: dict[str, Callable[[jax.Array], jax.Array]] = {
 TARGETS = ("segmentation_sum", "segmentation_mean", "pixel", "class_logit", "class_probability", "top_class",
            "argmax_score", "soft_count")
 METHODS = ("ig", "gradcam", "gradcampp", "guided_backprop", "deconvnet", "saliency", "gradient_x_input",
-           "smoothgrad")
+           "smoothgrad", "lrp")
+_LRP = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1",
+        "epsilon_alpha2_beta1_flat")
 
 
 def default_preprocess(model_spec: registry.ModelSpec, model: Any) -> str:
@@ -95,6 +102,7 @@ _OPTIONS = {
     "guided_backprop": {}, "deconvnet": {}, "gradient_x_input": {},
     "saliency": {"abs": True},
     "smoothgrad": {"samples": 16, "sigma": 0.15, "chunk": 8},
+    "lrp": {"composite": "epsilon_plus_flat", "epsilon": 1e-6, "gamma": 0.25},
 }
 _OPTIONS["gradcampp"] = {**_OPTIONS["gradcam"], "eps": 0.0}
 
@@ -127,6 +135,9 @@ _OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "samples": (_positive_int, "a positive integer"),
     "sigma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
     "eps": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "composite": (lambda v: v in _LRP, f"one of {list(_LRP)}"),
+    "epsilon": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "gamma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
 }
 
 
@@ -167,6 +178,12 @@ class _Example:
     targets: tuple[tuple[str, targets.Target], ...]
     seed: int
     span: float   # the model input's value range (SmoothGrad's noise scale)
+    low: float | tuple[float, ...]    # its lowest and highest values per channel (LRP's z^B rule)
+    high: float | tuple[float, ...]
+
+    @property
+    def bounds(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high}
 
     def __call__(self, variables, raw, index):
         x = PREPROCESSING[self.prep](raw)
@@ -199,6 +216,15 @@ def _span(prep: str) -> float:
     return float(np.abs(hi - lo).max())
 
 
+def _bounds(prep: str) -> tuple[Any, Any]:
+    """The model input's lowest and highest values per channel for raw 0..255 pixels (or [0, 1]
+    voxels) after ``prep``."""
+    if prep == "none":
+        return 0.0, 1.0
+    ends = [np.asarray(PREPROCESSING[prep](jnp.full((1, 1, 3), v, jnp.uint8)))[0, 0] for v in (0, 255)]
+    return tuple(float(v) for v in np.minimum(*ends)), tuple(float(v) for v in np.maximum(*ends))
+
+
 def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
     if kind == "ig":
         ig = explain.integrated_gradients(f, x, baseline=_baseline(o["baseline"], ex, raw, x), steps=int(o["steps"]),
@@ -221,6 +247,12 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
         maps[name] = explain.saliency(f, x, abs=bool(o["abs"]))
     elif kind == "gradient_x_input":
         maps[name] = explain.gradient_x_input(f, x)
+    elif kind == "lrp":
+        extra = {}
+        if o["composite"] == "epsilon_gamma_box":
+            extra = dict(gamma=float(o["gamma"]), **ex.bounds)
+        maps[name] = explain.lrp(ex.model, variables, x, target, composite=o["composite"], epsilon=float(o["epsilon"]),
+                                 **extra)
     elif kind == "smoothgrad":
         key = jax.random.fold_in(jax.random.key(ex.seed), index)
         sigma = float(o["sigma"]) * ex.span
@@ -243,7 +275,7 @@ def build_computation(model_spec: registry.ModelSpec, model: Any, methods, targe
     for spec in methods:
         opts = method_options(spec)
         built_methods.append((spec.name, spec.kind, tuple(sorted(opts.items()))))
-    ex = _Example(model, prep, tuple(built_methods), built_targets, int(seed), _span(prep))
+    ex = _Example(model, prep, tuple(built_methods), built_targets, int(seed), _span(prep), *_bounds(prep))
     description = {"preprocess": prep,
                    "targets": {n: t.description for n, t in built_targets},
                    "methods": {n: {"kind": k, **dict(o)} for n, k, o in built_methods}}
