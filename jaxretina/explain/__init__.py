@@ -24,6 +24,7 @@ from jaxretina.explain.core import model_fn
 from jaxretina.explain.cam import PYTORCH_GRAD_CAM_EPS, grad_cam, grad_cam_plus_plus, layer_gradients
 from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
 from jaxretina.explain.gradients import (
+    NOISE_TUNNEL,
     Attribution, gradient_x_input, integrated_gradients, saliency, smoothgrad,
 )
 from jaxretina.explain.counterfactuals import (
@@ -35,6 +36,7 @@ from jaxretina.explain.neurons import (
 )
 from jaxretina.explain.features import activation_maps, dead_filters, deconvnet_reconstruction, filter_peaks
 from jaxretina.explain.lrp import lrp, output_relevance, propagate
+from jaxretina.explain.shap import ShapDraws, gradient_shap, shap_draws
 from jaxretina.explain.memory import ig_chunk_for_budget, ig_chunk_memory
 from jaxretina.explain.quadrature import RULES, quadrature
 from jaxretina.explain.relu_rules import (
@@ -79,6 +81,10 @@ __all__ = [
     "integrated_gradients",
     "layer_gradients",
     "lrp",
+    "gradient_shap",
+    "shap_draws",
+    "ShapDraws",
+    "NOISE_TUNNEL",
     "model_fn",
     "output_relevance",
     "propagate",

@@ -278,11 +278,16 @@ def gradient_x_input(f: Callable, x: Any) -> jax.Array:
 
 class _NoisyTerm(NamedTuple):
     explainer: Callable
+    squares: bool = False
 
     def __call__(self, consts, index):
         data, x, key, sigma = consts
         noise = sigma * jax.random.normal(jax.random.fold_in(key, index), x.shape, x.dtype)
-        return self.explainer(*data, x + noise)
+        a = self.explainer(*data, x + noise)
+        return (a, jax.tree.map(jnp.square, a)) if self.squares else a
+
+
+NOISE_TUNNEL = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
 def smoothgrad(
@@ -293,8 +298,13 @@ def smoothgrad(
     samples: int = 16,
     sigma: float,
     chunk: int | str | None = None,
+    variant: str = "smoothgrad",
 ) -> Any:
     """SmoothGrad around any explainer: ``mean_s explainer(x + ε_s)``, ``ε_s ~ N(0, σ²)``.
+
+    ``variant`` is Captum's ``NoiseTunnel`` type: ``"smoothgrad"`` the mean ``E[a]``,
+    ``"smoothgrad_sq"`` the mean of squares ``E[a²]``, ``"vargrad"`` the variance
+    ``E[a²] − E[a]²`` (Adebayo et al. 2018), all from the same draws in one pass.
 
     Args:
       explainer: one example -> attribution (an array or a pytree such as
@@ -325,8 +335,15 @@ def smoothgrad(
         raise ValueError(f"{who}: sigma must be a finite number >= 0; found {sigma!r}")
     if not isinstance(key, jax.Array):
         raise TypeError(f"{who}: key must be a jax.random key (jax.random.key(seed)); found {type(key).__name__}")
+    if variant not in NOISE_TUNNEL:
+        raise ValueError(f"{who}: variant must be one of {list(NOISE_TUNNEL)}; found {variant!r}")
     chunk = check_chunk(chunk, samples, who=who)
     fn, data = split_fn(explainer)
     consts = (data, x, key, jnp.asarray(sigma, x.dtype))
-    total = chunked_sum(_NoisyTerm(fn), consts, jnp.arange(samples), chunk=chunk)
-    return jax.tree.map(lambda t: t / samples, total)
+    total = chunked_sum(_NoisyTerm(fn, variant != "smoothgrad"), consts, jnp.arange(samples), chunk=chunk)
+    if variant == "smoothgrad":
+        return jax.tree.map(lambda t: t / samples, total)
+    mean, mean_sq = (jax.tree.map(lambda t: t / samples, part) for part in total)
+    if variant == "smoothgrad_sq":
+        return mean_sq
+    return jax.tree.map(lambda m2, m: m2 - m * m, mean_sq, mean)
