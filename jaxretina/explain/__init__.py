@@ -35,6 +35,7 @@ from jaxretina.explain.neurons import (
     neuron_integrated_gradients, neuron_study, resultant_active_region, top_neurons,
 )
 from jaxretina.explain.features import activation_maps, dead_filters, deconvnet_reconstruction, filter_peaks
+from jaxretina.explain.deeplift import deeplift, deeplift_shap
 from jaxretina.explain.lrp import lrp, output_relevance, propagate
 from jaxretina.explain.shap import ShapDraws, gradient_shap, shap_draws
 from jaxretina.explain.memory import ig_chunk_for_budget, ig_chunk_memory
@@ -81,6 +82,8 @@ __all__ = [
     "integrated_gradients",
     "layer_gradients",
     "lrp",
+    "deeplift",
+    "deeplift_shap",
     "gradient_shap",
     "shap_draws",
     "ShapDraws",

@@ -143,6 +143,10 @@ def _deconvnet():
     return Composite((("activation", R.Deconv()),), merge=False, name="deconvnet")
 
 
+def _deeplift(eps=1e-10):
+    return Composite((("activation", R.Rescale(eps)),), merge=False, name="deeplift")
+
+
 _NAMED: dict[str, Callable[..., Composite]] = {
     "epsilon": _epsilon,
     "epsilon_plus": _epsilon_plus,
@@ -152,6 +156,7 @@ _NAMED: dict[str, Callable[..., Composite]] = {
     "epsilon_alpha2_beta1_flat": _epsilon_alpha2_beta1_flat,
     "guided_backprop": _guided_backprop,
     "deconvnet": _deconvnet,
+    "deeplift": _deeplift,
 }
 NAMES = tuple(_NAMED)
 

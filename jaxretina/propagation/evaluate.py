@@ -28,8 +28,9 @@ class SiteView:
     ``linear(x, w)`` (the site's linear map with kernel ``w``, no bias); ``transpose(g)`` the
     site's own ``(∂z/∂x)ᵀ g`` per input."""
 
-    def __init__(self, program: Program, site: Site, xs: tuple, consts: dict, z):
+    def __init__(self, program: Program, site: Site, xs: tuple, consts: dict, z, ref_xs=None, ref_z=None):
         self.program, self.site, self.xs, self.consts, self.z = program, site, xs, consts, z
+        self.ref_xs, self.ref_z = ref_xs, ref_z   # the site's inputs and output at the reference input
         self.kind, self.name = site.kind, site.name
         self.linear = self._linear if site.kind in ("conv", "dense") else None
 
@@ -102,36 +103,40 @@ def _zeros_like(a):
     return np.zeros(a.shape, jax.dtypes.float0)
 
 
-def _site_call(program: Program, site: Site, rule: Callable, env: dict):
+def _site_call(program: Program, site: Site, rule: Callable, env: dict, ref: dict | None):
     inside = {o for k in site.ops for o in program.ops[k].outs}
     const_ids = sorted({a for k in site.ops for a in program.ops[k].ins
                         if isinstance(a, int) and a not in inside and a not in site.inputs})
     xs = tuple(env[i] for i in site.inputs)
     consts = tuple(env[i] for i in const_ids)
+    refs = () if ref is None else (tuple(ref[i] for i in site.inputs), ref[site.output])
 
-    def view(xs, consts, z=None):
-        return SiteView(program, site, xs, dict(zip(const_ids, consts)), z)
+    def view(xs, consts, refs, z=None):
+        return SiteView(program, site, xs, dict(zip(const_ids, consts)), z, *(refs or (None, None)))
 
     @jax.custom_vjp
-    def call(xs, consts):
-        return view(xs, consts).fn(*xs)
+    def call(xs, consts, refs):
+        return view(xs, consts, refs).fn(*xs)
 
-    def fwd(xs, consts):
-        z = view(xs, consts).fn(*xs)
-        return z, (xs, consts, z)
+    def fwd(xs, consts, refs):
+        z = view(xs, consts, refs).fn(*xs)
+        return z, (xs, consts, refs, z)
 
     def bwd(res, R):
-        xs, consts, z = res
-        r_in = rule(view(xs, consts, z), R)
-        return tuple(r.astype(x.dtype) for r, x in zip(r_in, xs)), tuple(_zeros_like(c) for c in consts)
+        xs, consts, refs, z = res
+        r_in = rule(view(xs, consts, refs, z), R)
+        zeros = jax.tree.map(_zeros_like, (consts, refs))
+        return (tuple(r.astype(x.dtype) for r, x in zip(r_in, xs)), *zeros)
 
     call.defvjp(fwd, bwd)
-    return call(xs, consts)
+    return call(xs, consts, refs)
 
 
-def run(program: Program, chosen: dict[int, tuple[Site, Callable]], params: Any, x: Any) -> list:
+def run(program: Program, chosen: dict[int, tuple[Site, Callable]], params: Any, x: Any,
+        ref: dict | None = None) -> tuple[list, dict]:
     """Evaluate ``program`` on ``params`` and ``x`` with the sites of ``chosen`` (keyed by
-    their last operation) computed through their rules."""
+    their last operation) computed through their rules (which see ``ref``, the values of a
+    reference run, when given): ``(outputs, every value by id)``."""
     env: dict = dict(zip(program.captured_ids, program.captured))
     env.update(zip(program.param_ids, jax.tree.leaves(params)))
     env.update(zip(program.input_ids, jax.tree.leaves(x)))
@@ -139,27 +144,34 @@ def run(program: Program, chosen: dict[int, tuple[Site, Callable]], params: Any,
     for k, op in enumerate(program.ops):
         if k in chosen:
             site, rule = chosen[k]
-            env[site.output] = _site_call(program, site, rule, env)
+            env[site.output] = _site_call(program, site, rule, env, ref)
             continue
         if k in skip:
             continue
         env.update(zip(op.outs, op.bind(*[a.val if isinstance(a, Lit) else env[a] for a in op.ins])))
-    return [a.val if isinstance(a, Lit) else env[a] for a in program.outputs]
+    return [a.val if isinstance(a, Lit) else env[a] for a in program.outputs], env
 
 
-def with_rules(f: Callable, choose: Callable[[list[Site]], dict[int, Callable]], *, merge: bool = False) -> Callable:
+def with_rules(f: Callable, choose: Callable[[list[Site]], dict[int, Callable]], *, merge: bool = False,
+               reference: bool = False) -> Callable:
     """``g(params, x)`` computing ``f(params, x)`` whose reverse-mode derivative in ``x``
     applies, at each site ``choose`` picks a rule for, that rule.
 
     ``choose(sites) -> {site index: rule}`` (a composite's :meth:`choose`).  ``merge`` folds
-    batch norms into the linear layers before them (zennit's canonizer).
+    batch norms into the linear layers before them (zennit's canonizer).  ``reference=True``
+    gives ``g(params, x, x_ref)``: the program also runs on ``x_ref`` (forward only) and each
+    rule sees its site's inputs and output there (DeepLIFT's multipliers).
     """
 
-    def g(params, x):
+    def g(params, x, x_ref=None):
         program = trace(f, params, x)
         found = sites(program, merge=merge)
         picked = choose(found)
         chosen = {max(found[i].ops): (found[i], rule) for i, rule in picked.items()}
-        return jax.tree.unflatten(program.out_tree, run(program, chosen, params, x))
+        ref = None
+        if reference:
+            _, ref = run(program, {}, params, jax.lax.stop_gradient(x_ref))
+        outs, _ = run(program, chosen, params, x, ref)
+        return jax.tree.unflatten(program.out_tree, outs)
 
     return g

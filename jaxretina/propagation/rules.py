@@ -24,6 +24,7 @@ rule                ``R_in``
 ``Pass``            ``R`` (elementwise sites)
 ``Guided``          ``∂z/∂xᵀ max(R, 0)`` (guided backprop on an activation)
 ``Deconv``          ``max(R, 0)`` (deconvnet on an activation)
+``Rescale``         DeepLIFT: ``R ⊙ (z − z₀) / (x − x₀)`` with the site's values at a reference
 ==================  =================================================================================
 
 These are zennit's rules (its defaults: ``ε = 10⁻⁶``, stabiliser ``10⁻⁶``) and Captum's
@@ -47,7 +48,7 @@ from jaxretina.propagation.program import vary_like
 
 __all__ = [
     "stabilize", "Epsilon", "Norm", "ZPlus", "AlphaBeta", "Gamma", "Flat", "WSquare", "ZBox", "WeightRule",
-    "Pass", "Guided", "Deconv", "captum_gamma", "captum_alpha1_beta0",
+    "Pass", "Guided", "Deconv", "Rescale", "captum_gamma", "captum_alpha1_beta0",
 ]
 
 
@@ -228,6 +229,25 @@ def captum_gamma(gamma: float = 0.25, zero_bias: bool = False) -> WeightRule:
 def captum_alpha1_beta0(zero_bias: bool = False) -> WeightRule:
     """Captum's ``Alpha1_Beta0_Rule``: ``W⁺``, bias kept, input unsplit."""
     return WeightRule(_pos, 1e-9, zero_bias)
+
+
+class Rescale(NamedTuple):
+    """DeepLIFT's rescale rule on an activation (Shrikumar et al. 2017): the multiplier
+    ``(z − z₀) / (x − x₀)`` from the site's values at the input and at the reference, the
+    derivative where ``|x − x₀| < eps`` (Captum's ``eps = 1e-10``).  Needs a reference run."""
+
+    eps: float = 1e-10
+    kinds = ("activation",)
+
+    def __call__(self, view, R):
+        if view.ref_xs is None:
+            raise ValueError("the Rescale rule needs the reference run (with_rules(..., reference=True))")
+        x, x0 = view.xs[0], view.ref_xs[0]
+        dx = x - x0
+        near = jnp.abs(dx) < self.eps
+        multiplier = (view.z - view.ref_z) / jnp.where(near, 1, dx)
+        grad = view.transpose(R)[0]
+        return (jnp.where(near, grad, R * multiplier),)
 
 
 class Pass(NamedTuple):
