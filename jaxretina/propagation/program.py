@@ -47,6 +47,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Any, Callable, NamedTuple, Sequence
 
+import numpy as np
 import jax
 from jax.extend import core
 
@@ -168,6 +169,7 @@ class Site(NamedTuple):
     out_axis: int | None = None
     kernel_out_axis: int | None = None
     relu: bool = False   # an activation site that is one ReLU
+    nonneg: bool = False   # a linear site whose input is never negative (after a ReLU): rules skip x⁻ terms
 
     def matches(self, pattern: str) -> bool:
         return fnmatch.fnmatchcase(self.name, pattern)
@@ -366,6 +368,7 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
     taken: set[int] = set()
     found: list[Site] = []
     selections = _selections(program)
+    nonneg = _nonnegative(program)
 
     def live_operand(op: Op) -> tuple[int | None, Any]:
         ids = [a for a in op.ins if isinstance(a, int) and a in live]
@@ -413,7 +416,7 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
             rest, out, axis = chain(i, op.outs[0], op.scope, axis, len(op.shapes[0]), merge)
             x = op.ins[1 - k]
             site = Site("conv" if name == "conv_general_dilated" else "dense", _layer_name(program, op.scope),
-                        (i, *rest), (x,), out, k, axis, kaxis)
+                        (i, *rest), (x,), out, k, axis, kaxis, nonneg=x in nonneg)
         elif name in ("conv_general_dilated", "dot_general") and _fixed_map(program, op):
             # a constant, not learned, kernel: adaptive average pooling, resizing
             site = Site("avgpool", _layer_name(program, op.scope), (i,), (next(a for a in op.ins if a in live),),
@@ -448,6 +451,43 @@ def _is_zero(program: Program, producers: dict, ref) -> bool:
     op = producers.get(ref)
     return op is not None and op.prim.name in ("broadcast_in_dim", "convert_element_type") and \
         _is_zero(program, producers, op.ins[0])
+
+
+_KEEP_SIGN = ("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "slice", "dynamic_slice",
+              "convert_element_type", "stop_gradient", "copy", "reduce_max", "reduce_sum", "reduce_window_max",
+              "reduce_window_sum", "concatenate", "max", "add", "mul", "div", "select_n", "pad", "cumsum")
+
+
+def _nonnegative(program: Program) -> set[int]:
+    """Ids whose values are never negative: ReLU outputs and what sign-keeping operations make
+    of them (pools, reshapes, concatenations, sums, selections); padding with 0, or with −inf
+    before a max (a max pool never selects it), keeps the sign."""
+    producers = {o: op for op in program.ops for o in op.outs}
+    found: set[int] = set()
+
+    def constant(a) -> bool:
+        # a literal or a broadcast/converted literal that is >= 0 or −inf (pads, selections' zeros)
+        while True:
+            if isinstance(a, Lit):
+                v = np.asarray(a.val)
+                return v.ndim == 0 and bool(float(v) >= 0 or float(v) == -np.inf)
+            op = producers.get(a)
+            if op is None or op.prim.name not in ("broadcast_in_dim", "convert_element_type"):
+                return False
+            a = op.ins[0]
+
+    for op in program.ops:
+        name = op.prim.name
+        if _is_relu(op):
+            found.update(op.outs)
+            continue
+        if name not in _KEEP_SIGN:
+            continue
+        operands = op.ins[1:] if name == "select_n" else op.ins   # a predicate has no sign
+        if all((isinstance(a, int) and a in found) or constant(a) for a in operands) \
+                and any(isinstance(a, int) and a in found for a in operands):
+            found.update(op.outs)
+    return found
 
 
 def _selections(program: Program) -> set[int]:

@@ -103,6 +103,8 @@ class ZPlus(NamedTuple):
         x, w, b = view.xs[0], view.weight(), view.bias()
         xp, xn = _pos(x), _neg(x)
         z0, back0 = _pull(view, xp, _pos(w), None if self.zero_bias else _pos(b))
+        if view.site.nonneg:   # after a ReLU x⁻ = 0: its terms vanish, and so do their passes
+            return (xp * back0(R / stabilize(z0, self.stabilizer)),)
         z1, back1 = _pull(view, xn, _neg(w))
         g = R / stabilize(z0 + z1, self.stabilizer)
         return (xp * back0(g) + xn * back1(g),)
@@ -122,8 +124,11 @@ class AlphaBeta(NamedTuple):
         xp, xn = _pos(x), _neg(x)
         wp, wn = _pos(w), _neg(w)
         z0, b0 = _pull(view, xp, wp, None if self.zero_bias else _pos(b))
-        z1, b1 = _pull(view, xn, wn)
         z2, b2 = _pull(view, xp, wn, None if self.zero_bias else _neg(b))
+        if view.site.nonneg:   # after a ReLU x⁻ = 0
+            gp, gn = R / stabilize(z0, self.stabilizer), R / stabilize(z2, self.stabilizer)
+            return (self.alpha * xp * b0(gp) - self.beta * xp * b2(gn),)
+        z1, b1 = _pull(view, xn, wn)
         z3, b3 = _pull(view, xn, wp)
         gp = R / stabilize(z0 + z1, self.stabilizer)
         gn = R / stabilize(z2 + z3, self.stabilizer)
@@ -145,10 +150,14 @@ class Gamma(NamedTuple):
         ba = None if self.zero_bias else b + self.gamma * _pos(b)
         bb = None if self.zero_bias else b + self.gamma * _neg(b)
         z0, b0 = _pull(view, xp, wa, ba)
-        z1, b1 = _pull(view, xn, wb)
         z2, b2 = _pull(view, xp, wb, bb)
-        z3, b3 = _pull(view, xn, wa)
         z = view.z
+        if view.site.nonneg:   # after a ReLU x⁻ = 0
+            gp = (z > 0).astype(R.dtype) * R / stabilize(z0, self.stabilizer)
+            gn = (z < 0).astype(R.dtype) * R / stabilize(z2, self.stabilizer)
+            return (xp * b0(gp) + xp * b2(gn),)
+        z1, b1 = _pull(view, xn, wb)
+        z3, b3 = _pull(view, xn, wa)
         gp = (z > 0).astype(R.dtype) * R / stabilize(z0 + z1, self.stabilizer)
         gn = (z < 0).astype(R.dtype) * R / stabilize(z2 + z3, self.stabilizer)
         return (xp * b0(gp) + xn * b1(gp) + xp * b2(gn) + xn * b3(gn),)
