@@ -80,7 +80,8 @@ def _densenet121() -> Pair:
     x = np.random.default_rng(0).normal(0, 1, SIZES["densenet121"] + (3,)).astype(np.float32)
     modules = dict(ref.named_modules())
     spatial = [n for n in model.layer_names() if n != "classifier"]
-    layers = {n: modules[f"features.{n}"] for n in spatial}
+    # relu5 is torchvision's functional ReLU after norm5: DenseNetModules' own `relu` module
+    layers = {n: modules["relu" if n == "relu5" else f"features.{n}"] for n in spatial}
     return Pair(model, variables, targets.class_logit(CLASS), ref, lambda inp: ref(inp)[:, CLASS],
                 ClassifierOutputTarget(CLASS), x, layers)
 

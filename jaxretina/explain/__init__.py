@@ -36,6 +36,9 @@ from jaxretina.explain.neurons import (
 )
 from jaxretina.explain.features import activation_maps, dead_filters, deconvnet_reconstruction, filter_peaks
 from jaxretina.explain.deeplift import deeplift, deeplift_shap
+from jaxretina.explain.layer_paths import (
+    internal_influence, layer_conductance, layer_gradient_x_activation, neuron_conductance,
+)
 from jaxretina.explain.lrp import lrp, output_relevance, propagate
 from jaxretina.explain.shap import ShapDraws, gradient_shap, shap_draws
 from jaxretina.explain.memory import ig_chunk_for_budget, ig_chunk_memory
@@ -82,6 +85,10 @@ __all__ = [
     "integrated_gradients",
     "layer_gradients",
     "lrp",
+    "layer_gradient_x_activation",
+    "internal_influence",
+    "layer_conductance",
+    "neuron_conductance",
     "deeplift",
     "deeplift_shap",
     "gradient_shap",

@@ -37,7 +37,8 @@ from jaxretina import taps
 from jaxretina.models import spec
 from jaxretina.explain.core import check_input, example_output, scalar_output
 
-__all__ = ["grad_cam", "grad_cam_plus_plus", "layer_gradients", "PYTORCH_GRAD_CAM_EPS"]
+__all__ = ["grad_cam", "grad_cam_plus_plus", "layer_gradients", "tapped_gradients", "chosen_layers",
+           "PYTORCH_GRAD_CAM_EPS"]
 
 PYTORCH_GRAD_CAM_EPS = 1e-6  # what pytorch-grad-cam's GradCAMPlusPlus adds to its denominator
 
@@ -62,7 +63,9 @@ def _gradcampp_weights(a: jax.Array, g: jax.Array, eps: float) -> jax.Array:
 _WEIGHTS = {"gradcam": _gradcam_weights, "gradcampp": _gradcampp_weights}
 
 
-def _resolve_layers(model, x, layers) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+def chosen_layers(model, x, layers) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """``(((name asked for, layer), ...), distinct layers)`` for ``layers`` (``"all"``: every
+    spatial layer; names and the model's aliases) of ``model`` at one example ``x``."""
     # ((name asked for, layer), ...) and the distinct layers to compute.  "all" means every layer with a spatial map (a
     # classifier's logits have none); a non-spatial layer asked for by name gets the error in
     # _cam_program.  The model's aliases (e.g. MONAI's module paths) resolve too.
@@ -75,8 +78,10 @@ def _resolve_layers(model, x, layers) -> tuple[tuple[tuple[str, str], ...], tupl
     return pairs, tuple(dict.fromkeys(layer for _, layer in pairs))
 
 
-def _tapped_grads(model, variables, x, target, chosen):
-    """``(activations, gradients)`` of the chosen layers for one example, one backward pass."""
+def tapped_gradients(model, variables, x, target, chosen):
+    """``(activations, gradients)`` of the ``chosen`` layers (tap names) of ``target`` for one
+    example ``x``, one forward and one backward pass (traceable: the raw material of CAM and
+    layer-path methods)."""
     fns = taps.tap_functions(model)
     batch = x[None]
     deltas = fns.zeros(variables, batch)
@@ -112,7 +117,7 @@ def _finish_map(cam, spatial, relu, resize, normalize):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7))
 def _cam_program(kind, model, target, chosen, relu, resize, normalize, eps, variables, x):
-    acts, grads = _tapped_grads(model, variables, x, target, chosen)
+    acts, grads = tapped_gradients(model, variables, x, target, chosen)
     spatial = x.shape[:-1]
     maps = {}
     for name in chosen:
@@ -142,7 +147,7 @@ def _check_cam_input(model, x, who):
 
 def _cam(kind, model, variables, x, target, layers, relu, resize, normalize, eps=0.0):
     x = _check_cam_input(model, x, kind)
-    pairs, chosen = _resolve_layers(model, x, layers)
+    pairs, chosen = chosen_layers(model, x, layers)
     eps = float(eps)
     if not eps >= 0:
         raise ValueError(f"{kind}: eps must be a non-negative number; found {eps}")
@@ -211,7 +216,7 @@ def grad_cam_plus_plus(
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _grads_program(model, target, chosen, variables, x):
-    return _tapped_grads(model, variables, x, target, chosen)
+    return tapped_gradients(model, variables, x, target, chosen)
 
 
 def layer_gradients(
@@ -223,6 +228,6 @@ def layer_gradients(
     of the layer's shape without the batch axis.  The raw material of every CAM method.
     """
     x = _check_cam_input(model, x, "layer_gradients")
-    pairs, chosen = _resolve_layers(model, x, layers)
+    pairs, chosen = chosen_layers(model, x, layers)
     acts, grads = _grads_program(model, target, chosen, variables, x)
     return {a: acts[n] for a, n in pairs}, {a: grads[n] for a, n in pairs}
