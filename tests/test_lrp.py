@@ -209,3 +209,17 @@ def test_sites_and_rule_errors(toy):
         explain.lrp(net, variables, x, targets.class_logit(0), composite="epsilon_pls")
     with pytest.raises(ValueError, match="composite 'epsilon': .*unexpected keyword argument 'gamma'"):
         explain.lrp(net, variables, x, targets.class_logit(0), composite="epsilon", gamma=0.5)
+
+
+# Anchor: Captum 0.9.0 GuidedGradCam at ResNet-18's layer3 (3×3 for a 37×33 input, nearest
+# upsampling); float64; tolerance 1e-9 of the largest value.
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning")
+def test_guided_grad_cam_matches_captum(resnet18, x):
+    from captum.attr import GuidedGradCam
+
+    net, model, variables = resnet18
+    want = _nhwc(GuidedGradCam(net, net.layer3).attribute(x.clone().requires_grad_(), target=CLASS))
+    with jax.enable_x64(True):
+        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        got = explain.guided_grad_cam(model, v64, jnp.asarray(_nhwc(x)), targets.class_logit(CLASS), layer="layer3")
+    assert _rel_err(got, want) < 1e-9
