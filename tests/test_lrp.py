@@ -223,3 +223,25 @@ def test_guided_grad_cam_matches_captum(resnet18, x):
         v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
         got = explain.guided_grad_cam(model, v64, jnp.asarray(_nhwc(x)), targets.class_logit(CLASS), layer="layer3")
     assert _rel_err(got, want) < 1e-9
+
+
+# Anchor: TorchRay 1.0.0.2 excitation_backprop / contrastive_excitation_backprop on VGG11 (ReLUs
+# not in place): saliency at features.12 (the ReLU after conv 11), contrast at features.17,
+# classifier classifier.6; float64; tolerance 1e-9 of the largest value.
+@pytest.mark.parametrize("contrastive", [False, True])
+def test_excitation_backprop_matches_torchray(vgg11, x, contrastive):
+    pytest.importorskip("torchray")
+    from torchray.attribution.excitation_backprop import contrastive_excitation_backprop, excitation_backprop
+
+    net, model, variables = vgg11
+    if contrastive:
+        want = contrastive_excitation_backprop(net, x.clone(), CLASS, saliency_layer="features.12",
+                                               contrast_layer="features.17", classifier_layer="classifier.6")
+    else:
+        want = excitation_backprop(net, x.clone(), CLASS, saliency_layer="features.12")
+    want = want[0, 0].detach().numpy()
+    with jax.enable_x64(True):
+        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        got = explain.excitation_backprop(model, v64, jnp.asarray(_nhwc(x)), targets.class_logit(CLASS),
+                                          layer="features.12", contrast="features.17" if contrastive else None)
+    assert got.shape == want.shape and _rel_err(got, want) < 1e-9

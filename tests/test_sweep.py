@@ -17,7 +17,8 @@ from jaxretina import data, explain, preprocess, sweep, targets, taps
 from jaxretina.sweep.config import Spec
 
 METHODS = ["ig:steps=4,chunk=2", "gradcam:layers=conv1_2+upsample2", "guided_backprop",
-           "smoothgrad:samples=2,chunk=2,sigma=0.1", "lrp:composite=epsilon_gamma_box"]
+           "smoothgrad:samples=2,chunk=2,sigma=0.1", "lrp:composite=epsilon_gamma_box", "deeplift",
+           "gradient_shap:samples=3,chunk=2,baselines=black+white", "excitation_backprop"]
 
 
 def write_images(folder, n=5, size=32, seed=0):
@@ -181,7 +182,12 @@ def test_store_holds_what_the_explainers_give(store, images):
                                                  key=jax.random.fold_in(jax.random.key(3), i), samples=2,
                                                  sigma=0.1 * 255.0, chunk=2),
                 "lrp": explain.lrp(model, variables, x, target, composite="epsilon_gamma_box",
-                                   low=np.minimum(black, white), high=np.maximum(black, white))}
+                                   low=np.minimum(black, white), high=np.maximum(black, white)),
+                "deeplift": explain.deeplift(model, variables, x, target, baseline=black),
+                "gradient_shap": explain.gradient_shap(
+                    f, x, jnp.stack([jnp.broadcast_to(jnp.asarray(c, jnp.float32), x.shape) for c in (black, white)]),
+                    key=jax.random.fold_in(jax.random.key(3), i), samples=3, chunk=2),
+                "excitation_backprop": explain.excitation_backprop(model, variables, x, target)}
         assert sorted(got) == sorted(want)
         for name, w in want.items():
             w = np.asarray(w)
@@ -208,7 +214,8 @@ def test_store_records_failures_and_metadata(store):
     assert {"jax", "jaxlib", "flax", "numpy", "zarr", "jaxretina", "python"} <= set(meta["versions"])
     assert meta["computation"]["methods"]["ig"]["steps"] == 4
     assert meta["computation"]["targets"] == {"segmentation_sum": targets.segmentation_sum().description}
-    assert set(meta["maps"]) == {"ig", "gradcam/conv1_2", "gradcam/upsample2", "guided_backprop", "smoothgrad", "lrp"}
+    assert set(meta["maps"]) == {"ig", "gradcam/conv1_2", "gradcam/upsample2", "guided_backprop", "smoothgrad", "lrp",
+                                 "deeplift", "gradient_shap", "excitation_backprop"}
 
 
 def test_finished_store_resumes_to_nothing_and_refuses_another_config(store, images):
@@ -320,5 +327,6 @@ def test_dry_run_reports_memory_and_time_and_writes_nothing(images, tmp_path):
     assert r["examples"] == 7 and r["problems"] == 1          # the grayscale one; the truncated shows on loading
     assert r["compiles_needed"] == 1 and r["batches"] == 3 and r["devices"] == 1 and r["shape"] == [32, 32, 3]
     assert r["memory_per_device_bytes"] > 0 and r["seconds_per_example"] > 0
-    assert r["store_bytes_per_example"] == 4 * (4 * 32 * 32 * 3 + 2 * 32 * 32)   # ig, guided, smoothgrad, lrp; 2 cams
+    # ig, guided, smoothgrad, lrp, deeplift, gradient_shap; 2 cams and excitation backprop (no channels)
+    assert r["store_bytes_per_example"] == 4 * (6 * 32 * 32 * 3 + 3 * 32 * 32)
     assert not out.exists()

@@ -23,7 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["TapPoints", "numbered_taps", "TAPS", "PERTURBATIONS", "INTERMEDIATES", "REPLACEMENTS", "SCALES", "TAP_COLLECTIONS"]
+__all__ = ["TapPoints", "numbered_taps", "TAPS", "PERTURBATIONS", "INTERMEDIATES", "REPLACEMENTS", "SCALES", "TAP_COLLECTIONS",
+           "TAP_SCOPE"]
 
 TAPS = "taps"                      # the name models give their TapPoints submodule
 PERTURBATIONS = "perturbations"    # zero arrays added to activations (gradients at every layer)
@@ -31,6 +32,7 @@ INTERMEDIATES = "intermediates"    # the activations, recorded
 REPLACEMENTS = "replacements"      # arrays that take a layer's place
 SCALES = "scales"                  # factors that multiply a layer's activation
 TAP_COLLECTIONS = (PERTURBATIONS, INTERMEDIATES, REPLACEMENTS, SCALES)
+TAP_SCOPE = "jaxretina.tap"        # the jax.named_scope of a tap's own operations
 
 
 class TapPoints(nn.Module):
@@ -42,6 +44,11 @@ class TapPoints(nn.Module):
 
     @nn.compact
     def __call__(self, name: str, x: jax.Array) -> jax.Array:
+        # under its own scope: rule-based methods see a tap as instrumentation, not a layer
+        with jax.named_scope(TAP_SCOPE):
+            return self._tap(name, x)
+
+    def _tap(self, name: str, x: jax.Array) -> jax.Array:
         if self.has_variable(REPLACEMENTS, name):
             value = self.get_variable(REPLACEMENTS, name)
             if value.shape != x.shape:

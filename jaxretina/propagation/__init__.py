@@ -23,12 +23,12 @@ from jaxretina.propagation.composites import NAMES, Composite, base, named
 from jaxretina.propagation.evaluate import SiteView, with_rules
 from jaxretina.propagation.program import KINDS, Site, layer_sites, mark_activation, sites, trace
 from jaxretina.propagation.rules import (
-    AlphaBeta, Deconv, Epsilon, Flat, Gamma, Guided, Norm, Pass, Rescale, WeightRule, WSquare, ZBox, ZPlus,
+    AlphaBeta, Deconv, Epsilon, Excitation, Flat, Gamma, Guided, Norm, Pass, Rescale, WeightRule, WSquare, ZBox, ZPlus,
     captum_alpha1_beta0, captum_gamma, stabilize,
 )
 
 __all__ = [
     "Composite", "named", "NAMES", "base", "with_rules", "SiteView", "Site", "KINDS", "sites", "trace",
     "layer_sites", "mark_activation", "stabilize", "Epsilon", "Norm", "ZPlus", "AlphaBeta", "Gamma", "Flat",
-    "WSquare", "ZBox", "WeightRule", "Pass", "Guided", "Deconv", "Rescale", "captum_gamma", "captum_alpha1_beta0",
+    "WSquare", "ZBox", "WeightRule", "Pass", "Guided", "Deconv", "Rescale", "Excitation", "captum_gamma", "captum_alpha1_beta0",
 ]

@@ -143,6 +143,12 @@ def _deconvnet():
     return Composite((("activation", R.Deconv()),), merge=False, name="deconvnet")
 
 
+def _excitation_backprop(eps=1e-20):
+    rule = R.Excitation(eps)
+    return Composite((("linear", rule), ("avgpool", rule), ("sum", rule), ("affine", R.Pass())), merge=False,
+                     name="excitation_backprop")
+
+
 def _deeplift(eps=1e-10):
     return Composite((("activation", R.Rescale(eps)),), merge=False, name="deeplift")
 
@@ -157,6 +163,7 @@ _NAMED: dict[str, Callable[..., Composite]] = {
     "guided_backprop": _guided_backprop,
     "deconvnet": _deconvnet,
     "deeplift": _deeplift,
+    "excitation_backprop": _excitation_backprop,
 }
 NAMES = tuple(_NAMED)
 

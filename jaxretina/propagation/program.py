@@ -51,6 +51,8 @@ import numpy as np
 import jax
 from jax.extend import core
 
+from jaxretina.models.tap_points import TAP_SCOPE
+
 __all__ = ["Op", "Program", "Site", "trace", "sites", "layer_sites", "vary_like", "mark_activation", "ACTIVATION_SCOPE", "KINDS", "LINEAR"]
 
 ACTIVATION_SCOPE = "jaxretina.activation"
@@ -302,7 +304,7 @@ def _only_relu(jaxpr) -> bool:
 def _layer_name(program: Program, scope: str) -> str:
     parts = []
     for p in scope.split("/"):
-        if p and p != ACTIVATION_SCOPE and (not parts or parts[-1] != p):
+        if p and p not in (ACTIVATION_SCOPE, TAP_SCOPE) and (not parts or parts[-1] != p):
             parts.append(p)   # a module whose method calls its parent class's repeats its name
     if program.root and parts and parts[0] == program.root:
         parts = parts[1:]
@@ -387,6 +389,8 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
                 return ops, out, axis
             j = users[0]
             op = program.ops[j]
+            if TAP_SCOPE in op.scope.split("/"):
+                return ops, out, axis
             if (op.prim.name == "reshape" and axis == rank - 1 and op.shapes[0]
                     and op.shapes[0][-1] == program.shapes[out][-1] and (op.scope == scope or across)):
                 ops.append(j)   # e.g. a 3-D convolution computed as a 2-D one: channels stay last
@@ -408,6 +412,8 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
     for i, op in enumerate(program.ops):
         if i in taken or not any(isinstance(a, int) and a in live for a in op.ins):
             continue
+        if TAP_SCOPE in op.scope.split("/"):
+            continue   # a tap's perturbation, scale or replacement: instrumentation, not a layer
         name = op.prim.name
         head = _linear_head(program, op)
         site = None

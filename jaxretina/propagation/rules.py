@@ -25,6 +25,8 @@ rule                ``R_in``
 ``Guided``          ``∂z/∂xᵀ max(R, 0)`` (guided backprop on an activation)
 ``Deconv``          ``max(R, 0)`` (deconvnet on an activation)
 ``Rescale``         DeepLIFT: ``R ⊙ (z − z₀) / (x − x₀)`` with the site's values at a reference
+``Excitation``      excitation backprop: ``x ⊙ J(W⁺)ᵀ (R / (lin(x, W⁺) + ε))``; pools and sums share
+                    ``x_i ⊙ ∂z/∂x_iᵀ (R / (z + ε))``
 ==================  =================================================================================
 
 These are zennit's rules (its defaults: ``ε = 10⁻⁶``, stabiliser ``10⁻⁶``) and Captum's
@@ -48,7 +50,7 @@ from jaxretina.propagation.program import vary_like
 
 __all__ = [
     "stabilize", "Epsilon", "Norm", "ZPlus", "AlphaBeta", "Gamma", "Flat", "WSquare", "ZBox", "WeightRule",
-    "Pass", "Guided", "Deconv", "Rescale", "captum_gamma", "captum_alpha1_beta0",
+    "Pass", "Guided", "Deconv", "Rescale", "Excitation", "captum_gamma", "captum_alpha1_beta0",
 ]
 
 
@@ -257,6 +259,25 @@ class Rescale(NamedTuple):
         multiplier = (view.z - view.ref_z) / jnp.where(near, 1, dx)
         grad = view.transpose(R)[0]
         return (jnp.where(near, grad, R * multiplier),)
+
+
+class Excitation(NamedTuple):
+    """Excitation backprop (Zhang et al. 2016, TorchRay's rules): on a linear layer the
+    positive weights share the input's probability, ``x ⊙ J(W⁺)ᵀ (R / (lin(x, W⁺) + ε))``
+    (bias dropped, input unsplit); on a pool or sum each input its share
+    ``x_i ⊙ ∂z/∂x_iᵀ (R / (z + ε))`` (``ε = 1e-20`` on pools and layers, none on sums)."""
+
+    eps: float = 1e-20
+    kinds = ("conv", "dense", "avgpool", "sum")
+
+    def __call__(self, view, R):
+        if view.linear is not None:
+            x = view.xs[0]
+            z, back = _pull(view, x, _pos(view.weight()))
+            return (x * back(R / (z + self.eps)),)
+        eps = 0.0 if view.kind == "sum" else self.eps
+        g = R / (view.z + eps)
+        return tuple(x * t for x, t in zip(view.xs, view.transpose(g)))
 
 
 class Pass(NamedTuple):

@@ -18,6 +18,13 @@ defaults in brackets):
   preprocessing],
   ``chunk`` [8]; noise from ``fold_in(key(seed), example index)``, so any batching gives the
   same draws).
+* ``smoothgrad`` also takes ``variant`` [smoothgrad; smoothgrad_sq, vargrad: NoiseTunnel's].
+* ``deeplift`` — :func:`jaxretina.explain.deeplift`: ``baseline`` [black, as ``ig``].
+* ``gradient_shap`` — :func:`jaxretina.explain.gradient_shap`: ``samples`` [16], ``sigma`` [0:
+  noise as a fraction of the input's range, as ``smoothgrad``], ``chunk`` [8], ``baselines``
+  [black; ``black+white``]; draws from ``fold_in(key(seed), example index)``.
+* ``excitation_backprop`` — :func:`jaxretina.explain.excitation_backprop` at the input
+  (channels summed: a map of the input's spatial shape).
 * ``lrp`` — :func:`jaxretina.explain.lrp`: ``composite`` [epsilon_plus_flat; or epsilon,
   epsilon_plus, epsilon_gamma_box, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat],
   ``epsilon`` [1e-6], ``gamma`` [0.25, epsilon_gamma_box]; epsilon_gamma_box's z^B bounds are
@@ -65,7 +72,7 @@ PREPROCESSING: dict[str, Callable[[jax.Array], jax.Array]] = {
 TARGETS = ("segmentation_sum", "segmentation_mean", "pixel", "class_logit", "class_probability", "top_class",
            "argmax_score", "soft_count")
 METHODS = ("ig", "gradcam", "gradcampp", "guided_backprop", "deconvnet", "saliency", "gradient_x_input",
-           "smoothgrad", "lrp")
+           "smoothgrad", "lrp", "deeplift", "gradient_shap", "excitation_backprop")
 _LRP = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1",
         "epsilon_alpha2_beta1_flat")
 
@@ -101,7 +108,10 @@ _OPTIONS = {
     "gradcam": {"layers": "all", "relu": True, "resize": True, "normalize": False},
     "guided_backprop": {}, "deconvnet": {}, "gradient_x_input": {},
     "saliency": {"abs": True},
-    "smoothgrad": {"samples": 16, "sigma": 0.15, "chunk": 8},
+    "smoothgrad": {"samples": 16, "sigma": 0.15, "chunk": 8, "variant": "smoothgrad"},
+    "deeplift": {"baseline": "black"},
+    "gradient_shap": {"samples": 16, "sigma": 0.0, "chunk": 8, "baselines": "black"},
+    "excitation_backprop": {},
     "lrp": {"composite": "epsilon_plus_flat", "epsilon": 1e-6, "gamma": 0.25},
 }
 _OPTIONS["gradcampp"] = {**_OPTIONS["gradcam"], "eps": 0.0}
@@ -136,6 +146,8 @@ _OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sigma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
     "eps": (lambda v: _number(v) and v >= 0, "a non-negative number"),
     "composite": (lambda v: v in _LRP, f"one of {list(_LRP)}"),
+    "variant": (lambda v: v in explain.NOISE_TUNNEL, f"one of {list(explain.NOISE_TUNNEL)}"),
+    "baselines": (lambda v: v in ("black", ("black", "white")), "'black' or 'black+white'"),
     "epsilon": (lambda v: _number(v) and v >= 0, "a non-negative number"),
     "gamma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
 }
@@ -257,7 +269,20 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
         key = jax.random.fold_in(jax.random.key(ex.seed), index)
         sigma = float(o["sigma"]) * ex.span
         maps[name] = explain.smoothgrad(functools.partial(explain.saliency, f, abs=False), x, key=key,
-                                        samples=int(o["samples"]), sigma=sigma, chunk=o["chunk"])
+                                        samples=int(o["samples"]), sigma=sigma, chunk=o["chunk"], variant=o["variant"])
+    elif kind == "deeplift":
+        maps[name] = explain.deeplift(ex.model, variables, x, target, baseline=_baseline(o["baseline"], ex, raw, x))
+    elif kind == "gradient_shap":
+        key = jax.random.fold_in(jax.random.key(ex.seed), index)
+        black = jnp.broadcast_to(jnp.asarray(_baseline("black", ex, raw, x), x.dtype), x.shape)
+        bases = [black]
+        if o["baselines"] == ("black", "white"):
+            white = 1.0 if ex.prep == "none" else PREPROCESSING[ex.prep](jnp.full_like(raw, 255))
+            bases.append(jnp.broadcast_to(jnp.asarray(white, x.dtype), x.shape))
+        maps[name] = explain.gradient_shap(f, x, jnp.stack(bases), key=key, samples=int(o["samples"]),
+                                           stdev=float(o["sigma"]) * ex.span, chunk=o["chunk"])
+    elif kind == "excitation_backprop":
+        maps[name] = explain.excitation_backprop(ex.model, variables, x, target)
 
 
 def build_computation(model_spec: registry.ModelSpec, model: Any, methods, target_specs, *, prep: str | None = None,
