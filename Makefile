@@ -17,10 +17,11 @@ $(VENV)/.stamp-core: pyproject.toml | $(PY)
 	touch $@
 
 # deepdraw's own DRIU classes are a parity anchor; its other dependencies are not needed for them
-# (and would pull a second PyTorch), hence --no-deps.
+# (and would pull a second PyTorch), hence --no-deps.  So is TorchRay's excitation backprop (an
+# sdist whose declared dependencies — pycocotools, pymongo — serve its dataset benchmarks only).
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
 	$(PIP) -e '.[test]'
-	$(PIP) --no-deps deepdraw==1.5.0
+	$(PIP) --no-deps deepdraw==1.5.0 torchray==1.0.0.2
 	touch $@ $(VENV)/.stamp-core
 
 demo: $(VENV)/.stamp-core

@@ -11,7 +11,8 @@ with XLA's FLOP count of jaxretina's program beside each time.  Cases:
 
 * jaxretina: the input gradient (the yardstick), ``explain.lrp`` with ``epsilon_plus_flat``,
   ``explain.deeplift`` (baseline 0) and ``explain.guided_backprop``;
-* zennit 0.5.1 ``EpsilonPlusFlat`` (with its ResNet canonizer for ResNet-50; VGG's elsewhere);
+* zennit 0.5.1 ``EpsilonPlusFlat`` (its ResNet canonizer for ResNet-50, none for DenseNet121,
+  whose batch norms follow concatenations; its sequential merge elsewhere);
 * Captum 0.9.0 ``LRP`` (its default ε rules) — it refuses models with layers it has no rule
   for (the residual sums of ResNet, DenseNet's concatenations, 3-D convolutions, DRIU's
   transposed convolutions): the table says so — and ``DeepLift`` (baseline 0);
@@ -117,8 +118,10 @@ def _theirs(case: _Case, method: str):
     from zennit.composites import EpsilonPlusFlat
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
-    canonizer = ResNetCanonizer() if case.name == "resnet50" else VGGCanonizer()
-    composite = EpsilonPlusFlat(canonizers=[canonizer])
+    # zennit merges a batch norm into the convolution before it; DenseNet's follow
+    # concatenations (its sequential merge would pair the wrong layers): no canonizer there
+    canonizers = {"resnet50": [ResNetCanonizer()], "densenet121": []}.get(case.name, [VGGCanonizer()])
+    composite = EpsilonPlusFlat(canonizers=canonizers)
 
     def call():
         with Gradient(model=_scalar(net, case.forward), composite=composite) as attributor:

@@ -15,7 +15,7 @@ from jaxretina import explain, targets
 torch = pytest.importorskip("torch")
 
 
-class _Flax(nn.Module):
+class FlaxNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         h = nn.relu(nn.Conv(6, (3, 3), padding=1, name="c1")(x))
@@ -23,7 +23,7 @@ class _Flax(nn.Module):
         return nn.Dense(3, name="fc2")(nn.relu(nn.Dense(4, name="fc")(h.mean(axis=(1, 2)))))
 
 
-def _torch_net():
+def torch_net():
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -40,19 +40,24 @@ def _torch_net():
     return Net().double().eval()
 
 
-@pytest.fixture(scope="module")
-def pair():
-    net = _torch_net()
+def flax_variables(net):
+    """The torch network's weights as ``FlaxNet``'s variables (kernels HWIO / (in, out))."""
     conv = lambda m: {"kernel": m.weight.detach().numpy().transpose(2, 3, 1, 0), "bias": m.bias.detach().numpy()}  # noqa: E731
     dense = lambda m: {"kernel": m.weight.detach().numpy().T, "bias": m.bias.detach().numpy()}  # noqa: E731
-    variables = {"params": {"c1": conv(net.c1), "c2": conv(net.c2), "fc": dense(net.fc), "fc2": dense(net.fc2)}}
+    return {"params": {"c1": conv(net.c1), "c2": conv(net.c2), "fc": dense(net.fc), "fc2": dense(net.fc2)}}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    net = torch_net()
+    variables = flax_variables(net)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 3, 9, 7, dtype=torch.float64, generator=g)
     refs = torch.randn(5, 3, 9, 7, dtype=torch.float64, generator=g) * 0.5
     return net, variables, x, refs
 
 
-def _nhwc(t):
+def nhwc(t):
     return t.permute(0, 2, 3, 1).detach().numpy()
 
 
@@ -63,14 +68,14 @@ def test_deeplift_and_deeplift_shap_match_captum(pair):
     from captum.attr import DeepLift, DeepLiftShap
 
     net, variables, x, refs = pair
-    want = _nhwc(DeepLift(net).attribute(x.clone().requires_grad_(), baselines=refs[:1], target=1))[0]
-    want_shap = _nhwc(DeepLiftShap(net).attribute(x.clone().requires_grad_(), baselines=refs, target=1))[0]
+    want = nhwc(DeepLift(net).attribute(x.clone().requires_grad_(), baselines=refs[:1], target=1))[0]
+    want_shap = nhwc(DeepLiftShap(net).attribute(x.clone().requires_grad_(), baselines=refs, target=1))[0]
     with jax.enable_x64(True):
         v = jax.tree.map(jnp.asarray, variables)
-        xj, rj = jnp.asarray(_nhwc(x)[0]), jnp.asarray(_nhwc(refs))
-        got = explain.deeplift(_Flax(), v, xj, targets.class_logit(1), baseline=rj[0])
-        got_shap = explain.deeplift_shap(_Flax(), v, xj, targets.class_logit(1), rj, chunk=2)
-        all_at_once = explain.deeplift_shap(_Flax(), v, xj, targets.class_logit(1), rj, chunk="all")
+        xj, rj = jnp.asarray(nhwc(x)[0]), jnp.asarray(nhwc(refs))
+        got = explain.deeplift(FlaxNet(), v, xj, targets.class_logit(1), baseline=rj[0])
+        got_shap = explain.deeplift_shap(FlaxNet(), v, xj, targets.class_logit(1), rj, chunk=2)
+        all_at_once = explain.deeplift_shap(FlaxNet(), v, xj, targets.class_logit(1), rj, chunk="all")
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
     np.testing.assert_allclose(got_shap, want_shap, rtol=1e-12, atol=1e-12 * np.abs(want_shap).max())
     np.testing.assert_allclose(all_at_once, got_shap, rtol=1e-12, atol=1e-15)
@@ -80,22 +85,22 @@ def test_deeplift_sums_to_the_difference_in_score_and_batches(pair):
     _, variables, x, refs = pair
     with jax.enable_x64(True):
         v = jax.tree.map(jnp.asarray, variables)
-        xs = jnp.asarray(np.concatenate([_nhwc(x), _nhwc(refs)[1:3]]))
+        xs = jnp.asarray(np.concatenate([nhwc(x), nhwc(refs)[1:3]]))
         for c in range(3):
             target = targets.class_logit(c)
             for xi in xs:
-                d = explain.deeplift(_Flax(), v, xi, target, baseline=0.25)
-                delta = _Flax().apply(v, xi[None])[0, c] - _Flax().apply(v, jnp.full_like(xi, 0.25)[None])[0, c]
+                d = explain.deeplift(FlaxNet(), v, xi, target, baseline=0.25)
+                delta = FlaxNet().apply(v, xi[None])[0, c] - FlaxNet().apply(v, jnp.full_like(xi, 0.25)[None])[0, c]
                 assert abs(float(d.sum() - delta)) < 1e-10 * max(1.0, abs(float(delta)))
-        one = jnp.stack([explain.deeplift(_Flax(), v, xi, target) for xi in xs])
-        both = jax.vmap(lambda xi: explain.deeplift(_Flax(), v, xi, target))(xs)
+        one = jnp.stack([explain.deeplift(FlaxNet(), v, xi, target) for xi in xs])
+        both = jax.vmap(lambda xi: explain.deeplift(FlaxNet(), v, xi, target))(xs)
         np.testing.assert_allclose(both, one, rtol=1e-12, atol=1e-15)
 
 
 def test_deeplift_errors(pair):
     _, variables, x, refs = pair
-    xj = jnp.asarray(_nhwc(x)[0], jnp.float32)
+    xj = jnp.asarray(nhwc(x)[0], jnp.float32)
     with pytest.raises(ValueError, match=r"baselines must be \(K, \*x.shape\)"):
-        explain.deeplift_shap(_Flax(), variables, xj, targets.class_logit(0), jnp.zeros((9, 7, 3)))
+        explain.deeplift_shap(FlaxNet(), variables, xj, targets.class_logit(0), jnp.zeros((9, 7, 3)))
     with pytest.raises(ValueError, match="does not broadcast"):
-        explain.deeplift(_Flax(), variables, xj, targets.class_logit(0), baseline=jnp.zeros((2, 2)))
+        explain.deeplift(FlaxNet(), variables, xj, targets.class_logit(0), baseline=jnp.zeros((2, 2)))

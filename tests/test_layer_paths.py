@@ -12,21 +12,19 @@ import jax.numpy as jnp
 
 import jaxretina
 from jaxretina import explain, targets
-from tests.test_deeplift import _Flax, _nhwc, _torch_net
+from tests.test_deeplift import FlaxNet, nhwc, torch_net, flax_variables
 
 torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
 def pair():
-    net = _torch_net()
-    conv = lambda m: {"kernel": m.weight.detach().numpy().transpose(2, 3, 1, 0), "bias": m.bias.detach().numpy()}  # noqa: E731
-    dense = lambda m: {"kernel": m.weight.detach().numpy().T, "bias": m.bias.detach().numpy()}  # noqa: E731
-    variables = {"params": {"c1": conv(net.c1), "c2": conv(net.c2), "fc": dense(net.fc), "fc2": dense(net.fc2)}}
+    net = torch_net()
+    variables = flax_variables(net)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, 3, 9, 7, dtype=torch.float64, generator=g)
     b = torch.randn(1, 3, 9, 7, dtype=torch.float64, generator=g) * 0.2
-    return net, jaxretina.explainable(_Flax(), layers="all"), variables, x, b
+    return net, jaxretina.explainable(FlaxNet(), layers="all"), variables, x, b
 
 
 def _run64(fn):
@@ -50,7 +48,7 @@ def test_layer_methods_match_captum(pair, layer):
 
     net, model, variables, x, b = pair
     module = getattr(net, layer)
-    to_ours = _nhwc if layer == "c2" else (lambda t: t.detach().numpy())
+    to_ours = nhwc if layer == "c2" else (lambda t: t.detach().numpy())
     kw = dict(baselines=b, target=2, n_steps=8, method="gausslegendre")
     want_gxa = to_ours(LayerGradientXActivation(net, module).attribute(x.clone().requires_grad_(), target=2))[0]
     want_ii = to_ours(InternalInfluence(net, module).attribute(x.clone().requires_grad_(), **kw))[0]
@@ -58,7 +56,7 @@ def test_layer_methods_match_captum(pair, layer):
 
     def ours():
         v = jax.tree.map(jnp.asarray, variables)
-        xj, bj = jnp.asarray(_nhwc(x)[0]), jnp.asarray(_nhwc(b)[0])
+        xj, bj = jnp.asarray(nhwc(x)[0]), jnp.asarray(nhwc(b)[0])
         t = targets.class_logit(2)
         return (explain.layer_gradient_x_activation(model, v, xj, t, layers=[layer])[layer],
                 explain.internal_influence(model, v, xj, layer, t, baseline=bj, steps=8, chunk=3),
@@ -79,19 +77,19 @@ def test_neuron_conductance_matches_captum(pair):
     from captum.attr import NeuronConductance
 
     net, model, variables, x, b = pair
-    want = _nhwc(NeuronConductance(net, net.c2).attribute(
+    want = nhwc(NeuronConductance(net, net.c2).attribute(
         x.clone().requires_grad_(), neuron_selector=(5, 4, 3), baselines=b, target=0, n_steps=8,
         method="gausslegendre"))[0]   # torch (C, H, W) = our (H, W, C) (4, 3, 5)
     with jax.enable_x64(True):
         v = jax.tree.map(jnp.asarray, variables)
-        got = explain.neuron_conductance(model, v, jnp.asarray(_nhwc(x)[0]), "c2", (4, 3, 5), targets.class_logit(0),
-                                         baseline=jnp.asarray(_nhwc(b)[0]), steps=8, chunk=5)
+        got = explain.neuron_conductance(model, v, jnp.asarray(nhwc(x)[0]), "c2", (4, 3, 5), targets.class_logit(0),
+                                         baseline=jnp.asarray(nhwc(b)[0]), steps=8, chunk=5)
     _close(np.asarray(got), want, STEP_ROUNDING)
 
 
 def test_errors(pair):
     _, model, variables, x, _ = pair
-    xj = jnp.asarray(_nhwc(x)[0], jnp.float32)
+    xj = jnp.asarray(nhwc(x)[0], jnp.float32)
     with pytest.raises(ValueError, match="outside layer 'c2'"):
         explain.neuron_conductance(model, variables, xj, "c2", (9, 0, 0), targets.class_logit(0))
     with pytest.raises(ValueError, match="nope"):

@@ -172,9 +172,10 @@ def test_a_model_lacking_a_member_gets_one_error_naming_it():
     target = targets.class_logit(0)
     cams = explain.grad_cam(model, variables, x, target)          # taps are all Grad-CAM needs
     assert set(cams) == {"conv"} and cams["conv"].shape == (6, 6)
-    with pytest.raises(spec.MissingCapability, match=r"guided_backprop needs the model's `act` \(a field holding "
-                                                     r"the activation function.*Bare has none"):
-        explain.guided_backprop(model, variables, x, target)
+    # rule-based methods find the ReLUs in the traced program: no `act` field needed
+    assert explain.guided_backprop(model, variables, x, target).shape == x.shape
+    with pytest.raises(spec.MissingCapability, match=r"fuse_weight_edit needs the model's `fuse_inputs`"):
+        spec.fuse_inputs(model, "fuse_weight_edit")
     with pytest.raises(spec.MissingCapability, match=r"random_variables without example_shape needs the model's "
                                                      r"`shape_probe`"):
         jaxretina.models.random_variables(model)

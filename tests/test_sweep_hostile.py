@@ -130,7 +130,7 @@ def test_a_4096_cubed_nifti_header_is_recorded_not_read(tmp_path):
 # folder on their PYTHONPATH, decoding the pixels of a PNG with the text chunk
 # "jaxretina-test: crash" kills the process with SIGSEGV (its header still reads).
 _CRASHING_DECODER = """
-import glob, os, signal
+import glob, os, signal, threading, time
 from PIL import ImageFile
 _load = ImageFile.ImageFile.load
 def _crashing_load(self):
@@ -139,7 +139,11 @@ def _crashing_load(self):
         journals = {f: open(f).read() for f in glob.glob(os.environ["JAXRETINA_TEST_OUT"] + "/decoding/p*/zarr.json")}
         with open(os.environ["JAXRETINA_TEST_CRASHED"], "w") as fh:
             fh.write(repr(journals))
-        os.kill(os.getpid(), signal.SIGSEGV)
+        # like a fault in C: the signal hits this thread, which never returns (a process-wide
+        # kill can be handled by another thread — a crash handler — while this one goes on
+        # decoding and clears the journal before the process dies)
+        signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
+        time.sleep(60)
     return _load(self)
 ImageFile.ImageFile.load = _crashing_load
 """

@@ -14,7 +14,9 @@ member                     what it gives, and who needs it
 ``spatial_dims``           class constant, 2 (images ``(N, H, W, C)``) or 3 (volumes); without
                            it the CAM methods accept either rank
 ``act``                    a field holding the activation function; rule-based methods
-                           (guided backprop, deconvnet, layer-wise guided maps) swap it
+                           (LRP, DeepLIFT, guided backprop, …) mark each of its calls as an
+                           activation site (without it they find the ReLUs in the traced
+                           program by themselves)
 ``AFFINE_STEM``            ``True`` when ``apply(..., part="stem" | "head")`` splits the model
                            into an affine stem and the rest (exact IG shortcut,
                            :mod:`jaxretina.models.stem`)
@@ -80,7 +82,7 @@ class ExplainableModel(Protocol):
 # member -> what it is for, in the words of the error a model lacking it gets
 MEMBERS = {
     "spatial_dims": "the class constant 2 (images) or 3 (volumes)",
-    "act": "a field holding the activation function, which rule-based methods swap",
+    "act": "a field holding the activation function, whose calls rule-based methods mark as activations",
     "AFFINE_STEM": "apply(..., part='stem' | 'head') splitting off an affine stem",
     "shape_probe": "a method returning (module, example input) whose init gives the variables' shapes",
     "fixed_parameters": "a method setting the parameters its init fixes rather than draws",
