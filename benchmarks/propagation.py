@@ -17,6 +17,8 @@ with XLA's FLOP count of jaxretina's program beside each time.  Cases:
   for (the residual sums of ResNet, DenseNet's concatenations, 3-D convolutions, DRIU's
   transposed convolutions): the table says so — and ``DeepLift`` (baseline 0);
 * PyTorch's plain input gradient.
+* GradientSHAP with 32 samples and 4 baselines: ``explain.gradient_shap`` (chunks of 8) against
+  Captum's ``GradientShap`` with ``nt_samples_batch_size`` 8 and 32 (all at once).
 
 Writes ``benchmarks/results/propagation.json``.
 """
@@ -34,8 +36,10 @@ from benchmarks._process import run_case, write_results
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("driu", "densenet121", "resnet50", "unet3d")
-OURS = ("gradient", "lrp", "deeplift", "guided_backprop")
-THEIRS = ("torch_gradient", "zennit_lrp", "captum_lrp", "captum_deeplift")
+OURS = ("gradient", "lrp", "deeplift", "guided_backprop", "gradient_shap")
+THEIRS = ("torch_gradient", "zennit_lrp", "captum_lrp", "captum_deeplift", "captum_gradient_shap_8",
+          "captum_gradient_shap_32")
+SHAP_SAMPLES, SHAP_BASELINES = 32, 4
 
 
 class _Case:
@@ -86,6 +90,10 @@ def _ours(case: _Case, method: str):
     if method == "gradient":   # the parameters are traced arguments here too (no constant folding)
         fn = explain.model_fn(model, v, target)
         return (lambda: explain.saliency(fn, x, abs=False)), _flops(lambda z: jax.grad(fn)(z), x)
+    if method == "gradient_shap":
+        fn = explain.model_fn(model, v, target)
+        bases = jax.numpy.stack([x * k / SHAP_BASELINES for k in range(SHAP_BASELINES)])
+        return (lambda: explain.gradient_shap(fn, x, bases, key=jax.random.key(0), samples=SHAP_SAMPLES, chunk=8)), 0.0
     fns = {"lrp": lambda z: explain.lrp(model, v, z, target, composite="epsilon_plus_flat"),
            "deeplift": lambda z: explain.deeplift(model, v, z, target, baseline=0.0),
            "guided_backprop": lambda z: explain.guided_backprop(model, v, z, target)}
@@ -108,6 +116,15 @@ def _theirs(case: _Case, method: str):
 
         dl = DeepLift(_scalar(net, case.forward))
         return lambda: dl.attribute(case.torch_input(), baselines=0.0, target=0)
+    if method.startswith("captum_gradient_shap"):
+        from captum.attr import GradientShap
+
+        gs = GradientShap(_scalar(net, case.forward))
+        x0 = case.torch_input().detach()
+        bases = torch.cat([x0 * k / SHAP_BASELINES for k in range(SHAP_BASELINES)])
+        batch = int(method.rsplit("_", 1)[1])
+        return lambda: gs.attribute(case.torch_input(), baselines=bases, n_samples=SHAP_SAMPLES, target=0,
+                                    nt_samples_batch_size=batch)
     if method == "captum_lrp":
         from captum.attr import LRP
 

@@ -4,6 +4,8 @@ and the closed form on a linear model."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 import pytest
 import jax
@@ -116,3 +118,34 @@ def test_noise_tunnel_variants_match_captum(weights, variant):
         m, m2 = ours.mean(0), (ours ** 2).mean(0)
         np.testing.assert_allclose(got, {"smoothgrad": m, "smoothgrad_sq": m2, "vargrad": m2 - m ** 2}[variant],
                                    rtol=1e-10, atol=1e-12)
+
+
+class _GradAt(NamedTuple):
+    """A chunked term: ``w ⊙ ∇f`` at one point (the shape of GradientSHAP's)."""
+
+    f: Any
+
+    def __call__(self, consts, item):
+        x, = consts
+        point, weight = item
+        return weight * jax.grad(self.f)(x + point)
+
+
+def test_a_memory_budget_picks_the_chunk_and_changes_nothing_else(weights):
+    f = _f_jax(weights)
+    x = jnp.asarray(np.random.default_rng(8).standard_normal(SHAPE), jnp.float32)
+    bases = jnp.stack([jnp.zeros(SHAPE), jnp.ones(SHAPE)])
+    key = jax.random.key(1)
+    want = explain.gradient_shap(f, x, bases, key=key, samples=12, chunk="all")
+    got = explain.gradient_shap(f, x, bases, key=key, samples=12, budget=1e9)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    # the chunker: XLA's bytes grow with the chunk; a budget between one and two items gives one
+    items = (jnp.zeros((12, *SHAPE)), jnp.ones((12,)))
+    one, two = (explain.chunk_memory(_GradAt(f), (x,), items, c) for c in (1, 2))
+    assert two > one
+    assert explain.chunk_for_budget(_GradAt(f), (x,), items, (one + two) / 2) == (1, one)
+    assert explain.chunk_for_budget(_GradAt(f), (x,), items, 1e12)[0] == 12
+    with pytest.raises(ValueError, match="one item already needs"):
+        explain.chunk_for_budget(_GradAt(f), (x,), items, one / 2)
+    with pytest.raises(ValueError, match="give chunk or budget, not both"):
+        explain.gradient_shap(f, x, bases, key=key, samples=12, chunk=2, budget=1e9)

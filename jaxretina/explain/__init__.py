@@ -43,7 +43,7 @@ from jaxretina.explain.layer_paths import (
 )
 from jaxretina.explain.lrp import lrp, output_relevance, propagate
 from jaxretina.explain.shap import ShapDraws, gradient_shap, shap_draws
-from jaxretina.explain.memory import ig_chunk_for_budget, ig_chunk_memory
+from jaxretina.explain.memory import chunk_for_budget, chunk_memory, ig_chunk_for_budget, ig_chunk_memory
 from jaxretina.explain.quadrature import RULES, quadrature
 from jaxretina.explain.relu_rules import (
     deconvnet, deconvnet_relu, deconvnet_rule, guided, guided_backprop, guided_relu, layerwise_guided_backprop,
@@ -64,6 +64,8 @@ __all__ = [
     "gradient_counterfactual",
     "ig_chunk_for_budget",
     "ig_chunk_memory",
+    "chunk_for_budget",
+    "chunk_memory",
     "ig_counterfactual",
     "integrated_gradients_vector",
     "layer_integrated_gradients",

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina import taps
-from jaxretina.explain.core import as_baseline, check_chunk, check_input, chunked_sum, example_output
+from jaxretina.explain.core import as_baseline, check_input, chunked_sum, example_output
+from jaxretina.explain.memory import pick_chunk
 from jaxretina.explain.lrp import for_rules
 from jaxretina.propagation import named, with_rules
 
@@ -80,9 +81,10 @@ def deeplift(model: Any, variables: Any, x: Any, target: Callable, *, baseline: 
 
 
 def deeplift_shap(model: Any, variables: Any, x: Any, target: Callable, baselines: Any, *, eps: float = 1e-10,
-                  chunk: int | str | None = None) -> jax.Array:
+                  chunk: int | str | None = None, budget: float | None = None) -> jax.Array:
     """DeepLiftShap: the mean of :func:`deeplift` over ``baselines`` ``(K, *x.shape)``, ``chunk``
-    references per call of one compiled program (``None`` = 8, ``"all"``)."""
+    references per call of one compiled program (``None`` = 8, ``"all"``; or the largest that
+    fits ``budget`` bytes)."""
     who = "deeplift_shap"
     x = check_input(x, who=who)
     baselines = jnp.asarray(baselines, x.dtype)
@@ -90,6 +92,6 @@ def deeplift_shap(model: Any, variables: Any, x: Any, target: Callable, baseline
         raise ValueError(f"{who}: baselines must be (K, *x.shape) = (K, {', '.join(map(str, x.shape))}); found "
                          f"{baselines.shape}")
     term = _ShapTerm(_DeepLift(for_rules(model, who), target, float(eps)))
-    k = baselines.shape[0]
-    total = chunked_sum(term, (taps.params_only(variables), x), baselines, chunk=check_chunk(chunk, k, who=who))
-    return total / k
+    consts = (taps.params_only(variables), x)
+    chunk = pick_chunk(term, consts, baselines, chunk, budget, who=who)
+    return chunked_sum(term, consts, baselines, chunk=chunk) / baselines.shape[0]

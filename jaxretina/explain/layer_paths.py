@@ -20,7 +20,8 @@ method                                  attribution
 
 Captum evaluates all steps as one batch (``internal_batch_size`` splits it; users report
 out-of-memory errors with ``LayerConductance``, captum #632); here ``chunk`` steps run per
-call of one compiled program.
+call of one compiled program, or ``budget=`` bytes picks the largest chunk that fits by XLA's
+own accounting (:func:`~jaxretina.explain.chunk_for_budget`).
 
 Example::
 
@@ -41,7 +42,8 @@ import jax.numpy as jnp
 
 from jaxretina import taps
 from jaxretina.explain.cam import chosen_layers, tapped_gradients
-from jaxretina.explain.core import as_baseline, check_chunk, check_input, chunked_sum
+from jaxretina.explain.core import as_baseline, check_input, chunked_sum
+from jaxretina.explain.memory import pick_chunk
 from jaxretina.explain.quadrature import quadrature
 
 __all__ = ["layer_gradient_x_activation", "internal_influence", "layer_conductance", "neuron_conductance"]
@@ -113,27 +115,29 @@ def _path(x, baseline, rule, steps, who):
 
 
 def internal_influence(model: Any, variables: Any, x: Any, layer: str, target: Callable, *, baseline: Any = 0.0,
-                       steps: int = 50, rule: str = "gausslegendre", chunk: int | str | None = None) -> jax.Array:
+                       steps: int = 50, rule: str = "gausslegendre", chunk: int | str | None = None,
+                       budget: float | None = None) -> jax.Array:
     """``Σ_k w_k ∂t/∂a(x_k)``: the target's gradient at ``layer`` integrated along the input
     path (Captum's ``InternalInfluence``); the layer's shape."""
     who = "internal_influence"
     x, b, (alphas, weights) = _path(x, baseline, rule, steps, who)
     point = _Point(model, target, _layer(model, x, layer, who))
     xs = (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
-    return chunked_sum(_InfluenceTerm(point), (taps.params_only(variables), x, b), xs,
-                       chunk=check_chunk(chunk, len(alphas), who=who))
+    term, consts = _InfluenceTerm(point), (taps.params_only(variables), x, b)
+    return chunked_sum(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
 
 
 def layer_conductance(model: Any, variables: Any, x: Any, layer: str, target: Callable, *, baseline: Any = 0.0,
-                      steps: int = 50, rule: str = "gausslegendre", chunk: int | str | None = None) -> jax.Array:
+                       steps: int = 50, rule: str = "gausslegendre", chunk: int | str | None = None,
+                       budget: float | None = None) -> jax.Array:
     """Conductance of every neuron of ``layer``: ``Σ_k ∂t/∂a(x_k) ⊙ (a(x_{k+1}) − a(x_k))`` over
     the ``steps + 1`` nodes of ``rule`` (Captum's ``LayerConductance``); the layer's shape."""
     who = "layer_conductance"
     x, b, (alphas, _) = _path(x, baseline, rule, int(steps) + 1, who)
     point = _Point(model, target, _layer(model, x, layer, who))
     xs = (jnp.asarray(alphas[:-1], x.dtype), jnp.asarray(alphas[1:], x.dtype))
-    return chunked_sum(_ConductanceTerm(point), (taps.params_only(variables), x, b), xs,
-                       chunk=check_chunk(chunk, int(steps), who=who))
+    term, consts = _ConductanceTerm(point), (taps.params_only(variables), x, b)
+    return chunked_sum(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
 
 
 class _NeuronTerm(NamedTuple):
@@ -161,7 +165,7 @@ def _neuron_step(term, variables, x, b, neuron, alpha, weight):
 
 def neuron_conductance(model: Any, variables: Any, x: Any, layer: str, neuron: int | Sequence[int], target: Callable,
                        *, baseline: Any = 0.0, steps: int = 50, rule: str = "gausslegendre",
-                       chunk: int | str | None = None) -> jax.Array:
+                       chunk: int | str | None = None, budget: float | None = None) -> jax.Array:
     """Conductance of the input through one neuron of ``layer`` (an index into the layer's
     activation without the batch axis, or its flat index): ``(x − b) ⊙ Σ_k w_k ∂t/∂a_n(x_k)
     ∂a_n/∂x(x_k)`` (Captum's ``NeuronConductance``); the input's shape."""
@@ -179,6 +183,5 @@ def neuron_conductance(model: Any, variables: Any, x: Any, layer: str, neuron: i
     flat = index[0] if len(index) == 1 else int(np.ravel_multi_index(index, shape))
     term = _NeuronTerm(model, target, name)
     xs = (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
-    total = chunked_sum(term, (taps.params_only(variables), x, b, jnp.asarray(flat)), xs,
-                        chunk=check_chunk(chunk, len(alphas), who=who))
-    return (x - b) * total
+    consts = (taps.params_only(variables), x, b, jnp.asarray(flat))
+    return (x - b) * chunked_sum(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))

@@ -31,8 +31,9 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from jaxretina.explain.core import check_chunk, check_input, chunked_sum, split_fn
+from jaxretina.explain.core import check_input, chunked_sum, split_fn
 from jaxretina.explain.gradients import input_gradient
+from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["ShapDraws", "shap_draws", "gradient_shap"]
 
@@ -66,7 +67,8 @@ class _ShapTerm(NamedTuple):
 
 
 def gradient_shap(f: Callable, x: Any, baselines: Any, *, key: jax.Array | None = None, samples: int = 32,
-                  stdev: float = 0.0, draws: ShapDraws | None = None, chunk: int | str | None = None) -> jax.Array:
+                  stdev: float = 0.0, draws: ShapDraws | None = None, chunk: int | str | None = None,
+                  budget: float | None = None) -> jax.Array:
     """GradientSHAP of ``f`` (one example -> scalar) at ``x``: shape of ``x``.
 
     Args:
@@ -74,6 +76,8 @@ def gradient_shap(f: Callable, x: Any, baselines: Any, *, key: jax.Array | None 
       key: draws ``samples`` samples with :func:`shap_draws` (``stdev``); or pass ``draws``.
       chunk: samples per compiled chunk (``None`` = 8, ``"all"`` = one ``vmap``): memory grows
         with it, the result does not change.
+      budget: bytes instead of ``chunk``: the largest chunk whose program fits, by XLA's own
+        accounting (:func:`~jaxretina.explain.chunk_for_budget`).
     """
     who = "gradient_shap"
     x = check_input(x, who=who)
@@ -98,5 +102,5 @@ def gradient_shap(f: Callable, x: Any, baselines: Any, *, key: jax.Array | None 
         raise ValueError(f"{who}: draws must hold index (S,), alpha (S,) and noise (S, *x.shape); found "
                          f"{draws.index.shape}, {draws.alpha.shape}, {draws.noise.shape}")
     fn, data = split_fn(f)
-    total = chunked_sum(_ShapTerm(fn), (data, x, baselines), tuple(draws), chunk=check_chunk(chunk, n, who=who))
-    return total / n
+    term, consts, xs = _ShapTerm(fn), (data, x, baselines), tuple(draws)
+    return chunked_sum(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who)) / n
