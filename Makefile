@@ -35,6 +35,7 @@ test: $(VENV)/.stamp-test
 bench: $(VENV)/.stamp-test
 	$(PY) -m benchmarks $(ARGS)
 	$(PY) -m benchmarks.wrapped
+	$(PY) -m benchmarks.propagation
 
 # DRIU sizes, chunkings and XLA options, jaxretina only
 bench-driu: $(VENV)/.stamp-core
