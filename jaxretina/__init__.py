@@ -5,7 +5,9 @@ names, meeting one declared contract (:mod:`jaxretina.models.spec`) and named in
 (:mod:`jaxretina.models.registry`); any other Flax module (:func:`explainable`) or Keras 3
 model (:func:`jaxretina.models.from_keras`) explains as it is.  Explainers
 (:mod:`jaxretina.explain`) are pure functions of one example that batch with ``jax.vmap`` and
-compile once per (model, shape, method); :func:`clear_caches` empties what jaxretina remembers.
+compile once per (model, shape, method); the propagation methods (LRP, DeepLIFT, excitation
+backprop, guided backprop) are rules of one mechanism (:mod:`jaxretina.propagation`) on any
+model; :func:`clear_caches` empties what jaxretina remembers.
 
 Example::
 
@@ -28,7 +30,8 @@ from jaxretina import xla_defaults
 xla_defaults.apply_defaults()  # before anything creates a JAX backend; see jaxretina/xla_defaults.py
 
 from jaxretina import (  # noqa: E402
-    data, explain, intervention, metrics, models, preprocess, sweep, targets, taps, train, views, volumes,
+    data, explain, intervention, metrics, models, preprocess, propagation, sweep, targets, taps, train, views,
+    volumes,
 )
 from jaxretina.explain import Attribution  # noqa: E402
 from jaxretina.caches import clear_caches  # noqa: E402
@@ -37,5 +40,5 @@ from jaxretina.models.explainable import explainable  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Attribution", "clear_caches", "data", "explainable", "explain", "intervention", "load", "metrics", "models", "preprocess", "save", "sweep",
-           "targets", "taps", "train", "views", "volumes", "__version__"]
+__all__ = ["Attribution", "clear_caches", "data", "explainable", "explain", "intervention", "load", "metrics", "models",
+           "preprocess", "propagation", "save", "sweep", "targets", "taps", "train", "views", "volumes", "__version__"]
