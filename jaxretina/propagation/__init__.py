@@ -1,7 +1,7 @@
 """One rule mechanism for propagation methods (LRP, guided backprop, deconvnet, …).
 
 A network is traced to a flat program (:mod:`~jaxretina.propagation.program`), its operations
-grouped into *sites* — linear layers (with bias and, merged, batch norm), sums, pools,
+grouped into *sites* (:mod:`~jaxretina.propagation.sites`) — linear layers (with bias and, merged, batch norm), sums, pools,
 activations — and a :class:`~jaxretina.propagation.composites.Composite` picks a rule
 (:mod:`~jaxretina.propagation.rules`) per site.  :func:`with_rules` evaluates the network with
 each ruled site as a ``jax.custom_vjp`` (forward unchanged, backward the rule), so one
@@ -21,7 +21,8 @@ Example::
 
 from jaxretina.propagation.composites import NAMES, Composite, base, named
 from jaxretina.propagation.evaluate import SiteView, with_rules
-from jaxretina.propagation.program import KINDS, Site, layer_sites, mark_activation, sites, trace
+from jaxretina.propagation.program import trace
+from jaxretina.propagation.sites import KINDS, Site, layer_sites, mark_activation, sites
 from jaxretina.propagation.rules import (
     AlphaBeta, Deconv, Epsilon, Excitation, Flat, Gamma, Guided, Norm, Pass, Rescale, WeightRule, WSquare, ZBox, ZPlus,
     captum_alpha1_beta0, captum_gamma, stabilize,

@@ -40,7 +40,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from jaxretina.propagation import rules as R
-from jaxretina.propagation.program import KINDS, LINEAR, Site
+from jaxretina.propagation.sites import KINDS, LINEAR, Site
 
 __all__ = ["Composite", "named", "NAMES", "base"]
 

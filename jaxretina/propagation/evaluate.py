@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxretina.propagation.program import Lit, Program, Site, sites, trace
+from jaxretina.propagation.program import Lit, Program, trace
+from jaxretina.propagation.sites import Site, sites
 
 __all__ = ["with_rules", "SiteView"]
 
