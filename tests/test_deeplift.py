@@ -47,14 +47,17 @@ def flax_variables(net):
     return {"params": {"c1": conv(net.c1), "c2": conv(net.c2), "fc": dense(net.fc), "fc2": dense(net.fc2)}}
 
 
+def net_and_inputs(seed, references, scale):
+    """``(torch net, its Flax variables, an input (1, 3, 9, 7), references (K, 3, 9, 7) · scale)``."""
+    net = torch_net()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 3, 9, 7, dtype=torch.float64, generator=g)
+    return net, flax_variables(net), x, torch.randn(references, 3, 9, 7, dtype=torch.float64, generator=g) * scale
+
+
 @pytest.fixture(scope="module")
 def pair():
-    net = torch_net()
-    variables = flax_variables(net)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(1, 3, 9, 7, dtype=torch.float64, generator=g)
-    refs = torch.randn(5, 3, 9, 7, dtype=torch.float64, generator=g) * 0.5
-    return net, variables, x, refs
+    return net_and_inputs(1, 5, 0.5)
 
 
 def nhwc(t):

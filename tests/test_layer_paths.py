@@ -12,18 +12,14 @@ import jax.numpy as jnp
 
 import jaxretina
 from jaxretina import explain, targets
-from tests.test_deeplift import FlaxNet, nhwc, torch_net, flax_variables
+from tests.test_deeplift import FlaxNet, net_and_inputs, nhwc
 
 torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
 def pair():
-    net = torch_net()
-    variables = flax_variables(net)
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(1, 3, 9, 7, dtype=torch.float64, generator=g)
-    b = torch.randn(1, 3, 9, 7, dtype=torch.float64, generator=g) * 0.2
+    net, variables, x, b = net_and_inputs(3, 1, 0.2)
     return net, jaxretina.explainable(FlaxNet(), layers="all"), variables, x, b
 
 

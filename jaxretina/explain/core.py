@@ -32,7 +32,7 @@ from jaxretina.validate import check_example, check_finite
 
 __all__ = [
     "DEFAULT_CHUNK", "model_fn", "split_fn", "chunked_sum", "check_chunk", "as_baseline", "scalar_output",
-    "sum_over", "progress_callback", "example_output", "check_input",
+    "sum_over", "progress_callback", "example_output", "check_input", "OneExample",
 ]
 
 
@@ -45,6 +45,17 @@ def example_output(out: Any, *, who: str = "target") -> jax.Array:
             "use jaxretina.models.spec.for_explaining(model) (for UNet3D: DS6's inference output)"
         )
     return out[0]
+
+
+class OneExample(NamedTuple):
+    """``(params, z) -> model's output for the one example z`` (no batch axis in or out): the
+    function rule-based methods trace; ``who`` names the method in errors."""
+
+    model: Any
+    who: str
+
+    def __call__(self, params, z):
+        return example_output(self.model.apply(params, z[None]), who=self.who)
 
 
 class _ModelScore(NamedTuple):

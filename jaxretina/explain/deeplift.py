@@ -29,19 +29,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina import taps
-from jaxretina.explain.core import as_baseline, check_input, chunked_sum, example_output
+from jaxretina.explain.core import OneExample, as_baseline, check_input, chunked_sum
 from jaxretina.explain.memory import pick_chunk
 from jaxretina.explain.lrp import for_rules
 from jaxretina.propagation import named, with_rules
 
 __all__ = ["deeplift", "deeplift_shap"]
-
-
-class _Net(NamedTuple):
-    model: Any
-
-    def __call__(self, params, z):
-        return example_output(self.model.apply(params, z[None]), who="deeplift")
 
 
 class _DeepLift(NamedTuple):
@@ -51,7 +44,7 @@ class _DeepLift(NamedTuple):
 
     def __call__(self, params, x, x0):
         composite = named("deeplift", eps=self.eps)
-        g = with_rules(_Net(self.model), composite.choose, merge=composite.merge, reference=True)
+        g = with_rules(OneExample(self.model, "deeplift"), composite.choose, merge=composite.merge, reference=True)
         out, pull = jax.vjp(lambda z: g(params, z, x0), x)
         return (x - x0) * pull(jax.grad(lambda y: self.target(y))(out))[0]
 

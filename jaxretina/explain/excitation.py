@@ -32,7 +32,7 @@ from flax import traverse_util
 
 from jaxretina import taps
 from jaxretina.explain.cam import chosen_layers
-from jaxretina.explain.core import check_input, example_output
+from jaxretina.explain.core import OneExample, check_input, example_output
 from jaxretina.explain.lrp import for_rules
 from jaxretina.propagation import named, sites, trace, with_rules
 
@@ -66,9 +66,9 @@ class _Head(NamedTuple):
 
 def _last_kernel(model: Any, params: Any, x: Any) -> str:
     """The parameter path of the kernel of the last linear layer ``model`` runs."""
-    program = trace(_Net(model), params, x)
+    program = trace(OneExample(model, "excitation_backprop"), params, x)
     linear = [s for s in sites(program) if s.kind in ("conv", "dense")]
-    producers = {o: op for op in program.ops for o in op.outs}
+    producers = program.producers()
     paths = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     if linear:
         ref = program.ops[linear[-1].ops[0]].ins[linear[-1].kernel_at]
@@ -90,36 +90,38 @@ def _negate_classifier(params: Any, path: str) -> Any:
     return traverse_util.unflatten_dict(flat, sep="/")
 
 
-class _Net(NamedTuple):
-    model: Any
-
-    def __call__(self, params, z):
-        return example_output(self.model.apply(params, z[None]), who="excitation_backprop")
-
-
 def _pass(f, params, x, seed):
+    """``(rule-propagated input cotangent, seed)`` of ``f`` at ``x``; ``seed`` an array or a
+    function of the output (the output comes from the ruled forward itself: one forward)."""
     composite = named("excitation_backprop")
     ruled = with_rules(f, composite.choose, merge=composite.merge)
     out, pull = jax.vjp(lambda z: ruled(params, z), x)
-    return out, pull(seed)[0]
+    seed = seed(out) if callable(seed) else seed
+    return pull(seed)[0], seed
+
+
+class _Seed(NamedTuple):
+    """The target's output gradient (one-hot for a class logit): TorchRay's backward start."""
+
+    target: Callable
+
+    def __call__(self, out):
+        return jax.grad(lambda y: self.target(y))(out)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _excitation(model, target, layer, contrast, classifier, params, x):
     fns = taps.tap_functions(model)
     deltas = fns.zeros(params, x[None])
-    out = fns.forward(params, x[None])
-    seed = jax.grad(lambda y: target(y))(example_output(out))
     if contrast is None:
-        _, (gx, gd) = _pass(_Tapped(model), params, (x, deltas), seed)
+        (gx, gd), _ = _pass(_Tapped(model), params, (x, deltas), _Seed(target))
         return gx.sum(-1) if layer is None else gd[layer][0].sum(-1)
     _, acts = fns.tapped(params, x[None], deltas)
     a = acts[contrast][0]
-    _, other = _pass(_Head(model, contrast, x), _negate_classifier(params, classifier), a, seed)
-    _, mine = _pass(_Head(model, contrast, x), params, a, seed)
+    mine, seed = _pass(_Head(model, contrast, x), params, a, _Seed(target))
+    other, _ = _pass(_Head(model, contrast, x), _negate_classifier(params, classifier), a, seed)
     # from the input to the contrast layer, the difference passed down (TorchRay's injection)
-    body = _Body(model, contrast)
-    _, (gx, gd) = _pass(body, params, (x, deltas), mine - other)
+    (gx, gd), _ = _pass(_Body(model, contrast), params, (x, deltas), mine - other)
     m = gx.sum(-1) if layer is None else gd[layer][0].sum(-1)
     return jnp.maximum(m, 0)
 

@@ -17,12 +17,12 @@ Example::
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 
 from jaxretina import taps
-from jaxretina.explain.core import check_input, example_output
+from jaxretina.explain.core import OneExample, check_input
 from jaxretina.models import spec
 from jaxretina.propagation import Composite, mark_activation, named, with_rules
 
@@ -33,13 +33,6 @@ def output_relevance(out: jax.Array, target: Callable) -> jax.Array:
     """``y ⊙ ∂t/∂y``: the relevance the target puts on each output (its own value where it
     picks one output; each pixel's share for a segmentation sum)."""
     return out * jax.grad(lambda y: target(y))(out)
-
-
-class _Net(NamedTuple):
-    model: Any
-
-    def __call__(self, params, z):
-        return example_output(self.model.apply(params, z[None]), who="propagate")
 
 
 def for_rules(model: Any, who: str) -> Any:
@@ -55,7 +48,7 @@ def for_rules(model: Any, who: str) -> Any:
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _propagate(model, target, composite, start, params, x):
-    g = with_rules(_Net(model), composite.choose, merge=composite.merge)
+    g = with_rules(OneExample(model, "propagate"), composite.choose, merge=composite.merge)
     out, pull = jax.vjp(lambda z: g(params, z), x)
     seed = output_relevance(out, target) if start == "relevance" else jax.grad(lambda y: target(y))(out)
     return pull(seed)[0]

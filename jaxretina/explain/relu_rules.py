@@ -45,7 +45,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina import caches, taps
-from jaxretina.models import spec
 from jaxretina.explain.core import check_chunk, check_input
 from jaxretina.explain.lrp import for_rules, propagate
 from jaxretina.propagation import named, with_rules
@@ -53,7 +52,6 @@ from jaxretina.propagation import named, with_rules
 __all__ = [
     "guided_relu", "deconvnet_relu", "guided", "deconvnet_rule", "guided_backprop", "deconvnet",
     "layerwise_guided_backprop",
-    "with_act",
 ]
 
 
@@ -127,10 +125,6 @@ def deconvnet_rule(act: Callable) -> Callable:
 
     rule.defvjp(lambda x: (act(x), None), lambda _, g: (jax.nn.relu(g),))
     return rule
-
-
-def with_act(model: Any, rule: Callable, who: str) -> Any:
-    return spec.with_activation(model, rule(spec.activation(model, who)), who)
 
 
 def guided_backprop(model: Any, variables: Any, x: Any, target: Callable) -> jax.Array:

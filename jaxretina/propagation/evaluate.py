@@ -11,6 +11,7 @@ gradient — then propagates relevance instead of gradients.  It works under ``j
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -45,7 +46,7 @@ class SiteView:
             if k == head and kernel is not None:
                 args[self.site.kernel_at] = kernel
             if k != head and not affine and op.prim.name != "reshape":
-                env[op.outs[0]] = env[_live_in(op, env, self.program)]
+                env[op.outs[0]] = env[_live_in(op, self.program)]
                 continue
             env.update(zip(op.outs, op.bind(*args)))
         return env[self.site.output]
@@ -67,13 +68,17 @@ class SiteView:
         head = self.program.ops[self.site.ops[0]]
         env[head.outs[0]] = y
         for k in self.site.ops[1:]:
-            op = self.program.ops[k]
-            env.update(zip(op.outs, op.bind(*[a.val if isinstance(a, Lit) else env[a] for a in op.ins])))
+            self.program.ops[k].run(env)
         return env[self.site.output]
 
-    def bias(self):
+    @functools.cached_property
+    def _offset(self):
+        # the site's output at a zero head output: the bias (and a merged batch norm's shift)
         head = self.program.ops[self.site.ops[0]]
         return self._post(jnp.zeros(head.shapes[0], self.z.dtype))
+
+    def bias(self):
+        return self._offset
 
     def weight(self):
         head = self.program.ops[self.site.ops[0]]
@@ -85,7 +90,7 @@ class SiteView:
             raise ValueError(f"layer {self.site.name!r}: its kernel has several output axes, so a merged batch norm "
                              "cannot be folded into it; use a rule that keeps the weights (Epsilon) or merge=False")
         one = jnp.ones(head.shapes[0], self.z.dtype)
-        scale = self._post(one) - self._post(jnp.zeros_like(one))
+        scale = self._post(one) - self._offset
         axis = self.site.out_axis
         per_channel = scale[tuple(slice(None) if d == axis else 0 for d in range(scale.ndim))]
         shape = [1] * kernel.ndim
@@ -93,7 +98,7 @@ class SiteView:
         return kernel * per_channel.reshape(shape)
 
 
-def _live_in(op, env, program):
+def _live_in(op, program):
     return next(a for a in op.ins if isinstance(a, int) and a in program.live)
 
 
@@ -149,7 +154,7 @@ def run(program: Program, chosen: dict[int, tuple[Site, Callable]], params: Any,
             continue
         if k in skip:
             continue
-        env.update(zip(op.outs, op.bind(*[a.val if isinstance(a, Lit) else env[a] for a in op.ins])))
+        op.run(env)
     return [a.val if isinstance(a, Lit) else env[a] for a in program.outputs], env
 
 

@@ -46,6 +46,10 @@ class Op(NamedTuple):
     scope: str
     traced: dict                           # the equation's own parameters (as traced)
 
+    def run(self, env: dict) -> None:
+        """Bind with the operands read from ``env`` (ids) or literal, and store the outputs."""
+        env.update(zip(self.outs, self.bind(*[a.val if isinstance(a, Lit) else env[a] for a in self.ins])))
+
     def bind(self, *args):
         if self.prim.name not in ("custom_jvp_call", "custom_vjp_call"):   # those match their operands themselves
             args = _same_vma(args)
@@ -105,6 +109,10 @@ class Program(NamedTuple):
     shapes: dict
     root: str
     out_tree: Any = None
+
+    def producers(self) -> dict[int, Op]:
+        """``{id: the operation that makes it}``."""
+        return {o: op for op in self.ops for o in op.outs}
 
     def consumers(self) -> dict[int, list[int]]:
         uses: dict[int, list[int]] = {}

@@ -193,11 +193,11 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
     norm) into that layer."""
     live = program.live
     uses = program.consumers()
-    producers = {o: op for op in program.ops for o in op.outs}
+    producers = program.producers()
     taken: set[int] = set()
     found: list[Site] = []
-    selections = _selections(program)
-    nonneg = _nonnegative(program)
+    selections = _selections(program, producers)
+    nonneg = _nonnegative(program, producers)
 
     def live_operand(op: Op) -> tuple[int | None, Any]:
         ids = [a for a in op.ins if isinstance(a, int) and a in live]
@@ -278,12 +278,16 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
     return found
 
 
-def _is_zero(program: Program, producers: dict, ref) -> bool:
-    if isinstance(ref, Lit):
-        return not jax.numpy.ndim(ref.val) and float(ref.val) == 0.0
-    op = producers.get(ref)
-    return op is not None and op.prim.name in ("broadcast_in_dim", "convert_element_type") and \
-        _is_zero(program, producers, op.ins[0])
+def _scalar(producers: dict, ref) -> float | None:
+    """The value of a scalar literal, possibly broadcast or converted (a pad value, the zero of
+    a selection); ``None`` for anything else."""
+    while not isinstance(ref, Lit):
+        op = producers.get(ref)
+        if op is None or op.prim.name not in ("broadcast_in_dim", "convert_element_type"):
+            return None
+        ref = op.ins[0]
+    v = np.asarray(ref.val)
+    return float(v) if v.ndim == 0 else None
 
 
 _KEEP_SIGN = ("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "slice", "dynamic_slice",
@@ -291,23 +295,15 @@ _KEEP_SIGN = ("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dim
               "reduce_window_sum", "concatenate", "max", "add", "mul", "div", "select_n", "pad", "cumsum")
 
 
-def _nonnegative(program: Program) -> set[int]:
+def _nonnegative(program: Program, producers: dict) -> set[int]:
     """Ids whose values are never negative: ReLU outputs and what sign-keeping operations make
     of them (pools, reshapes, concatenations, sums, selections); padding with 0, or with −inf
     before a max (a max pool never selects it), keeps the sign."""
-    producers = {o: op for op in program.ops for o in op.outs}
     found: set[int] = set()
 
     def constant(a) -> bool:
-        # a literal or a broadcast/converted literal that is >= 0 or −inf (pads, selections' zeros)
-        while True:
-            if isinstance(a, Lit):
-                v = np.asarray(a.val)
-                return v.ndim == 0 and bool(float(v) >= 0 or float(v) == -np.inf)
-            op = producers.get(a)
-            if op is None or op.prim.name not in ("broadcast_in_dim", "convert_element_type"):
-                return False
-            a = op.ins[0]
+        v = _scalar(producers, a)
+        return v is not None and (v >= 0 or v == -np.inf)
 
     for op in program.ops:
         name = op.prim.name
@@ -323,13 +319,12 @@ def _nonnegative(program: Program) -> set[int]:
     return found
 
 
-def _selections(program: Program) -> set[int]:
+def _selections(program: Program, producers: dict) -> set[int]:
     """Ids of ``where(c, v, 0)`` and of sums of those: a maximum written as selections
     (:func:`jaxretina.models.layers.first_max`), whose adds route, not sum."""
-    producers = {o: op for op in program.ops for o in op.outs}
     found: set[int] = set()
     for op in program.ops:
-        if op.prim.name == "select_n" and any(_is_zero(program, producers, a) for a in op.ins[1:]):
+        if op.prim.name == "select_n" and any(_scalar(producers, a) == 0.0 for a in op.ins[1:]):
             found.add(op.outs[0])
         elif op.prim.name == "add" and all(isinstance(a, int) and a in found for a in op.ins):
             found.add(op.outs[0])
