@@ -71,7 +71,7 @@ def _last_kernel(model: Any, params: Any, x: Any) -> str:
     producers = program.producers()
     paths = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     if linear:
-        ref = program.ops[linear[-1].ops[0]].ins[linear[-1].kernel_at]
+        ref = linear[-1].kernel
         while isinstance(ref, int) and ref not in program.param_ids and ref in producers:
             ref = producers[ref].ins[0]   # through the reshapes, casts and transposes of the kernel
         if isinstance(ref, int) and ref in program.param_ids:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxretina.models.layers import first_max
+from jaxretina.models.scopes import LINEAR_SCOPE
 
 __all__ = ["conv3d", "Conv3D", "max_pool_2x2x2", "upsample_nearest_2x"]
 
@@ -62,18 +63,19 @@ def conv3d(x: jax.Array, kernel: jax.Array, *, stack: bool | None = None) -> jax
     if kernel.shape[:3] != (k, k, k) or k % 2 == 0 or kernel.shape[3] != c:
         raise ValueError(f"conv3d: kernel must be (k, k, k, {c}, O) with k odd for input channels {c}; "
                          f"found {kernel.shape}")
-    p = k // 2
-    o = kernel.shape[-1]
-    xp = jnp.pad(x, ((0, 0), (p, p), (0, 0), (0, 0), (0, 0))) if p else x
     if stack is None:
         stack = c <= STACK_MAX_CHANNELS
-    if stack:
-        taps = jnp.concatenate([xp[:, t : t + d] for t in range(k)], axis=-1)   # channel = t·C + i
-        k2 = jnp.moveaxis(kernel, 0, 2).reshape(k, k, k * c, o)                 # (b, c, t·C + i, o)
-        y = _conv2d(taps.reshape(n * d, h, w, k * c), k2, p)
-    else:
-        y = sum(_conv2d(xp[:, t : t + d].reshape(n * d, h, w, c), kernel[t], p) for t in range(k))
-    return y.reshape(n, d, h, w, o)
+    with jax.named_scope(LINEAR_SCOPE):   # one conv site for the propagation rules, padding included
+        p = k // 2
+        o = kernel.shape[-1]
+        xp = jnp.pad(x, ((0, 0), (p, p), (0, 0), (0, 0), (0, 0))) if p else x
+        if stack:
+            taps = jnp.concatenate([xp[:, t : t + d] for t in range(k)], axis=-1)   # channel = t·C + i
+            k2 = jnp.moveaxis(kernel, 0, 2).reshape(k, k, k * c, o)                 # (b, c, t·C + i, o)
+            y = _conv2d(taps.reshape(n * d, h, w, k * c), k2, p)
+        else:
+            y = sum(_conv2d(xp[:, t : t + d].reshape(n * d, h, w, c), kernel[t], p) for t in range(k))
+        return y.reshape(n, d, h, w, o)
 
 
 class Conv3D(nn.Module):

@@ -39,16 +39,14 @@ class SiteView:
     def _run(self, xs, kernel=None, affine=True):
         env = dict(self.consts)
         env.update(zip(self.site.inputs, xs))
-        head = self.site.ops[0]
-        for k in self.site.ops:
+        if kernel is not None:
+            env[self.site.kernel] = kernel
+        for n, k in enumerate(self.site.ops):
             op = self.program.ops[k]
-            args = [a.val if isinstance(a, Lit) else env[a] for a in op.ins]
-            if k == head and kernel is not None:
-                args[self.site.kernel_at] = kernel
-            if k != head and not affine and op.prim.name != "reshape":
+            if n >= self.site.head and not affine and op.prim.name != "reshape":
                 env[op.outs[0]] = env[_live_in(op, self.program)]
                 continue
-            env.update(zip(op.outs, op.bind(*args)))
+            op.run(env)
         return env[self.site.output]
 
     def fn(self, *xs):
@@ -62,34 +60,35 @@ class SiteView:
     def _linear(self, x, w):
         return self._run((x,), kernel=w, affine=False)
 
+    @property
+    def _head(self):
+        # the operation that makes the linear map's output (before bias and batch norm)
+        return self.program.ops[self.site.ops[self.site.head - 1]]
+
     def _post(self, y):
         """The site's operations after its head applied to the head's output ``y``."""
         env = dict(self.consts)
-        head = self.program.ops[self.site.ops[0]]
-        env[head.outs[0]] = y
-        for k in self.site.ops[1:]:
+        env[self._head.outs[0]] = y
+        for k in self.site.ops[self.site.head:]:
             self.program.ops[k].run(env)
         return env[self.site.output]
 
     @functools.cached_property
     def _offset(self):
         # the site's output at a zero head output: the bias (and a merged batch norm's shift)
-        head = self.program.ops[self.site.ops[0]]
-        return self._post(jnp.zeros(head.shapes[0], self.z.dtype))
+        return self._post(jnp.zeros(self._head.shapes[0], self.z.dtype))
 
     def bias(self):
         return self._offset
 
     def weight(self):
-        head = self.program.ops[self.site.ops[0]]
-        kernel = self.consts[head.ins[self.site.kernel_at]] if isinstance(head.ins[self.site.kernel_at], int) \
-            else head.ins[self.site.kernel_at].val
-        if not any(self.program.ops[k].prim.name in ("mul", "div") for k in self.site.ops[1:]):
+        kernel = self.consts[self.site.kernel]
+        if not any(self.program.ops[k].prim.name in ("mul", "div") for k in self.site.ops[self.site.head:]):
             return kernel
         if self.site.kernel_out_axis is None:
             raise ValueError(f"layer {self.site.name!r}: its kernel has several output axes, so a merged batch norm "
                              "cannot be folded into it; use a rule that keeps the weights (Epsilon) or merge=False")
-        one = jnp.ones(head.shapes[0], self.z.dtype)
+        one = jnp.ones(self._head.shapes[0], self.z.dtype)
         scale = self._post(one) - self._offset
         axis = self.site.out_axis
         per_channel = scale[tuple(slice(None) if d == axis else 0 for d in range(scale.ndim))]

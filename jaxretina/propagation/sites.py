@@ -8,7 +8,10 @@ kind          the operations (``z`` the site's output)
 ============  ==============================================================================
 ``conv``      a convolution of the input with a constant kernel, then the elementwise affine
               operations with constants that follow it: ``z = s ⊙ conv(x, W) + t`` (bias; with
-              ``merge=True`` also a following batch norm, zennit's "canonizer")
+              ``merge=True`` also a following batch norm, zennit's "canonizer"); the
+              convolution may be a region under the ``jaxretina.linear`` scope
+              (:data:`~jaxretina.models.scopes.LINEAR_SCOPE`: a 3-D convolution written as
+              padding, slices and 2-D convolutions)
 ``dense``     the same with ``dot_general`` (a fully connected layer)
 ``affine``    elementwise ``z = s ⊙ x + t`` with constants not after a linear layer (an
               unmerged batch norm, a normalisation)
@@ -49,12 +52,12 @@ import numpy as np
 import jax
 from jax.extend import core
 
+from jaxretina.models.scopes import ACTIVATION_SCOPE, LINEAR_SCOPE
 from jaxretina.models.tap_points import TAP_SCOPE
 from jaxretina.propagation.program import CALLS, CASTS, Lit, Op, Program, trace
 
-__all__ = ["Site", "sites", "layer_sites", "mark_activation", "ACTIVATION_SCOPE", "KINDS", "LINEAR"]
+__all__ = ["Site", "sites", "layer_sites", "mark_activation", "ACTIVATION_SCOPE", "LINEAR_SCOPE", "KINDS", "LINEAR"]
 
-ACTIVATION_SCOPE = "jaxretina.activation"
 KINDS = ("conv", "dense", "affine", "sum", "avgpool", "maxpool", "activation")
 LINEAR = ("conv", "dense")
 _AFFINE = ("add", "sub", "mul", "div")
@@ -64,19 +67,21 @@ class Site(NamedTuple):
     """Operations a rule replaces as a unit: ``ops`` (indices, in order), its ``inputs`` (live
     ids), its ``output`` id, the ``kind`` (see the module docstring) and the layer ``name``
     (the issuing module's path below the root, ``/``-separated).  For ``conv``/``dense``:
-    ``kernel_at`` (operand position of the constant kernel), ``out_axis`` (output channel
-    axis) and ``kernel_out_axis`` (the kernel's output axis, or ``None`` when it has several)."""
+    ``kernel`` (the id of the constant kernel), ``out_axis`` (output channel axis),
+    ``kernel_out_axis`` (the kernel's output axis, or ``None`` when it has several) and
+    ``head`` (how many of ``ops`` compute the linear map; the rest are its affine chain)."""
 
     kind: str
     name: str
     ops: tuple[int, ...]
     inputs: tuple[int, ...]
     output: int
-    kernel_at: int | None = None
+    kernel: int | None = None
     out_axis: int | None = None
     kernel_out_axis: int | None = None
     relu: bool = False   # an activation site that is one ReLU
     nonneg: bool = False   # a linear site whose input is never negative (after a ReLU): rules skip x⁻ terms
+    head: int = 1
 
     def matches(self, pattern: str) -> bool:
         return fnmatch.fnmatchcase(self.name, pattern)
@@ -131,7 +136,7 @@ def _only_relu(jaxpr) -> bool:
 def _layer_name(program: Program, scope: str) -> str:
     parts = []
     for p in scope.split("/"):
-        if p and p not in (ACTIVATION_SCOPE, TAP_SCOPE) and (not parts or parts[-1] != p):
+        if p and p not in (ACTIVATION_SCOPE, LINEAR_SCOPE, TAP_SCOPE) and (not parts or parts[-1] != p):
             parts.append(p)   # a module whose method calls its parent class's repeats its name
     if program.root and parts and parts[0] == program.root:
         parts = parts[1:]
@@ -197,6 +202,7 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
     taken: set[int] = set()
     found: list[Site] = []
     selections = _selections(program, producers)
+    regions = _regions(program, LINEAR_SCOPE)
     nonneg = _nonnegative(program, producers)
 
     def live_operand(op: Op) -> tuple[int | None, Any]:
@@ -243,13 +249,18 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
             continue   # a tap's perturbation, scale or replacement: instrumentation, not a layer
         name = op.prim.name
         head = _linear_head(program, op)
-        site = None
-        if head is not None and name in ("conv_general_dilated", "dot_general"):
+        site = _linear_region(program, regions[i], uses) if i in regions else None
+        if site is not None:
+            rank = len(program.shapes[site.output])
+            rest, out, axis = chain(i, site.output, _outside(op.scope, LINEAR_SCOPE), rank - 1, rank, merge)
+            site = site._replace(ops=site.ops + tuple(rest), output=out, out_axis=axis,
+                                 nonneg=site.inputs[0] in nonneg)
+        elif head is not None and name in ("conv_general_dilated", "dot_general"):
             k, axis, kaxis = head
             rest, out, axis = chain(i, op.outs[0], op.scope, axis, len(op.shapes[0]), merge)
             x = op.ins[1 - k]
             site = Site("conv" if name == "conv_general_dilated" else "dense", _layer_name(program, op.scope),
-                        (i, *rest), (x,), out, k, axis, kaxis, nonneg=x in nonneg)
+                        (i, *rest), (x,), out, op.ins[k], axis, kaxis, nonneg=x in nonneg)
         elif name in ("conv_general_dilated", "dot_general") and _fixed_map(program, op):
             # a constant, not learned, kernel: adaptive average pooling, resizing
             site = Site("avgpool", _layer_name(program, op.scope), (i,), (next(a for a in op.ins if a in live),),
@@ -329,6 +340,51 @@ def _selections(program: Program, producers: dict) -> set[int]:
         elif op.prim.name == "add" and all(isinstance(a, int) and a in found for a in op.ins):
             found.add(op.outs[0])
     return found
+
+
+def _outside(scope: str, marker: str) -> str:
+    """``scope`` above ``marker``: the module a marked region belongs to."""
+    parts = scope.split("/")
+    return "/".join(parts[:parts.index(marker)]) if marker in parts else scope
+
+
+def _regions(program: Program, marker: str) -> dict[int, tuple[int, ...]]:
+    """``{first op with a live operand: the region's ops}`` for the maximal runs of
+    consecutive operations with one scope that contains ``marker``."""
+    found: dict[int, tuple[int, ...]] = {}
+    start = None
+    for k in range(len(program.ops) + 1):
+        here = program.ops[k].scope if k < len(program.ops) else None
+        if start is not None and here != program.ops[start].scope:
+            run = tuple(range(start, k))
+            first_live = next((j for j in run if any(isinstance(a, int) and a in program.live
+                                                     for a in program.ops[j].ins)), None)
+            if first_live is not None:
+                found[first_live] = run
+            start = None
+        if start is None and here is not None and marker in here.split("/"):
+            start = k
+    return found
+
+
+def _linear_region(program: Program, ops: tuple[int, ...], uses: dict) -> Site | None:
+    """A ``conv`` site for a region under :data:`LINEAR_SCOPE`, or ``None`` when the region is
+    not what the scope promises: one live input, one learned kernel from outside whose last
+    axis is the output's last axis, one output (made by the region's last operation)."""
+    made = {o for k in ops for o in program.ops[k].outs}
+    outside = {a for k in ops for a in program.ops[k].ins if isinstance(a, int) and a not in made}
+    inputs = [a for a in outside if a in program.live]
+    kernels = [a for a in outside if a in program.learned]
+    used_outside = [o for o in made if any(u < 0 or u not in ops for u in uses.get(o, []))]
+    last = program.ops[ops[-1]].outs
+    if len(inputs) != 1 or len(kernels) != 1 or len(last) != 1 or used_outside != [last[0]]:
+        return None
+    out_shape, k_shape = program.shapes[last[0]], program.shapes[kernels[0]]
+    if not out_shape or not k_shape or out_shape[-1] != k_shape[-1]:
+        return None
+    name = _layer_name(program, program.ops[ops[0]].scope)
+    return Site("conv", name, ops, (inputs[0],), last[0], kernels[0], len(out_shape) - 1, len(k_shape) - 1,
+                head=len(ops))
 
 
 def _marked_region(program: Program, i: int, uses: dict, taken: set) -> Site | None:
