@@ -67,6 +67,11 @@ def _neg(a):
     return jnp.minimum(a, 0)
 
 
+def _split(view, x):
+    """``(x⁺, x⁻)``; ``x`` itself and zeros on a site whose input is never negative (no pass)."""
+    return (x, None) if view.site.nonneg else (_pos(x), _neg(x))
+
+
 def _pull(view, x, weight, bias=None):
     """``(lin(x, weight) + bias, g ↦ J(weight)ᵀ g)``."""
     x = vary_like(x, view.xs[0])   # ones and bounds vary over the mesh axes the input does
@@ -103,7 +108,7 @@ class ZPlus(NamedTuple):
 
     def __call__(self, view, R):
         x, w, b = view.xs[0], view.weight(), view.bias()
-        xp, xn = _pos(x), _neg(x)
+        xp, xn = _split(view, x)
         z0, back0 = _pull(view, xp, _pos(w), None if self.zero_bias else _pos(b))
         if view.site.nonneg:   # after a ReLU x⁻ = 0: its terms vanish, and so do their passes
             return (xp * back0(R / stabilize(z0, self.stabilizer)),)
@@ -123,7 +128,7 @@ class AlphaBeta(NamedTuple):
 
     def __call__(self, view, R):
         x, w, b = view.xs[0], view.weight(), view.bias()
-        xp, xn = _pos(x), _neg(x)
+        xp, xn = _split(view, x)
         wp, wn = _pos(w), _neg(w)
         z0, b0 = _pull(view, xp, wp, None if self.zero_bias else _pos(b))
         z2, b2 = _pull(view, xp, wn, None if self.zero_bias else _neg(b))
@@ -147,7 +152,7 @@ class Gamma(NamedTuple):
 
     def __call__(self, view, R):
         x, w, b = view.xs[0], view.weight(), view.bias()
-        xp, xn = _pos(x), _neg(x)
+        xp, xn = _split(view, x)
         wa, wb = w + self.gamma * _pos(w), w + self.gamma * _neg(w)
         ba = None if self.zero_bias else b + self.gamma * _pos(b)
         bb = None if self.zero_bias else b + self.gamma * _neg(b)
