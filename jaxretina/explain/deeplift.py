@@ -6,9 +6,10 @@ every activation passes back the multiplier ``(σ(a) − σ(a₀)) / (a − a₀
 the attribution ``(x − x₀) ⊙ m(x)`` sums to the difference in score on a ReLU network with a
 linear target — *summation to delta*.  It is the ``deeplift`` composite of
 :mod:`jaxretina.propagation`: the network runs at ``x₀`` (forward only) and at ``x``, and one
-reverse pass carries the multipliers.  Captum's ``DeepLift`` with its default rescale rule;
-max pools route by the input's maximum (their gradient), where Captum's max-pool rule mixes
-the input's and the reference's maxima.
+reverse pass carries the multipliers.  Captum's ``DeepLift`` with its default rescale rule,
+and its max-pool rule (:class:`~jaxretina.propagation.RescaleMaxPool`): a max pool sends
+``max(z, z₀) − z₀`` back through the input's switches and ``z − max(z, z₀)`` through the
+reference's.
 
 DeepLiftShap (Lundberg & Lee 2017): the mean of DeepLIFT over a set of references
 ``{b_k}``, batched over the references (``chunk`` per call of one compiled program).

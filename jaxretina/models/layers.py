@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from jaxretina.models.scopes import MAXPOOL_SCOPE, scoped
+
 __all__ = ["IMAGENET_NORMALIZATION", "Training", "normalize_input", "torch_batch_norm", "max_pool_2x2", "max_pool_3x3_s2", "first_max", "avg_pool_2x2", "avg_pool_3x3_s1", "bilinear_kernel", "bilinear_diagonal_init", "CaffeDeconv", "conv_transpose", "crop_to"]
 
 
@@ -85,6 +87,7 @@ def torch_batch_norm(name: str, train: bool | Training, dtype, epsilon: float = 
                            mode=train, name=name)
 
 
+@scoped(MAXPOOL_SCOPE)
 def max_pool_2x2(x: jax.Array, *, ceil_mode: bool = True) -> jax.Array:
     """Max pooling, kernel 2, stride 2, pad 0, on (N, H, W, C).
 
@@ -128,6 +131,7 @@ def first_max(views: list[jax.Array]) -> jax.Array:
     return out
 
 
+@scoped(MAXPOOL_SCOPE)
 def max_pool_3x3_s2(x: jax.Array, padding: int = 1) -> jax.Array:
     """Max pooling, kernel 3, stride 2, floor rounding, on (N, H, W, C), padded with ``-inf``:
     ``padding=1`` is torchvision DenseNet's ``pool0`` (output ``(H - 1) // 2 + 1``), ``padding=0``

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxretina.models.layers import first_max
-from jaxretina.models.scopes import LINEAR_SCOPE
+from jaxretina.models.scopes import LINEAR_SCOPE, MAXPOOL_SCOPE, scoped
 
 __all__ = ["conv3d", "Conv3D", "max_pool_2x2x2", "upsample_nearest_2x"]
 
@@ -100,6 +100,7 @@ class Conv3D(nn.Module):
         return y + jnp.asarray(bias, dtype) if bias is not None else y
 
 
+@scoped(MAXPOOL_SCOPE)
 def max_pool_2x2x2(x: jax.Array) -> jax.Array:
     """Max pooling, kernel 2, stride 2, on (N, D, H, W, C) with even D, H, W (PyTorch's
     ``MaxPool3d(2, 2)``).  The gradient goes to the first maximum of each window in (d, h, w)

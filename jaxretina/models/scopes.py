@@ -6,6 +6,9 @@
   3-D convolution written as several 2-D ones (:func:`jaxretina.models.layers3d.conv3d`).
   A propagation rule then sees one ``conv`` site and replays the whole region with a modified
   kernel (``W⁺``, ones, …), exactly as it would one ``conv_general_dilated``.
+* :data:`MAXPOOL_SCOPE`: one max pool written as strided views and selections
+  (:func:`jaxretina.models.layers.first_max`): a ``maxpool`` site, so a rule may act on it
+  (DeepLIFT's max-pool rule); otherwise its gradient routes as before.
 * :data:`ACTIVATION_SCOPE`: one elementwise nonlinearity (a model's ``act`` field).
 
 Outside the rule mechanism a named scope changes nothing but the names in a profile.
@@ -20,7 +23,26 @@ Example::
 
 from __future__ import annotations
 
-__all__ = ["LINEAR_SCOPE", "ACTIVATION_SCOPE"]
+import functools
+from typing import Callable
+
+import jax
+
+__all__ = ["LINEAR_SCOPE", "MAXPOOL_SCOPE", "ACTIVATION_SCOPE", "scoped"]
 
 LINEAR_SCOPE = "jaxretina.linear"
+MAXPOOL_SCOPE = "jaxretina.maxpool"
 ACTIVATION_SCOPE = "jaxretina.activation"
+
+
+def scoped(scope: str) -> Callable[[Callable], Callable]:
+    """Decorator: the function's operations run under ``jax.named_scope(scope)``."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            with jax.named_scope(scope):
+                return fn(*args, **kwargs)
+        return inner
+
+    return wrap

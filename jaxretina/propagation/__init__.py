@@ -24,12 +24,12 @@ from jaxretina.propagation.evaluate import SiteView, with_rules
 from jaxretina.propagation.program import trace
 from jaxretina.propagation.sites import KINDS, Site, layer_sites, mark_activation, sites
 from jaxretina.propagation.rules import (
-    AlphaBeta, Deconv, Epsilon, Excitation, Flat, Gamma, Guided, Norm, Pass, Rescale, WeightRule, WSquare, ZBox, ZPlus,
+    AlphaBeta, Deconv, Epsilon, Excitation, Flat, Gamma, Guided, Norm, Pass, Rescale, RescaleMaxPool, WeightRule, WSquare, ZBox, ZPlus,
     captum_alpha1_beta0, captum_gamma, stabilize,
 )
 
 __all__ = [
     "Composite", "named", "NAMES", "base", "with_rules", "SiteView", "Site", "KINDS", "sites", "trace",
     "layer_sites", "mark_activation", "stabilize", "Epsilon", "Norm", "ZPlus", "AlphaBeta", "Gamma", "Flat",
-    "WSquare", "ZBox", "WeightRule", "Pass", "Guided", "Deconv", "Rescale", "Excitation", "captum_gamma", "captum_alpha1_beta0",
+    "WSquare", "ZBox", "WeightRule", "Pass", "Guided", "Deconv", "Rescale", "RescaleMaxPool", "Excitation", "captum_gamma", "captum_alpha1_beta0",
 ]

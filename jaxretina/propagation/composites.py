@@ -150,7 +150,8 @@ def _excitation_backprop(eps=1e-20):
 
 
 def _deeplift(eps=1e-10):
-    return Composite((("activation", R.Rescale(eps)),), merge=False, name="deeplift")
+    return Composite((("activation", R.Rescale(eps)), ("maxpool", R.RescaleMaxPool(eps))), merge=False,
+                     name="deeplift")
 
 
 _NAMED: dict[str, Callable[..., Composite]] = {

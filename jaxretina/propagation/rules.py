@@ -25,6 +25,9 @@ rule                ``R_in``
 ``Guided``          ``∂z/∂xᵀ max(R, 0)`` (guided backprop on an activation)
 ``Deconv``          ``max(R, 0)`` (deconvnet on an activation)
 ``Rescale``         DeepLIFT: ``R ⊙ (z − z₀) / (x − x₀)`` with the site's values at a reference
+``RescaleMaxPool``  DeepLIFT on a max pool (Captum's rule): with ``m = max(z, z₀)`` and ``S_x``,
+                    ``S_x₀`` the pool's switches at the input and at the reference,
+                    ``(S_xᵀ(R ⊙ (m − z₀)) + S_x₀ᵀ(R ⊙ (z − m))) / (x − x₀)``
 ``Excitation``      excitation backprop: ``x ⊙ J(W⁺)ᵀ (R / (lin(x, W⁺) + ε))``; pools and sums share
                     ``x_i ⊙ ∂z/∂x_iᵀ (R / (z + ε))``
 ==================  =================================================================================
@@ -50,7 +53,7 @@ from jaxretina.propagation.program import vary_like
 
 __all__ = [
     "stabilize", "Epsilon", "Norm", "ZPlus", "AlphaBeta", "Gamma", "Flat", "WSquare", "ZBox", "WeightRule",
-    "Pass", "Guided", "Deconv", "Rescale", "Excitation", "captum_gamma", "captum_alpha1_beta0",
+    "Pass", "Guided", "Deconv", "Rescale", "RescaleMaxPool", "Excitation", "captum_gamma", "captum_alpha1_beta0",
 ]
 
 
@@ -266,6 +269,28 @@ class Rescale(NamedTuple):
         return (jnp.where(near, grad, R * multiplier),)
 
 
+class RescaleMaxPool(NamedTuple):
+    """DeepLIFT's max-pool rule (Captum's ``maxpool``): the output's difference
+    ``z − z₀ = (m − z₀) + (z − m)``, ``m = max(z, z₀)``, is sent back through the input's switches
+    (the first part) and the reference's (the second), then divided by ``x − x₀`` to a
+    multiplier; the gradient where ``|x − x₀| < eps``.  Needs a reference run."""
+
+    eps: float = 1e-10
+    kinds = ("maxpool",)
+
+    def __call__(self, view, R):
+        if view.ref_xs is None:
+            raise ValueError("the RescaleMaxPool rule needs the reference run (with_rules(..., reference=True))")
+        x, x0 = view.xs[0], view.ref_xs[0]
+        top = jnp.maximum(view.z, view.ref_z)
+        at_x = jax.vjp(view.fn, x)[1]
+        at_ref = jax.vjp(view.fn, x0)[1]
+        dx = x - x0
+        near = jnp.abs(dx) < self.eps
+        delta = at_x(R * (top - view.ref_z))[0] + at_ref(R * (view.z - top))[0]
+        return (jnp.where(near, at_x(R)[0], delta / jnp.where(near, 1, dx)),)
+
+
 class Excitation(NamedTuple):
     """Excitation backprop (Zhang et al. 2016, TorchRay's rules): on a linear layer the
     positive weights share the input's probability, ``x ⊙ J(W⁺)ᵀ (R / (lin(x, W⁺) + ε))``
@@ -288,7 +313,7 @@ class Excitation(NamedTuple):
 class Pass(NamedTuple):
     """The relevance passes unchanged (elementwise sites: activations, batch norms)."""
 
-    kinds = ("activation", "affine", "maxpool")
+    kinds = ("activation", "affine")
 
     def __call__(self, view, R):
         return (R,)

@@ -20,7 +20,8 @@ kind          the operations (``z`` the site's output)
               a ``reduce_sum`` over the last, channel, axis is not a pool), or a convolution or
               ``dot_general`` with a constant kernel not computed from the parameters (adaptive
               pooling, resizing)
-``maxpool``   ``reduce_max`` / ``reduce_window_max``
+``maxpool``   ``reduce_max`` / ``reduce_window_max``, or a region under the ``jaxretina.maxpool``
+              scope (a max pool written as selections, :func:`~jaxretina.models.layers.first_max`)
 ``activation`` a ReLU (``jax.nn.relu`` or ``max(x, 0)``) or a region under the
               ``jaxretina.activation`` scope (:func:`mark_activation`)
 ============  ==============================================================================
@@ -52,7 +53,7 @@ import numpy as np
 import jax
 from jax.extend import core
 
-from jaxretina.models.scopes import ACTIVATION_SCOPE, LINEAR_SCOPE
+from jaxretina.models.scopes import ACTIVATION_SCOPE, LINEAR_SCOPE, MAXPOOL_SCOPE
 from jaxretina.models.tap_points import TAP_SCOPE
 from jaxretina.propagation.program import CALLS, CASTS, Lit, Op, Program, trace
 
@@ -136,7 +137,7 @@ def _only_relu(jaxpr) -> bool:
 def _layer_name(program: Program, scope: str) -> str:
     parts = []
     for p in scope.split("/"):
-        if p and p not in (ACTIVATION_SCOPE, LINEAR_SCOPE, TAP_SCOPE) and (not parts or parts[-1] != p):
+        if p and p not in (ACTIVATION_SCOPE, LINEAR_SCOPE, MAXPOOL_SCOPE, TAP_SCOPE) and (not parts or parts[-1] != p):
             parts.append(p)   # a module whose method calls its parent class's repeats its name
     if program.root and parts and parts[0] == program.root:
         parts = parts[1:]
@@ -203,6 +204,8 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
     found: list[Site] = []
     selections = _selections(program, producers)
     regions = _regions(program, LINEAR_SCOPE)
+    marked = {**{i: ("maxpool", r) for i, r in _regions(program, MAXPOOL_SCOPE).items()},
+              **{i: ("activation", r) for i, r in _regions(program, ACTIVATION_SCOPE).items()}}
     nonneg = _nonnegative(program, producers)
 
     def live_operand(op: Op) -> tuple[int | None, Any]:
@@ -265,8 +268,8 @@ def sites(program: Program, *, merge: bool = False) -> list[Site]:
             # a constant, not learned, kernel: adaptive average pooling, resizing
             site = Site("avgpool", _layer_name(program, op.scope), (i,), (next(a for a in op.ins if a in live),),
                         op.outs[0])
-        elif ACTIVATION_SCOPE in op.scope.split("/"):
-            site = _marked_region(program, i, uses, taken)
+        elif i in marked:
+            site = _region_site(program, *marked[i], uses)
         elif _is_relu(op):
             x = next(a for a in op.ins if isinstance(a, int))
             site = Site("activation", _layer_name(program, op.scope), (i,), (x,), op.outs[0], relu=True)
@@ -350,19 +353,24 @@ def _outside(scope: str, marker: str) -> str:
 
 def _regions(program: Program, marker: str) -> dict[int, tuple[int, ...]]:
     """``{first op with a live operand: the region's ops}`` for the maximal runs of
-    consecutive operations with one scope that contains ``marker``."""
+    consecutive operations under one ``marker`` scope (one module's call of it)."""
     found: dict[int, tuple[int, ...]] = {}
+
+    def key(k):
+        parts = program.ops[k].scope.split("/") if k < len(program.ops) else []
+        return tuple(parts[:parts.index(marker) + 1]) if marker in parts else None
+
     start = None
     for k in range(len(program.ops) + 1):
-        here = program.ops[k].scope if k < len(program.ops) else None
-        if start is not None and here != program.ops[start].scope:
+        here = key(k)
+        if start is not None and here != key(start):
             run = tuple(range(start, k))
             first_live = next((j for j in run if any(isinstance(a, int) and a in program.live
                                                      for a in program.ops[j].ins)), None)
             if first_live is not None:
                 found[first_live] = run
             start = None
-        if start is None and here is not None and marker in here.split("/"):
+        if start is None and here is not None:
             start = k
     return found
 
@@ -387,21 +395,15 @@ def _linear_region(program: Program, ops: tuple[int, ...], uses: dict) -> Site |
                 head=len(ops))
 
 
-def _marked_region(program: Program, i: int, uses: dict, taken: set) -> Site | None:
-    """The contiguous run of operations under the activation scope starting at ``i``: one
-    live input from outside, one output used outside."""
-    ops = []
-    j = i
-    while j < len(program.ops) and ACTIVATION_SCOPE in program.ops[j].scope.split("/") and j not in taken:
-        ops.append(j)
-        j += 1
+def _region_site(program: Program, kind: str, ops: tuple[int, ...], uses: dict) -> Site | None:
+    """A ``kind`` site for a marked region: one live input from outside, one output used
+    outside; ``None`` otherwise."""
     made = {o for k in ops for o in program.ops[k].outs}
     inputs = {a for k in ops for a in program.ops[k].ins if isinstance(a, int) and a in program.live and a not in made}
     outputs = [o for o in made if any(u < 0 or u not in ops for u in uses.get(o, []))]
     if len(inputs) != 1 or len(outputs) != 1:
         return None
-    op = program.ops[i]
-    return Site("activation", _layer_name(program, op.scope), tuple(ops), tuple(inputs), outputs[0])
+    return Site(kind, _layer_name(program, program.ops[ops[0]].scope), tuple(ops), tuple(inputs), outputs[0])
 
 
 def layer_sites(model: Any, variables: Any, x: Any, *, merge: bool = True) -> list[Site]:
