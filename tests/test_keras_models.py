@@ -1,6 +1,6 @@
 """Keras 3 models explained as they are (JAX backend): a Keras VGG16 with random weights, wrapped
 with ``jaxretina.models.from_keras``, gives the maps of jaxretina's Flax VGG16 loaded from the
-same weights — Grad-CAM at every layer, IG, guided backprop — and the Keras model is untouched."""
+same weights — Grad-CAM at every layer, IG, guided backprop, LRP — and the Keras model is untouched."""
 
 from __future__ import annotations
 
@@ -84,6 +84,11 @@ def test_maps_equal_the_flax_vgg16_with_the_same_weights(pair):
     assert np.linalg.norm(a - b) <= 2e-2 * np.linalg.norm(b)
     np.testing.assert_allclose(a.sum(), b.sum(), rtol=1e-2)
     close(explain.guided_backprop(km, kv, pre, target)[..., ::-1], explain.guided_backprop(fm, fv, rgb, target))
+    # LRP (epsilon_plus_flat) through the rule mechanism on the Keras graph: its layers are found
+    # as sites like the Flax model's (the Flax model's preprocessing is an affine site, passed)
+    kinds = [site.kind for site in jaxretina.propagation.layer_sites(km, kv, pre)]
+    assert (kinds.count("conv"), kinds.count("dense"), kinds.count("maxpool")) == (13, 3, 5)
+    close(explain.lrp(km, kv, pre, target)[..., ::-1], explain.lrp(fm, fv, rgb, target))
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, net.get_weights()))   # Keras untouched
 
 
