@@ -18,7 +18,10 @@ from jaxretina.sweep.config import Spec
 
 METHODS = ["ig:steps=4,chunk=2", "gradcam:layers=conv1_2+upsample2", "guided_backprop",
            "smoothgrad:samples=2,chunk=2,sigma=0.1", "lrp:composite=epsilon_gamma_box", "deeplift",
-           "gradient_shap:samples=3,chunk=2,baselines=black+white", "excitation_backprop"]
+           "gradient_shap:samples=3,chunk=2,baselines=black+white", "excitation_backprop",
+           "guided_gradcam:layers=conv1_2", "layer_gradient_x_activation:layers=conv1_2",
+           "layer_conductance:layer=conv1_2,steps=2,chunk=2", "internal_influence:steps=2,chunk=2,sum_channels=false",
+           "neuron_conductance:layer=conv1_2,neuron=5,steps=2,chunk=2"]
 
 
 def write_images(folder, n=5, size=32, seed=0):
@@ -169,6 +172,7 @@ def test_store_holds_what_the_explainers_give(store, images):
     scal = s.scalars()
     grad = functools.partial(explain.saliency, f, abs=False)   # one object: smoothgrad compiles once
     black, white = (np.asarray(preprocess.driu_caffe_input(np.full((1, 1, 3), v, np.uint8)))[0, 0] for v in (0, 255))
+    last = taps.spatial_layer_names(model, (1, 32, 32, 3))[-1]
     for i in range(5):
         raw = np.asarray(Image.open(os.path.join(images, s.names[i])).convert("RGB"))
         x = preprocess.driu_caffe_input(raw)
@@ -187,7 +191,16 @@ def test_store_holds_what_the_explainers_give(store, images):
                 "gradient_shap": explain.gradient_shap(
                     f, x, jnp.stack([jnp.broadcast_to(jnp.asarray(c, jnp.float32), x.shape) for c in (black, white)]),
                     key=jax.random.fold_in(jax.random.key(3), i), samples=3, chunk=2),
-                "excitation_backprop": explain.excitation_backprop(model, variables, x, target)}
+                "excitation_backprop": explain.excitation_backprop(model, variables, x, target),
+                "guided_gradcam/conv1_2": explain.guided_grad_cam(model, variables, x, target, layer="conv1_2"),
+                "layer_gradient_x_activation/conv1_2": explain.layer_gradient_x_activation(
+                    model, variables, x, target, layers="conv1_2")["conv1_2"].sum(-1),
+                "layer_conductance/conv1_2": explain.layer_conductance(
+                    model, variables, x, "conv1_2", target, baseline=black, steps=2, chunk=2).sum(-1),
+                f"internal_influence/{last}": explain.internal_influence(
+                    model, variables, x, last, target, baseline=black, steps=2, chunk=2),
+                "neuron_conductance": explain.neuron_conductance(model, variables, x, "conv1_2", 5, target,
+                                                                 baseline=black, steps=2, chunk=2)}
         assert sorted(got) == sorted(want)
         for name, w in want.items():
             w = np.asarray(w)
@@ -202,6 +215,9 @@ def test_store_holds_what_the_explainers_give(store, images):
 
 def test_store_records_failures_and_metadata(store):
     path, _ = store
+    from jaxretina.models import DRIU
+
+    last = taps.spatial_layer_names(DRIU(), (1, 32, 32, 3))[-1]
     s = sweep.open_store(path)
     failed = {name: reason for _, name, reason in s.failed()}
     assert set(failed) == {"img90_truncated.png", "img91_gray.png"}
@@ -215,7 +231,9 @@ def test_store_records_failures_and_metadata(store):
     assert meta["computation"]["methods"]["ig"]["steps"] == 4
     assert meta["computation"]["targets"] == {"segmentation_sum": targets.segmentation_sum().description}
     assert set(meta["maps"]) == {"ig", "gradcam/conv1_2", "gradcam/upsample2", "guided_backprop", "smoothgrad", "lrp",
-                                 "deeplift", "gradient_shap", "excitation_backprop"}
+                                 "deeplift", "gradient_shap", "excitation_backprop", "guided_gradcam/conv1_2",
+                                 "layer_gradient_x_activation/conv1_2", "layer_conductance/conv1_2",
+                                 f"internal_influence/{last}", "neuron_conductance"}
 
 
 def test_finished_store_resumes_to_nothing_and_refuses_another_config(store, images):
@@ -327,6 +345,8 @@ def test_dry_run_reports_memory_and_time_and_writes_nothing(images, tmp_path):
     assert r["examples"] == 7 and r["problems"] == 1          # the grayscale one; the truncated shows on loading
     assert r["compiles_needed"] == 1 and r["batches"] == 3 and r["devices"] == 1 and r["shape"] == [32, 32, 3]
     assert r["memory_per_device_bytes"] > 0 and r["seconds_per_example"] > 0
-    # ig, guided, smoothgrad, lrp, deeplift, gradient_shap; 2 cams and excitation backprop (no channels)
-    assert r["store_bytes_per_example"] == 4 * (6 * 32 * 32 * 3 + 3 * 32 * 32)
+    # ig, guided, smoothgrad, lrp, deeplift, gradient_shap, guided Grad-CAM, neuron conductance; 2 cams,
+    # excitation backprop, layer gradient×activation and conductance summed over channels, and internal
+    # influence at DRIU's last layer (one channel)
+    assert r["store_bytes_per_example"] == 4 * (8 * 32 * 32 * 3 + 6 * 32 * 32)
     assert not out.exists()

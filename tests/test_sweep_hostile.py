@@ -210,6 +210,9 @@ def test_resuming_after_the_weights_changed_is_refused(images, tmp_path):
     (dict(methods=["ig:steps=abc"]), "option steps='abc' is not a positive integer"),
     (dict(methods=["gradcam:relu=maybe"]), "option relu='maybe' is not true or false"),
     (dict(methods=["ig:rule=simpson"]), "option rule='simpson' is not one of"),
+    (dict(methods=["neuron_conductance:layer=conv1_2"]), "needs neuron=<a flat index"),
+    (dict(methods=["neuron_conductance:neuron=-3"]), "option neuron=-3 is not a flat index"),
+    (dict(methods=["guided_gradcam:interpolate=cubic"]), "option interpolate='cubic' is not 'nearest' or 'linear'"),
     (dict(model_options={"base_width": "wide"}), "unknown driu options|option base_width"),
 ])
 def test_config_values_of_the_wrong_type_name_the_key(images, tmp_path, keys, match):

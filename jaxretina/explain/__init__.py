@@ -37,7 +37,7 @@ from jaxretina.explain.neurons import (
 from jaxretina.explain.features import activation_maps, dead_filters, deconvnet_reconstruction, filter_peaks
 from jaxretina.explain.deeplift import deeplift, deeplift_shap
 from jaxretina.explain.excitation import excitation_backprop
-from jaxretina.explain.guided_cam import guided_grad_cam
+from jaxretina.explain.guided_cam import guided_grad_cam, guided_grad_cams
 from jaxretina.explain.layer_paths import (
     internal_influence, layer_conductance, layer_gradient_x_activation, neuron_conductance,
 )
@@ -90,6 +90,7 @@ __all__ = [
     "layer_gradients",
     "lrp",
     "guided_grad_cam",
+    "guided_grad_cams",
     "excitation_backprop",
     "layer_gradient_x_activation",
     "internal_influence",

@@ -30,6 +30,16 @@ defaults in brackets):
   ``epsilon`` [1e-6], ``gamma`` [0.25, epsilon_gamma_box]; epsilon_gamma_box's z^B bounds are
   the preprocessed values of black and white pixels per channel ([0, 1] for volumes).  Map: the
   relevance (input's shape), starting from the target's value.
+* ``guided_gradcam`` — :func:`jaxretina.explain.guided_grad_cams`: ``layers`` [all],
+  ``interpolate`` [nearest; linear].  Maps ``<name>/<layer>`` (input's shape).
+* ``layer_gradient_x_activation`` — ``layers`` [all]; ``layer_conductance`` and
+  ``internal_influence`` — ``layer`` [last: the last spatial layer], ``steps`` [32], ``rule``
+  [gausslegendre], ``chunk`` [8], ``baseline`` [black, as ``ig``].  These attribute to a
+  layer: with ``sum_channels`` [true] a map is summed over the layer's channels (the layer's
+  spatial shape), else the layer's activation shape.  Maps ``<name>/<layer>``.
+* ``neuron_conductance`` — :func:`jaxretina.explain.neuron_conductance`: ``layer`` [last],
+  ``neuron`` (required: a flat index into the layer's activation), ``steps``, ``rule``,
+  ``chunk``, ``baseline`` as ``layer_conductance``.  Map: input's shape.
 
 Targets (:mod:`jaxretina.targets`, ``kind:options``): ``segmentation_sum`` (the default of the
 segmenters), ``segmentation_mean``, ``pixel:i=,j=``, ``class_logit:c=``, ``class_probability:c=``,
@@ -72,7 +82,8 @@ PREPROCESSING: dict[str, Callable[[jax.Array], jax.Array]] = {
 TARGETS = ("segmentation_sum", "segmentation_mean", "pixel", "class_logit", "class_probability", "top_class",
            "argmax_score", "soft_count")
 METHODS = ("ig", "gradcam", "gradcampp", "guided_backprop", "deconvnet", "saliency", "gradient_x_input",
-           "smoothgrad", "lrp", "deeplift", "gradient_shap", "excitation_backprop")
+           "smoothgrad", "lrp", "deeplift", "gradient_shap", "excitation_backprop", "guided_gradcam",
+           "layer_gradient_x_activation", "layer_conductance", "internal_influence", "neuron_conductance")
 _LRP = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1",
         "epsilon_alpha2_beta1_flat")
 
@@ -113,7 +124,14 @@ _OPTIONS = {
     "gradient_shap": {"samples": 16, "sigma": 0.0, "chunk": 8, "baselines": "black"},
     "excitation_backprop": {},
     "lrp": {"composite": "epsilon_plus_flat", "epsilon": 1e-6, "gamma": 0.25},
+    "guided_gradcam": {"layers": "all", "interpolate": "nearest"},
+    "layer_gradient_x_activation": {"layers": "all", "sum_channels": True},
+    "layer_conductance": {"layer": "last", "steps": 32, "rule": "gausslegendre", "chunk": 8, "baseline": "black",
+                          "sum_channels": True},
+    "neuron_conductance": {"layer": "last", "neuron": None, "steps": 32, "rule": "gausslegendre", "chunk": 8,
+                           "baseline": "black"},
 }
+_OPTIONS["internal_influence"] = dict(_OPTIONS["layer_conductance"])
 _OPTIONS["gradcampp"] = {**_OPTIONS["gradcam"], "eps": 0.0}
 
 
@@ -150,6 +168,11 @@ _OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "baselines": (lambda v: v in ("black", ("black", "white")), "'black' or 'black+white'"),
     "epsilon": (lambda v: _number(v) and v >= 0, "a non-negative number"),
     "gamma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "interpolate": (lambda v: v in ("nearest", "linear"), "'nearest' or 'linear'"),
+    "sum_channels": (lambda v: isinstance(v, bool), "true or false"),
+    "layer": (lambda v: isinstance(v, str) and bool(v), "a layer name or 'last'"),
+    "neuron": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+               "a flat index (a non-negative integer) into the layer's activation"),
 }
 
 
@@ -168,6 +191,8 @@ def method_options(spec: Spec) -> dict[str, Any]:
         check, expected = _OPTION_TYPES[key]
         if not check(value):
             raise ValueError(f"sweep: method {spec.text()!r}: option {key}={value!r:.60} is not {expected}")
+    if spec.kind == "neuron_conductance" and "neuron" not in given:
+        raise ValueError(f"sweep: method {spec.text()!r} needs neuron=<a flat index into the layer's activation>")
     return {**known, **given}
 
 
@@ -246,10 +271,8 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
     elif kind in ("gradcam", "gradcampp"):
         cam = explain.grad_cam if kind == "gradcam" else functools.partial(explain.grad_cam_plus_plus,
                                                                              eps=o["eps"])
-        layers = o["layers"]
-        layers = list(layers) if isinstance(layers, tuple) else layers
-        for layer, m in cam(ex.model, variables, x, target, layers=layers, relu=o["relu"], resize=o["resize"],
-                            normalize=o["normalize"]).items():
+        for layer, m in cam(ex.model, variables, x, target, layers=_layer_list(o["layers"]), relu=o["relu"],
+                            resize=o["resize"], normalize=o["normalize"]).items():
             maps[f"{name}/{layer}"] = m
     elif kind == "guided_backprop":
         maps[name] = explain.guided_backprop(ex.model, variables, x, target)
@@ -283,6 +306,27 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
                                            stdev=float(o["sigma"]) * ex.span, chunk=o["chunk"])
     elif kind == "excitation_backprop":
         maps[name] = explain.excitation_backprop(ex.model, variables, x, target)
+    elif kind == "guided_gradcam":
+        for layer, m in explain.guided_grad_cams(ex.model, variables, x, target, layers=_layer_list(o["layers"]),
+                                                 interpolate=o["interpolate"]).items():
+            maps[f"{name}/{layer}"] = m
+    elif kind == "layer_gradient_x_activation":
+        for layer, m in explain.layer_gradient_x_activation(ex.model, variables, x, target,
+                                                            layers=_layer_list(o["layers"])).items():
+            maps[f"{name}/{layer}"] = m.sum(axis=-1) if o["sum_channels"] else m
+    elif kind in ("layer_conductance", "internal_influence", "neuron_conductance"):
+        layer = taps.spatial_layer_names(ex.model, (1, *x.shape))[-1] if o["layer"] == "last" else o["layer"]
+        path = dict(baseline=_baseline(o["baseline"], ex, raw, x), steps=int(o["steps"]), rule=o["rule"],
+                    chunk=o["chunk"])
+        if kind == "neuron_conductance":
+            maps[name] = explain.neuron_conductance(ex.model, variables, x, layer, int(o["neuron"]), target, **path)
+        else:
+            m = getattr(explain, kind)(ex.model, variables, x, layer, target, **path)
+            maps[f"{name}/{layer}"] = m.sum(axis=-1) if o["sum_channels"] else m
+
+
+def _layer_list(layers):
+    return list(layers) if isinstance(layers, tuple) else layers
 
 
 def build_computation(model_spec: registry.ModelSpec, model: Any, methods, target_specs, *, prep: str | None = None,
