@@ -9,8 +9,11 @@ width 16 on a 64³ phantom patch).  Every case runs in its own process (its own 
 XLA state): the first call (trace + compile + run) and the best of ``--repeats`` further calls,
 with XLA's FLOP count of jaxretina's program beside each time.  Cases:
 
-* jaxretina: the input gradient (the yardstick), ``explain.lrp`` with ``epsilon_plus_flat``,
-  ``explain.deeplift`` (baseline 0) and ``explain.guided_backprop``;
+* jaxretina: the input gradient (the yardstick), ``explain.lrp`` with ``epsilon_plus_flat``
+  and with ``epsilon`` (the same FLOPs as a gradient: what the mechanism itself costs),
+  ``explain.deeplift`` (baseline 0) and ``explain.guided_backprop``; and the gradient, LRP and
+  DeepLIFT vmapped over a batch of 4 (``*_x4``, seconds per map; a sweep's way: DeepLIFT's
+  reference pass does not depend on the input, so the batch shares it);
 * zennit 0.5.1 ``EpsilonPlusFlat`` (its ResNet canonizer for ResNet-50, none for DenseNet121,
   whose batch norms follow concatenations; its sequential merge elsewhere);
 * Captum 0.9.0 ``LRP`` (its default ε rules) — it refuses models with layers it has no rule
@@ -36,7 +39,9 @@ from benchmarks._process import run_case, write_results
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("driu", "densenet121", "resnet50", "unet3d")
-OURS = ("gradient", "lrp", "deeplift", "guided_backprop", "gradient_shap")
+OURS = ("gradient", "lrp", "lrp_epsilon", "deeplift", "guided_backprop", "gradient_x4", "lrp_x4", "deeplift_x4",
+        "gradient_shap")
+BATCH = 4   # the *_x4 cases: one vmapped call on 4 inputs (a sweep's batch), time per map
 THEIRS = ("torch_gradient", "zennit_lrp", "captum_lrp", "captum_deeplift", "captum_gradient_shap")
 SHAP_SAMPLES, SHAP_BASELINES = 32, 4
 
@@ -96,9 +101,16 @@ def _ours(case: _Case, method: str):
         fn = explain.model_fn(model, v, target)
         bases = jax.numpy.stack([x * k / SHAP_BASELINES for k in range(SHAP_BASELINES)])
         return (lambda: explain.gradient_shap(fn, x, bases, key=jax.random.key(0), samples=SHAP_SAMPLES, chunk=8)), 0.0
-    fns = {"lrp": lambda vv, z: explain.lrp(model, vv, z, target, composite="epsilon_plus_flat"),
+    fns = {"gradient": lambda vv, z: jax.grad(explain.model_fn(model, vv, target))(z),
+           "lrp": lambda vv, z: explain.lrp(model, vv, z, target, composite="epsilon_plus_flat"),
+           "lrp_epsilon": lambda vv, z: explain.lrp(model, vv, z, target, composite="epsilon"),
            "deeplift": lambda vv, z: explain.deeplift(model, vv, z, target, baseline=0.0),
            "guided_backprop": lambda vv, z: explain.guided_backprop(model, vv, z, target)}
+    if method.endswith("_x4"):
+        one = fns[method[:-3]]
+        xs = jax.numpy.stack([x * (1 + 0.05 * k) for k in range(BATCH)])
+        fn = jax.jit(lambda vv, zs: jax.vmap(lambda z: one(vv, z))(zs))
+        return (lambda: fn(v, xs)), _flops(fn, v, xs) / BATCH
     fn = fns[method]
     return (lambda: fn(v, x)), _flops(fn, v, x)
 
@@ -192,6 +204,8 @@ def case(model: str, method: str, repeats: int, result: str) -> dict:
                 best = min(best, time.perf_counter() - t0)
     except Exception as e:   # noqa: BLE001
         return {"model": model, "method": method, "error": f"{type(e).__name__}: {str(e)[:160]}"}
+    if method.endswith("_x4"):   # seconds per map; the first map
+        best, out = best / BATCH, out[0]
     arr = out.detach().numpy()[0] if hasattr(out, "detach") else np.asarray(out)
     np.save(result, np.asarray(arr, np.float32))
     return {"model": model, "method": method, "first_s": first, "best_s": best, "peak_mb": mem.peak - base,
@@ -213,8 +227,9 @@ def main(argv=None) -> int:
                              os.path.join(folder, f"{model}-{method}.npy"))
                 rows.append(r)
                 print(_row(r), flush=True)
-            grad = next((r for r in rows if r["model"] == model and r["method"] == "gradient"), None)
             for r in rows:
+                yardstick = "gradient_x4" if r["method"].endswith("_x4") else "gradient"
+                grad = next((g for g in rows if g["model"] == model and g["method"] == yardstick), None)
                 if r["model"] == model and "best_s" in r and grad and "best_s" in grad:
                     r["vs_gradient"] = r["best_s"] / grad["best_s"]
     write_results(args.out, {"rows": rows})

@@ -125,15 +125,9 @@ def _worker(case: str, contender: str, width: int, steps: int, chunk: int, repea
         else:
             from monai.visualize import GradCAM
 
-            class Main(torch.nn.Module):
-                def __init__(self, net):
-                    super().__init__()
-                    self.net = net
+            from tests.reference.ds6_torch import MainOutput
 
-                def forward(self, inp):
-                    return self.net(inp)[0]
-
-            main = Main(ref).eval()  # MONAI restores the wrapper's mode after each call: keep it eval
+            main = MainOutput(ref).eval()  # MONAI restores the wrapper's mode after each call: keep it eval
             xt = xt.clone().requires_grad_(True)  # MONAI's full backward hooks fire only then
             cams = [GradCAM(nn_module=main, target_layers=f"net.{n}") for n in CAM_BLOCKS]  # hooks once
 

@@ -17,16 +17,7 @@ pytest.importorskip("zennit")
 
 from converters import unet3d  # noqa: E402
 from tests.reference.densenet_torch import randomize  # noqa: E402
-from tests.reference.ds6_torch import UNetDeepSup  # noqa: E402
-
-
-class _MainOutput(torch.nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(x)[0]
+from tests.reference.ds6_torch import MainOutput, UNetDeepSup  # noqa: E402
 
 
 def _pair():
@@ -44,7 +35,7 @@ def _pair():
     stats = jax.tree_util.tree_map_with_path(
         lambda path, a: np.asarray(a, np.float64) - 1e-5 if getattr(path[-1], "key", None) == "var" else a,
         variables["batch_stats"])
-    return _MainOutput(net), model, {**variables, "batch_stats": stats}
+    return MainOutput(net), model, {**variables, "batch_stats": stats}
 
 
 # Anchor: zennit 0.5.1 EpsilonPlusFlat with SequentialMergeBatchNorm on a PyTorch U-Net with

@@ -259,14 +259,21 @@ class Rescale(NamedTuple):
     kinds = ("activation",)
 
     def __call__(self, view, R):
-        if view.ref_xs is None:
-            raise ValueError("the Rescale rule needs the reference run (with_rules(..., reference=True))")
-        x, x0 = view.xs[0], view.ref_xs[0]
-        dx = x - x0
-        near = jnp.abs(dx) < self.eps
-        multiplier = (view.z - view.ref_z) / jnp.where(near, 1, dx)
-        grad = view.transpose(R)[0]
-        return (jnp.where(near, grad, R * multiplier),)
+        x, x0 = _reference(view, "Rescale")
+        return (_per_difference(R * (view.z - view.ref_z), x - x0, self.eps, lambda: view.transpose(R)[0]),)
+
+
+def _reference(view, rule: str):
+    """The site's input at the example and at the reference."""
+    if view.ref_xs is None:
+        raise ValueError(f"the {rule} rule needs the reference run (with_rules(..., reference=True))")
+    return view.xs[0], view.ref_xs[0]
+
+
+def _per_difference(contribution, dx, eps: float, gradient: Callable):
+    """DeepLIFT's multiplier ``contribution / Δx``; ``gradient()`` where ``|Δx| < eps``."""
+    near = jnp.abs(dx) < eps
+    return jnp.where(near, gradient(), contribution / jnp.where(near, 1, dx))
 
 
 class RescaleMaxPool(NamedTuple):
@@ -279,16 +286,12 @@ class RescaleMaxPool(NamedTuple):
     kinds = ("maxpool",)
 
     def __call__(self, view, R):
-        if view.ref_xs is None:
-            raise ValueError("the RescaleMaxPool rule needs the reference run (with_rules(..., reference=True))")
-        x, x0 = view.xs[0], view.ref_xs[0]
+        x, x0 = _reference(view, "RescaleMaxPool")
         top = jnp.maximum(view.z, view.ref_z)
         at_x = jax.vjp(view.fn, x)[1]
         at_ref = jax.vjp(view.fn, x0)[1]
-        dx = x - x0
-        near = jnp.abs(dx) < self.eps
         delta = at_x(R * (top - view.ref_z))[0] + at_ref(R * (view.z - top))[0]
-        return (jnp.where(near, at_x(R)[0], delta / jnp.where(near, 1, dx)),)
+        return (_per_difference(delta, x - x0, self.eps, lambda: at_x(R)[0]),)
 
 
 class Excitation(NamedTuple):

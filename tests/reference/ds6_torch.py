@@ -56,3 +56,15 @@ class UNetDeepSup(nn.Module):
         d3_out = self.Conv_d3(d3)
         d2 = self.Up_conv2(torch.cat((e1, self.Up2(d3)), dim=1))
         return [self.Conv(d2), d3_out, d4_out]
+
+
+class MainOutput(nn.Module):
+    """``net``'s first (main) output only: what hook-based libraries need of a deep-supervision
+    network that returns a list."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)[0]
