@@ -24,16 +24,8 @@ torchvision = pytest.importorskip("torchvision")
 captum_attr = pytest.importorskip("captum.attr")
 pgc = pytest.importorskip("pytorch_grad_cam")
 
-from converters.caffe import read_caffemodel  # noqa: E402
-from converters.densenet import from_state_dict  # noqa: E402
-from converters.driu import from_caffe  # noqa: E402
-from jaxretina import explain, targets  # noqa: E402
-from tests.reference.caffe_writer import driu_net_bytes  # noqa: E402
-from tests.reference.densenet_torch import DenseNetModules, randomize  # noqa: E402
-from tests.reference.driu_torch import DRIUModule, random_driu_weights  # noqa: E402
-
-SMALL = dict(growth_rate=8, block_config=(2, 3), num_init_features=16, bn_size=2)
-CLASS = 1
+from jaxretina import explain  # noqa: E402
+from tests.anchor_pairs import CLASS, dense_pair, driu_pair, f64, nchw  # noqa: E402
 
 
 class _SumProbability(torch.nn.Module):
@@ -49,32 +41,16 @@ class _SumProbability(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def dense():
-    tv = randomize(torchvision.models.DenseNet(num_classes=3, **SMALL), seed=0)
-    model, variables, _ = from_state_dict({k: v.numpy() for k, v in tv.state_dict().items()}, "test", **SMALL)
-    ref = DenseNetModules(tv)
-    x = np.random.default_rng(1).normal(size=(45, 51, 3)).astype(np.float32)
-    return model, variables, ref, x, targets.class_logit(CLASS)
+    return dense_pair()
 
 
 @pytest.fixture(scope="module")
 def driu():
-    weights = random_driu_weights("vessel", seed=2)
-    model, variables, _ = from_caffe(read_caffemodel(driu_net_bytes(weights)), "test")
-    ref = DRIUModule(weights).eval()
-    x = np.random.default_rng(3).normal(0, 0.5, size=(23, 29, 3)).astype(np.float32)   # odd sides, 4 poolings
-    return model, variables, ref, x, targets.segmentation_sum()
-
-
-def _nchw(x, dtype=torch.float64):
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(2, 0, 1)[None])).to(dtype)
+    return driu_pair()
 
 
 def _hwc(t):
     return t.detach().double().numpy()[0].transpose(1, 2, 0)
-
-
-def _f64(variables, x):
-    return jax.tree.map(lambda a: np.asarray(a, np.float64), variables), jnp.asarray(x, jnp.float64)
 
 
 def _captum_forward(name, ref):
@@ -98,10 +74,10 @@ def test_integrated_gradients_match_captum(name, rule, request):
     baseline = np.random.default_rng(4).normal(0, 0.3, size=x.shape).astype(np.float32)
     steps = 6
     ig = captum_attr.IntegratedGradients(_captum_forward(name, ref.double()))
-    want, want_delta = ig.attribute(_nchw(x), baselines=_nchw(baseline), n_steps=steps, method=RULES[rule],
+    want, want_delta = ig.attribute(nchw(x), baselines=nchw(baseline), n_steps=steps, method=RULES[rule],
                                     return_convergence_delta=True)
     with jax.enable_x64(True):
-        v64, x64 = _f64(variables, x)
+        v64, x64 = f64(variables, x)
         got = explain.integrated_gradients(explain.model_fn(model, v64, target), x64,
                                            baseline=jnp.asarray(baseline, jnp.float64), steps=steps, rule=rule,
                                            chunk="all")
@@ -120,12 +96,12 @@ def _grad_cam_reference(ref, module, x, target):
     """pytorch-grad-cam as its users call it: one layer per call, ReLU -> min-max -> OpenCV
     bilinear resize to the input -> min-max; computed in float64, returned in float32."""
     with pgc.GradCAM(model=ref, target_layers=[module]) as cam:
-        return cam(input_tensor=_nchw(x, torch.float64), targets=[target])[0]
+        return cam(input_tensor=nchw(x, torch.float64), targets=[target])[0]
 
 
 def _our_cams(model, variables, x, target, layers="all"):
     with jax.enable_x64(True):
-        cams = explain.grad_cam(model, *_f64(variables, x), target, layers=layers, relu=True, resize=True,
+        cams = explain.grad_cam(model, *f64(variables, x), target, layers=layers, relu=True, resize=True,
                                 normalize=True)
         return {k: np.asarray(v) for k, v in cams.items()}
 
@@ -157,11 +133,11 @@ def test_grad_cam_plus_plus_per_layer_matches_pytorch_grad_cam_densenet(dense):
     ref = ref.double()
     modules = dict(ref.named_modules())
     with jax.enable_x64(True):
-        ours = explain.grad_cam_plus_plus(model, *_f64(variables, x), target, layers=list(DENSE_LAYERS), relu=True,
+        ours = explain.grad_cam_plus_plus(model, *f64(variables, x), target, layers=list(DENSE_LAYERS), relu=True,
                                           resize=True, normalize=True, eps=explain.PYTORCH_GRAD_CAM_EPS)
     for name, path in DENSE_LAYERS.items():
         with pgc.GradCAMPlusPlus(model=ref, target_layers=[modules[path]]) as cam:
-            want = cam(input_tensor=_nchw(x, torch.float64), targets=[ClassifierOutputTarget(CLASS)])[0]
+            want = cam(input_tensor=nchw(x, torch.float64), targets=[ClassifierOutputTarget(CLASS)])[0]
         # pytorch-grad-cam's convention (ε = 1e-6 in the denominator); the same float32 output
         # and OpenCV resize bound the difference as for Grad-CAM
         np.testing.assert_allclose(np.asarray(ours[name]), want, atol=1e-5, err_msg=name)
@@ -185,13 +161,13 @@ def test_relu_rules_match_captum(name, method, request):
     model, variables, ref, x, target = request.getfixturevalue(name)
     anchor = {"guided_backprop": captum_attr.GuidedBackprop, "deconvnet": captum_attr.Deconvolution}[method]
     ref = ref.double()
-    inp = _nchw(x).requires_grad_(True)
+    inp = nchw(x).requires_grad_(True)
     if name == "dense":
         want = anchor(ref).attribute(inp, target=CLASS)
     else:
         want = anchor(_SumProbability(ref)).attribute(inp)
     with jax.enable_x64(True):
-        got = np.asarray(getattr(explain, method)(model, *_f64(variables, x), target))
+        got = np.asarray(getattr(explain, method)(model, *f64(variables, x), target))
     want = _hwc(want)
     assert np.abs(want).max() > 0 and got.dtype == np.float64
     # float64 on both sides: 1e-9 of the largest value

@@ -21,7 +21,8 @@ METHODS = ["ig:steps=4,chunk=2", "gradcam:layers=conv1_2+upsample2", "guided_bac
            "gradient_shap:samples=3,chunk=2,baselines=black+white", "excitation_backprop",
            "guided_gradcam:layers=conv1_2", "layer_gradient_x_activation:layers=conv1_2",
            "layer_conductance:layer=conv1_2,steps=2,chunk=2", "internal_influence:steps=2,chunk=2,sum_channels=false",
-           "neuron_conductance:layer=conv1_2,neuron=5,steps=2,chunk=2"]
+           "neuron_conductance:layer=conv1_2,neuron=5,steps=2,chunk=2", "layercam:layers=conv1_2",
+           "eigencam:layers=upsample2,normalize=true"]
 
 
 def write_images(folder, n=5, size=32, seed=0):
@@ -200,7 +201,10 @@ def test_store_holds_what_the_explainers_give(store, images):
                 f"internal_influence/{last}": explain.internal_influence(
                     model, variables, x, last, target, baseline=black, steps=2, chunk=2),
                 "neuron_conductance": explain.neuron_conductance(model, variables, x, "conv1_2", 5, target,
-                                                                 baseline=black, steps=2, chunk=2)}
+                                                                 baseline=black, steps=2, chunk=2),
+                "layercam/conv1_2": explain.layer_cam(model, variables, x, target, layers="conv1_2")["conv1_2"],
+                "eigencam/upsample2": explain.eigen_cam(model, variables, x, target, layers="upsample2",
+                                                        normalize=True)["upsample2"]}
         assert sorted(got) == sorted(want)
         for name, w in want.items():
             w = np.asarray(w)
@@ -233,7 +237,8 @@ def test_store_records_failures_and_metadata(store):
     assert set(meta["maps"]) == {"ig", "gradcam/conv1_2", "gradcam/upsample2", "guided_backprop", "smoothgrad", "lrp",
                                  "deeplift", "gradient_shap", "excitation_backprop", "guided_gradcam/conv1_2",
                                  "layer_gradient_x_activation/conv1_2", "layer_conductance/conv1_2",
-                                 f"internal_influence/{last}", "neuron_conductance"}
+                                 f"internal_influence/{last}", "neuron_conductance", "layercam/conv1_2",
+                                 "eigencam/upsample2"}
 
 
 def test_finished_store_resumes_to_nothing_and_refuses_another_config(store, images):
@@ -346,7 +351,7 @@ def test_dry_run_reports_memory_and_time_and_writes_nothing(images, tmp_path):
     assert r["compiles_needed"] == 1 and r["batches"] == 3 and r["devices"] == 1 and r["shape"] == [32, 32, 3]
     assert r["memory_per_device_bytes"] > 0 and r["seconds_per_example"] > 0
     # ig, guided, smoothgrad, lrp, deeplift, gradient_shap, guided Grad-CAM, neuron conductance; 2 cams,
-    # excitation backprop, layer gradient×activation and conductance summed over channels, and internal
-    # influence at DRIU's last layer (one channel)
-    assert r["store_bytes_per_example"] == 4 * (8 * 32 * 32 * 3 + 6 * 32 * 32)
+    # excitation backprop, layer gradient×activation and conductance summed over channels, internal
+    # influence at DRIU's last layer (one channel), LayerCAM and EigenCAM
+    assert r["store_bytes_per_example"] == 4 * (8 * 32 * 32 * 3 + 8 * 32 * 32)
     assert not out.exists()

@@ -1,6 +1,8 @@
 """Attribution methods as pure functions of one example (batch with ``jax.vmap``).
 
-* :func:`grad_cam`, :func:`grad_cam_plus_plus` — every layer from one forward + backward pass.
+* :func:`grad_cam`, :func:`grad_cam_plus_plus`, :func:`hires_cam`, :func:`grad_cam_elementwise`,
+  :func:`xgrad_cam`, :func:`layer_cam`, :func:`eigen_cam`, :func:`eigen_grad_cam` — every layer
+  from one forward + backward pass (:func:`class_activation_maps` for a map of your own).
 * :func:`layer_gradients` — activations and target gradients at every layer.
 * :func:`integrated_gradients` — all quadrature steps ``vmap``-ed, chunked to a memory budget
   (or ``steps="auto"`` until a completeness tolerance),
@@ -21,7 +23,13 @@
 """
 
 from jaxretina.explain.core import model_fn
-from jaxretina.explain.cam import PYTORCH_GRAD_CAM_EPS, grad_cam, grad_cam_plus_plus, layer_gradients
+from jaxretina.explain.cam import (
+    PYTORCH_GRAD_CAM_EPS, class_activation_maps, grad_cam, grad_cam_plus_plus, layer_gradients,
+)
+from jaxretina.explain.cam_family import (
+    PYTORCH_GRAD_CAM_XGRAD_EPS, eigen_cam, eigen_grad_cam, grad_cam_elementwise, hires_cam, layer_cam,
+    principal_projection, xgrad_cam,
+)
 from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
 from jaxretina.explain.gradients import (
     NOISE_TUNNEL,
@@ -83,6 +91,15 @@ __all__ = [
     "grad_cam",
     "grad_cam_plus_plus",
     "PYTORCH_GRAD_CAM_EPS",
+    "PYTORCH_GRAD_CAM_XGRAD_EPS",
+    "class_activation_maps",
+    "hires_cam",
+    "grad_cam_elementwise",
+    "xgrad_cam",
+    "layer_cam",
+    "eigen_cam",
+    "eigen_grad_cam",
+    "principal_projection",
     "gradient_x_input",
     "guided_backprop",
     "guided_relu",

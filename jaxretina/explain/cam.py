@@ -38,16 +38,16 @@ from jaxretina.models import spec
 from jaxretina.explain.core import check_input, example_output, scalar_output
 
 __all__ = ["grad_cam", "grad_cam_plus_plus", "layer_gradients", "tapped_gradients", "chosen_layers",
-           "PYTORCH_GRAD_CAM_EPS"]
+           "class_activation_maps", "PYTORCH_GRAD_CAM_EPS"]
 
 PYTORCH_GRAD_CAM_EPS = 1e-6  # what pytorch-grad-cam's GradCAMPlusPlus adds to its denominator
 
 
-def _gradcam_weights(a: jax.Array, g: jax.Array, eps: float) -> jax.Array:
-    return g.mean(axis=tuple(range(g.ndim - 1)))
+def _gradcam(a: jax.Array, g: jax.Array, eps: float) -> jax.Array:
+    return (a * g.mean(axis=tuple(range(g.ndim - 1)))).sum(-1)
 
 
-def _gradcampp_weights(a: jax.Array, g: jax.Array, eps: float) -> jax.Array:
+def _gradcampp(a: jax.Array, g: jax.Array, eps: float) -> jax.Array:
     spatial = tuple(range(g.ndim - 1))
     total = a.sum(axis=spatial)
     if eps:
@@ -57,10 +57,7 @@ def _gradcampp_weights(a: jax.Array, g: jax.Array, eps: float) -> jax.Array:
         denom = 2 + total * g
         ok = (g != 0) & (denom != 0)
         alpha = jnp.where(ok, 1 / jnp.where(ok, denom, 1), 0.0)
-    return (alpha * jax.nn.relu(g)).sum(axis=spatial)
-
-
-_WEIGHTS = {"gradcam": _gradcam_weights, "gradcampp": _gradcampp_weights}
+    return (a * (alpha * jax.nn.relu(g)).sum(axis=spatial)).sum(-1)
 
 
 def chosen_layers(model, x, layers) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
@@ -116,7 +113,7 @@ def _finish_map(cam, spatial, relu, resize, normalize):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7))
-def _cam_program(kind, model, target, chosen, relu, resize, normalize, eps, variables, x):
+def _cam_program(cam_map, model, target, chosen, relu, resize, normalize, eps, variables, x):
     acts, grads = tapped_gradients(model, variables, x, target, chosen)
     spatial = x.shape[:-1]
     maps = {}
@@ -124,12 +121,10 @@ def _cam_program(kind, model, target, chosen, relu, resize, normalize, eps, vari
         a, g = acts[name], grads[name]
         if a.ndim != x.ndim:
             raise ValueError(
-                f"layer {name!r} has activation shape {a.shape}; Grad-CAM needs a spatial map "
+                f"layer {name!r} has activation shape {a.shape}; a CAM needs a spatial map "
                 f"with channels last, of the input's rank {x.ndim}"
             )
-        w = _WEIGHTS[kind](a, g, eps)
-        cam = (a * w).sum(-1)
-        maps[name] = _finish_map(cam, spatial, relu, resize, normalize)
+        maps[name] = _finish_map(cam_map(a, g, eps), spatial, relu, resize, normalize)
     return maps
 
 
@@ -145,13 +140,19 @@ def _check_cam_input(model, x, who):
     return check_input(x, who=who)
 
 
-def _cam(kind, model, variables, x, target, layers, relu, resize, normalize, eps=0.0):
-    x = _check_cam_input(model, x, kind)
+def class_activation_maps(cam_map: Callable, model: Any, variables: Any, x: Any, target: Callable, *,
+                          layers: str | Sequence[str] = "all", relu: bool = True, resize: bool = True,
+                          normalize: bool = False, eps: float = 0.0, who: str = "cam") -> dict[str, jax.Array]:
+    """``{layer: cam_map(A, G, eps)}`` (then ReLU, resize, normalise as :func:`grad_cam`) for
+    every requested layer, from one forward and one backward pass: the CAM family's common
+    program.  ``cam_map`` takes one layer's activation ``A`` and gradient ``G`` (spatial…, K)
+    and returns the spatial map; a module-level function (it is a static argument)."""
+    x = _check_cam_input(model, x, who)
     pairs, chosen = chosen_layers(model, x, layers)
     eps = float(eps)
     if not eps >= 0:
-        raise ValueError(f"{kind}: eps must be a non-negative number; found {eps}")
-    maps = _cam_program(kind, model, target, chosen, bool(relu), bool(resize), bool(normalize), eps, variables, x)
+        raise ValueError(f"{who}: eps must be a non-negative number; found {eps}")
+    maps = _cam_program(cam_map, model, target, chosen, bool(relu), bool(resize), bool(normalize), eps, variables, x)
     return {asked: maps[layer] for asked, layer in pairs}  # the order asked (jit outputs sort dict keys)
 
 
@@ -190,7 +191,8 @@ def grad_cam(
       >>> batched["upsample2"].shape                                           # xs: (2, 32, 32, 3)
       (2, 32, 32)
     """
-    return _cam("gradcam", model, variables, x, target, layers, relu, resize, normalize)
+    return class_activation_maps(_gradcam, model, variables, x, target, layers=layers, relu=relu, resize=resize,
+                                 normalize=normalize, who="gradcam")
 
 
 def grad_cam_plus_plus(
@@ -211,7 +213,8 @@ def grad_cam_plus_plus(
     published formula (see the module docstring); ``PYTORCH_GRAD_CAM_EPS`` (1e-6) gives
     pytorch-grad-cam's ``GradCAMPlusPlus``.
     """
-    return _cam("gradcampp", model, variables, x, target, layers, relu, resize, normalize, eps)
+    return class_activation_maps(_gradcampp, model, variables, x, target, layers=layers, relu=relu, resize=resize,
+                                 normalize=normalize, eps=eps, who="gradcampp")
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))

@@ -12,6 +12,9 @@ defaults in brackets):
 * ``gradcam`` / ``gradcampp`` — :func:`~jaxretina.explain.grad_cam` (++): ``layers`` [all],
   ``relu`` [true], ``resize`` [true], ``normalize`` [false]; ``gradcampp`` also ``eps`` [0: the
   published formula; 1e-6 is pytorch-grad-cam's].  Maps ``<name>/<layer>``.
+* ``hirescam``, ``gradcam_elementwise``, ``xgradcam`` (also ``eps`` [0; 1e-7 is
+  pytorch-grad-cam's]), ``layercam``, ``eigencam``, ``eigengradcam`` — the CAM family
+  (:mod:`jaxretina.explain.cam_family`), the options and maps of ``gradcam``.
 * ``guided_backprop``, ``deconvnet``, ``gradient_x_input``, ``saliency`` (``abs`` [true]) and
   ``smoothgrad`` (of the saliency: ``samples`` [16], ``sigma`` [0.15: the noise's standard
   deviation as a fraction of the input's value range — 0..255 pixels or [0, 1] voxels — after
@@ -81,7 +84,10 @@ PREPROCESSING: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 TARGETS = ("segmentation_sum", "segmentation_mean", "pixel", "class_logit", "class_probability", "top_class",
            "argmax_score", "soft_count")
-METHODS = ("ig", "gradcam", "gradcampp", "guided_backprop", "deconvnet", "saliency", "gradient_x_input",
+CAMS = {"gradcam": explain.grad_cam, "gradcampp": explain.grad_cam_plus_plus, "hirescam": explain.hires_cam,
+        "gradcam_elementwise": explain.grad_cam_elementwise, "xgradcam": explain.xgrad_cam,
+        "layercam": explain.layer_cam, "eigencam": explain.eigen_cam, "eigengradcam": explain.eigen_grad_cam}
+METHODS = ("ig", *CAMS, "guided_backprop", "deconvnet", "saliency", "gradient_x_input",
            "smoothgrad", "lrp", "deeplift", "gradient_shap", "excitation_backprop", "guided_gradcam",
            "layer_gradient_x_activation", "layer_conductance", "internal_influence", "neuron_conductance")
 _LRP = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1",
@@ -132,7 +138,9 @@ _OPTIONS = {
                            "baseline": "black"},
 }
 _OPTIONS["internal_influence"] = dict(_OPTIONS["layer_conductance"])
-_OPTIONS["gradcampp"] = {**_OPTIONS["gradcam"], "eps": 0.0}
+_OPTIONS["gradcampp"] = _OPTIONS["xgradcam"] = {**_OPTIONS["gradcam"], "eps": 0.0}
+for _kind in ("hirescam", "gradcam_elementwise", "layercam", "eigencam", "eigengradcam"):
+    _OPTIONS[_kind] = dict(_OPTIONS["gradcam"])
 
 
 def _positive_int(v) -> bool:
@@ -268,9 +276,8 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
                                           rule=o["rule"], chunk=o["chunk"], stem=bool(o["stem"]))
         maps[name] = ig.values
         scalars[f"{name}.delta"] = ig.delta
-    elif kind in ("gradcam", "gradcampp"):
-        cam = explain.grad_cam if kind == "gradcam" else functools.partial(explain.grad_cam_plus_plus,
-                                                                             eps=o["eps"])
+    elif kind in CAMS:
+        cam = functools.partial(CAMS[kind], eps=o["eps"]) if "eps" in o else CAMS[kind]
         for layer, m in cam(ex.model, variables, x, target, layers=_layer_list(o["layers"]), relu=o["relu"],
                             resize=o["resize"], normalize=o["normalize"]).items():
             maps[f"{name}/{layer}"] = m

@@ -1,0 +1,107 @@
+"""The CAM family (HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM)
+against pytorch-grad-cam 1.5.7 on the same weights, float64 on both sides, several layers of a
+small torchvision DenseNet and every layer of a full-width DRIU (the pairs of
+tests/test_anchor_parity.py), plus the principal projection on a closed form."""
+
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+torch = pytest.importorskip("torch")
+pgc = pytest.importorskip("pytorch_grad_cam")
+
+from jaxretina import explain  # noqa: E402
+from tests.anchor_pairs import CLASS, dense_pair, driu_pair, f64, nchw  # noqa: E402
+
+DENSE_LAYERS = {"conv0": "features.conv0", "denseblock1": "features.denseblock1",
+                "transition1.conv": "features.transition1.conv", "norm5": "features.norm5"}
+DRIU_LAYERS = ("conv1_2", "conv3_3", "upsample4", "new_score_weighting")
+METHODS = {"hires_cam": "HiResCAM", "grad_cam_elementwise": "GradCAMElementWise", "xgrad_cam": "XGradCAM",
+           "layer_cam": "LayerCAM"}
+
+
+@pytest.fixture(scope="module")
+def dense():
+    return dense_pair()
+
+
+@pytest.fixture(scope="module")
+def driu():
+    return driu_pair()
+
+
+def _ours(method, model, variables, x, target, layers, **options):
+    if method == "xgrad_cam":
+        options["eps"] = explain.PYTORCH_GRAD_CAM_XGRAD_EPS
+    with jax.enable_x64(True):
+        maps = getattr(explain, method)(model, *f64(variables, x), target, layers=list(layers), **options)
+        return {k: np.asarray(v) for k, v in maps.items()}
+
+
+def _theirs(method, ref, module, x, target):
+    with getattr(pgc, METHODS[method])(model=ref, target_layers=[module]) as cam:
+        return cam(input_tensor=nchw(x), targets=[target])[0]
+
+
+# Anchor: pytorch-grad-cam 1.5.7, one layer per call as its users call it (ReLU, min–max, OpenCV
+# bilinear resize, min–max; float32 output); tolerance 1e-5 on maps in [0, 1], as for Grad-CAM.
+@pytest.mark.parametrize("method", list(METHODS))
+def test_gradient_cams_match_pytorch_grad_cam(method, dense, driu):
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, variables, ref, x, target = dense
+    ref = ref.double()
+    modules = dict(ref.named_modules())
+    ours = _ours(method, model, variables, x, target, DENSE_LAYERS, normalize=True)
+    for name, path in DENSE_LAYERS.items():
+        want = _theirs(method, ref, modules[path], x, ClassifierOutputTarget(CLASS))
+        np.testing.assert_allclose(ours[name], want, atol=1e-5, err_msg=f"densenet {name}")
+    model, variables, ref, x, target = driu
+    ref = ref.double()
+    ours = _ours(method, model, variables, x, target, DRIU_LAYERS, normalize=True)
+    for name in DRIU_LAYERS:
+        want = _theirs(method, ref, ref.tap_module(name), x, lambda out: torch.sigmoid(out).sum())
+        np.testing.assert_allclose(ours[name], want, atol=1e-5, err_msg=f"driu {name}")
+
+
+def _activations_and_gradients(ref, module, x, score):
+    """The layer's activation and the score's gradient there, (1, K, …) float64 numpy, by hooks."""
+    seen = {}
+    hook = module.register_forward_hook(lambda m, i, o: seen.update(a=o) or o.retain_grad())
+    try:
+        score(ref(nchw(x))).backward()
+    finally:
+        hook.remove()
+    return seen["a"].detach().numpy(), seen["a"].grad.numpy()
+
+
+# Anchor: pytorch-grad-cam 1.5.7's get_2d_projection (its EigenCAM and EigenGradCAM) on the
+# torch layer's activations (and gradients), float64 steps with a float32 output; tolerance
+# 1e-6 of the largest value, up to the sign its SVD leaves free (jaxretina turns the largest
+# magnitude positive).
+@pytest.mark.parametrize("method", ["eigen_cam", "eigen_grad_cam"])
+def test_eigen_cams_match_pytorch_grad_cams_projection(method, dense):
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    model, variables, ref, x, target = dense
+    ref = ref.double()
+    modules = dict(ref.named_modules())
+    ours = _ours(method, model, variables, x, target, DENSE_LAYERS, relu=False, resize=False)
+    for name, path in DENSE_LAYERS.items():
+        a, g = _activations_and_gradients(ref, modules[path], x, lambda out: out[0, CLASS])
+        src = a if method == "eigen_cam" else a * g
+        want = get_2d_projection(src)[0]   # float64 steps, float32 output
+        want = want * np.sign(want.ravel()[np.argmax(np.abs(want))])
+        assert np.abs(ours[name] - want).max() <= 1e-6 * np.abs(want).max(), name
+
+
+def test_principal_projection_of_a_rank_one_activation_is_its_centred_spatial_factor():
+    rng = np.random.default_rng(0)
+    for shape in ((6, 5), (2, 3)):   # more positions than channels, and fewer
+        s, c = rng.normal(size=shape), rng.normal(size=8 if shape == (2, 3) else 3)
+        with jax.enable_x64(True):
+            proj = np.asarray(explain.principal_projection(jnp.asarray(s[..., None] * c)))
+        centred = (s - s.mean()) * np.linalg.norm(c)
+        centred = centred * np.sign(centred.ravel()[np.argmax(np.abs(centred))])
+        np.testing.assert_allclose(proj, centred, rtol=1e-9, atol=1e-12)
