@@ -105,3 +105,38 @@ def test_principal_projection_of_a_rank_one_activation_is_its_centred_spatial_fa
         centred = (s - s.mean()) * np.linalg.norm(c)
         centred = centred * np.sign(centred.ravel()[np.argmax(np.abs(centred))])
         np.testing.assert_allclose(proj, centred, rtol=1e-9, atol=1e-12)
+
+
+# Anchor: pytorch-grad-cam 1.5.7 AblationCAM and ScoreCAM (its default batch sizes), one layer per
+# call, float64 model, maps in [0, 1]; tolerance 1e-5 as for Grad-CAM for ScoreCAM.  AblationCAM:
+# pytorch-grad-cam rounds the scores to float32 before (t − t_k) / t, where one channel of 64–512
+# moves t by ~1e-4 relative, so its weights carry ~1e-3 relative rounding: tolerance 5e-4
+# (measured 8.5e-5).  The layers are ReLU outputs (or pools of them), where pytorch-grad-cam's
+# ablation value is 0, the paper's.
+@pytest.mark.parametrize("method", ["ablation_cam", "score_cam"])
+def test_perturbation_cams_match_pytorch_grad_cam(method, dense, driu):
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    anchor = {"ablation_cam": pgc.AblationCAM, "score_cam": pgc.ScoreCAM}[method]
+    cases = [(dense, {"pool0": "features.pool0"}, ClassifierOutputTarget(CLASS)),
+             (driu, {"conv2_2": None, "conv4_3": None}, lambda out: torch.sigmoid(out).sum())]
+    for (model, variables, ref, x, target), layers, their_target in cases:
+        ref = ref.double()
+        modules = dict(ref.named_modules())
+        with jax.enable_x64(True):
+            ours = getattr(explain, method)(model, *f64(variables, x), target, layers=list(layers), normalize=True,
+                                            chunk=5)
+        for name, path in layers.items():
+            module = modules[path] if path else ref.tap_module(name)
+            with anchor(model=ref, target_layers=[module]) as cam:
+                want = cam(input_tensor=nchw(x), targets=[their_target])[0]
+            tol = 5e-4 if method == "ablation_cam" else 1e-5
+            np.testing.assert_allclose(np.asarray(ours[name]), want, atol=tol, err_msg=f"{method} {name}")
+
+
+def test_resize_align_corners_matches_torch():
+    a = np.random.default_rng(0).normal(size=(3, 5, 2))
+    want = torch.nn.UpsamplingBilinear2d(size=(7, 11))(torch.from_numpy(a.transpose(2, 0, 1)[None]))[0]
+    with jax.enable_x64(True):
+        got = explain.resize_align_corners(jnp.asarray(a), (7, 11, 2))
+    np.testing.assert_allclose(np.asarray(got), want.numpy().transpose(1, 2, 0), rtol=1e-12, atol=1e-12)

@@ -2,7 +2,10 @@
 
 * :func:`grad_cam`, :func:`grad_cam_plus_plus`, :func:`hires_cam`, :func:`grad_cam_elementwise`,
   :func:`xgrad_cam`, :func:`layer_cam`, :func:`eigen_cam`, :func:`eigen_grad_cam` — every layer
-  from one forward + backward pass (:func:`class_activation_maps` for a map of your own).
+  from one forward + backward pass (:func:`class_activation_maps` for a map of your own);
+  :func:`ablation_cam`, :func:`score_cam` — one batched run per channel.
+* :func:`occlusion`, :func:`feature_ablation`, :func:`rise` — every perturbed input batched in
+  chunks.
 * :func:`layer_gradients` — activations and target gradients at every layer.
 * :func:`integrated_gradients` — all quadrature steps ``vmap``-ed, chunked to a memory budget
   (or ``steps="auto"`` until a completeness tolerance),
@@ -31,6 +34,9 @@ from jaxretina.explain.cam_family import (
     principal_projection, xgrad_cam,
 )
 from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
+from jaxretina.explain.cam_perturbation import ablation_cam, resize_align_corners, score_cam
+from jaxretina.explain.occlusion import feature_ablation, occlusion, occlusion_windows
+from jaxretina.explain.rise import rise, rise_mask, rise_masks
 from jaxretina.explain.gradients import (
     NOISE_TUNNEL,
     Attribution, gradient_x_input, integrated_gradients, saliency, smoothgrad,
@@ -100,6 +106,15 @@ __all__ = [
     "eigen_cam",
     "eigen_grad_cam",
     "principal_projection",
+    "ablation_cam",
+    "score_cam",
+    "resize_align_corners",
+    "occlusion",
+    "occlusion_windows",
+    "feature_ablation",
+    "rise",
+    "rise_mask",
+    "rise_masks",
     "gradient_x_input",
     "guided_backprop",
     "guided_relu",

@@ -38,7 +38,7 @@ from jaxretina.models import spec
 from jaxretina.explain.core import check_input, example_output, scalar_output
 
 __all__ = ["grad_cam", "grad_cam_plus_plus", "layer_gradients", "tapped_gradients", "chosen_layers",
-           "class_activation_maps", "PYTORCH_GRAD_CAM_EPS"]
+           "class_activation_maps", "finish_map", "check_cam_input", "PYTORCH_GRAD_CAM_EPS"]
 
 PYTORCH_GRAD_CAM_EPS = 1e-6  # what pytorch-grad-cam's GradCAMPlusPlus adds to its denominator
 
@@ -93,7 +93,9 @@ def tapped_gradients(model, variables, x, target, chosen):
     return {n: acts[n][0] for n in chosen}, {n: grads[n][0] for n in chosen}
 
 
-def _finish_map(cam, spatial, relu, resize, normalize):
+def finish_map(cam, spatial, relu, resize, normalize):
+    """A CAM's last steps: ReLU, (bi/tri)linear resize to ``spatial``, normalisation (see the
+    module docstring)."""
     if relu:
         cam = jax.nn.relu(cam)
     if resize and cam.shape != spatial:
@@ -124,11 +126,12 @@ def _cam_program(cam_map, model, target, chosen, relu, resize, normalize, eps, v
                 f"layer {name!r} has activation shape {a.shape}; a CAM needs a spatial map "
                 f"with channels last, of the input's rank {x.ndim}"
             )
-        maps[name] = _finish_map(cam_map(a, g, eps), spatial, relu, resize, normalize)
+        maps[name] = finish_map(cam_map(a, g, eps), spatial, relu, resize, normalize)
     return maps
 
 
-def _check_cam_input(model, x, who):
+def check_cam_input(model, x, who):
+    """One example of the rank ``model`` takes (2-D or 3-D), checked as any input."""
     spatial = spec.spatial_dims(model)  # models declare 2 (images) or 3 (volumes)
     ranks = (3, 4) if spatial is None else (spatial + 1,)
     if jnp.ndim(x) not in ranks:
@@ -147,7 +150,7 @@ def class_activation_maps(cam_map: Callable, model: Any, variables: Any, x: Any,
     every requested layer, from one forward and one backward pass: the CAM family's common
     program.  ``cam_map`` takes one layer's activation ``A`` and gradient ``G`` (spatial…, K)
     and returns the spatial map; a module-level function (it is a static argument)."""
-    x = _check_cam_input(model, x, who)
+    x = check_cam_input(model, x, who)
     pairs, chosen = chosen_layers(model, x, layers)
     eps = float(eps)
     if not eps >= 0:
@@ -230,7 +233,7 @@ def layer_gradients(
     One forward and one backward pass; both dicts map layer names (execution order) to arrays
     of the layer's shape without the batch axis.  The raw material of every CAM method.
     """
-    x = _check_cam_input(model, x, "layer_gradients")
+    x = check_cam_input(model, x, "layer_gradients")
     pairs, chosen = chosen_layers(model, x, layers)
     acts, grads = _grads_program(model, target, chosen, variables, x)
     return {a: acts[n] for a, n in pairs}, {a: grads[n] for a, n in pairs}

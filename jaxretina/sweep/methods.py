@@ -15,6 +15,9 @@ defaults in brackets):
 * ``hirescam``, ``gradcam_elementwise``, ``xgradcam`` (also ``eps`` [0; 1e-7 is
   pytorch-grad-cam's]), ``layercam``, ``eigencam``, ``eigengradcam`` — the CAM family
   (:mod:`jaxretina.explain.cam_family`), the options and maps of ``gradcam``.
+* ``ablationcam``, ``scorecam`` — :mod:`jaxretina.explain.cam_perturbation`: ``layers`` [last:
+  the last spatial layer; a run per channel of each], ``chunk`` [8], ``relu``, ``resize``,
+  ``normalize`` as ``gradcam``.  Maps ``<name>/<layer>``.
 * ``guided_backprop``, ``deconvnet``, ``gradient_x_input``, ``saliency`` (``abs`` [true]) and
   ``smoothgrad`` (of the saliency: ``samples`` [16], ``sigma`` [0.15: the noise's standard
   deviation as a fraction of the input's value range — 0..255 pixels or [0, 1] voxels — after
@@ -89,7 +92,8 @@ CAMS = {"gradcam": explain.grad_cam, "gradcampp": explain.grad_cam_plus_plus, "h
         "layercam": explain.layer_cam, "eigencam": explain.eigen_cam, "eigengradcam": explain.eigen_grad_cam}
 METHODS = ("ig", *CAMS, "guided_backprop", "deconvnet", "saliency", "gradient_x_input",
            "smoothgrad", "lrp", "deeplift", "gradient_shap", "excitation_backprop", "guided_gradcam",
-           "layer_gradient_x_activation", "layer_conductance", "internal_influence", "neuron_conductance")
+           "layer_gradient_x_activation", "layer_conductance", "internal_influence", "neuron_conductance",
+           "ablationcam", "scorecam")
 _LRP = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1",
         "epsilon_alpha2_beta1_flat")
 
@@ -138,6 +142,8 @@ _OPTIONS = {
                            "baseline": "black"},
 }
 _OPTIONS["internal_influence"] = dict(_OPTIONS["layer_conductance"])
+_OPTIONS["ablationcam"] = _OPTIONS["scorecam"] = {"layers": "last", "chunk": 8, "relu": True, "resize": True,
+                                                 "normalize": False}
 _OPTIONS["gradcampp"] = _OPTIONS["xgradcam"] = {**_OPTIONS["gradcam"], "eps": 0.0}
 for _kind in ("hirescam", "gradcam_elementwise", "layercam", "eigencam", "eigengradcam"):
     _OPTIONS[_kind] = dict(_OPTIONS["gradcam"])
@@ -313,6 +319,12 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
                                            stdev=float(o["sigma"]) * ex.span, chunk=o["chunk"])
     elif kind == "excitation_backprop":
         maps[name] = explain.excitation_backprop(ex.model, variables, x, target)
+    elif kind in ("ablationcam", "scorecam"):
+        cam = explain.ablation_cam if kind == "ablationcam" else explain.score_cam
+        layers = taps.spatial_layer_names(ex.model, (1, *x.shape))[-1] if o["layers"] == "last" else o["layers"]
+        for layer, m in cam(ex.model, variables, x, target, layers=_layer_list(layers), chunk=o["chunk"],
+                            relu=o["relu"], resize=o["resize"], normalize=o["normalize"]).items():
+            maps[f"{name}/{layer}"] = m
     elif kind == "guided_gradcam":
         for layer, m in explain.guided_grad_cams(ex.model, variables, x, target, layers=_layer_list(o["layers"]),
                                                  interpolate=o["interpolate"]).items():
