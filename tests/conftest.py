@@ -125,3 +125,21 @@ def unet_small():
 
     model = UNet3D(base_width=2, deep_supervision=False)
     return model, random_variables(model, (1, 16, 16, 16, 1), seed=3)
+
+
+@pytest.fixture(scope="session")
+def torch_dense():
+    """The small DenseNet in jaxretina and PyTorch on the same weights (tests/anchor_pairs.py)."""
+    pytest.importorskip("torchvision")
+    from tests.anchor_pairs import dense_pair
+
+    return dense_pair()
+
+
+@pytest.fixture(scope="session")
+def torch_driu():
+    """The full-width DRIU in jaxretina and PyTorch on the same weights (tests/anchor_pairs.py)."""
+    pytest.importorskip("torch")
+    from tests.anchor_pairs import driu_pair
+
+    return driu_pair()

@@ -25,7 +25,7 @@ captum_attr = pytest.importorskip("captum.attr")
 pgc = pytest.importorskip("pytorch_grad_cam")
 
 from jaxretina import explain  # noqa: E402
-from tests.anchor_pairs import CLASS, dense_pair, driu_pair, f64, nchw  # noqa: E402
+from tests.anchor_pairs import CLASS, f64, nchw  # noqa: E402
 
 
 class _SumProbability(torch.nn.Module):
@@ -39,14 +39,6 @@ class _SumProbability(torch.nn.Module):
         return torch.sigmoid(self.net(x)).sum(dim=(1, 2, 3))
 
 
-@pytest.fixture(scope="module")
-def dense():
-    return dense_pair()
-
-
-@pytest.fixture(scope="module")
-def driu():
-    return driu_pair()
 
 
 def _hwc(t):
@@ -70,7 +62,7 @@ IG_CASES = [("dense", r) for r in sorted(RULES)] + [("driu", "gausslegendre"), (
 
 @pytest.mark.parametrize("name,rule", IG_CASES)
 def test_integrated_gradients_match_captum(name, rule, request):
-    model, variables, ref, x, target = request.getfixturevalue(name)
+    model, variables, ref, x, target = request.getfixturevalue(f"torch_{name}")
     baseline = np.random.default_rng(4).normal(0, 0.3, size=x.shape).astype(np.float32)
     steps = 6
     ig = captum_attr.IntegratedGradients(_captum_forward(name, ref.double()))
@@ -112,10 +104,10 @@ DENSE_LAYERS = {"conv0": "features.conv0", "pool0": "features.pool0", "densebloc
                 "denseblock2": "features.denseblock2", "norm5": "features.norm5"}
 
 
-def test_grad_cam_per_layer_matches_pytorch_grad_cam_densenet(dense):
+def test_grad_cam_per_layer_matches_pytorch_grad_cam_densenet(torch_dense):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    model, variables, ref, x, target = dense
+    model, variables, ref, x, target = torch_dense
     ref = ref.double()
     modules = dict(ref.named_modules())
     ours = _our_cams(model, variables, x, target, list(DENSE_LAYERS))
@@ -126,10 +118,10 @@ def test_grad_cam_per_layer_matches_pytorch_grad_cam_densenet(dense):
         np.testing.assert_allclose(ours[name], want, atol=1e-5, err_msg=name)
 
 
-def test_grad_cam_plus_plus_per_layer_matches_pytorch_grad_cam_densenet(dense):
+def test_grad_cam_plus_plus_per_layer_matches_pytorch_grad_cam_densenet(torch_dense):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    model, variables, ref, x, target = dense
+    model, variables, ref, x, target = torch_dense
     ref = ref.double()
     modules = dict(ref.named_modules())
     with jax.enable_x64(True):
@@ -143,8 +135,8 @@ def test_grad_cam_plus_plus_per_layer_matches_pytorch_grad_cam_densenet(dense):
         np.testing.assert_allclose(np.asarray(ours[name]), want, atol=1e-5, err_msg=name)
 
 
-def test_grad_cam_every_layer_matches_pytorch_grad_cam_driu(driu):
-    model, variables, ref, x, target = driu
+def test_grad_cam_every_layer_matches_pytorch_grad_cam_driu(torch_driu):
+    model, variables, ref, x, target = torch_driu
     ref = ref.double()
     ours = _our_cams(model, variables, x, target)
     assert len(ours) == 21
@@ -158,7 +150,7 @@ def test_grad_cam_every_layer_matches_pytorch_grad_cam_driu(driu):
 @pytest.mark.parametrize("method", ["guided_backprop", "deconvnet"])
 @pytest.mark.parametrize("name", ["dense", "driu"])
 def test_relu_rules_match_captum(name, method, request):
-    model, variables, ref, x, target = request.getfixturevalue(name)
+    model, variables, ref, x, target = request.getfixturevalue(f"torch_{name}")
     anchor = {"guided_backprop": captum_attr.GuidedBackprop, "deconvnet": captum_attr.Deconvolution}[method]
     ref = ref.double()
     inp = nchw(x).requires_grad_(True)

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pgc = pytest.importorskip("pytorch_grad_cam")
 
 from jaxretina import explain  # noqa: E402
-from tests.anchor_pairs import CLASS, dense_pair, driu_pair, f64, nchw  # noqa: E402
+from tests.anchor_pairs import CLASS, f64, nchw  # noqa: E402
 
 DENSE_LAYERS = {"conv0": "features.conv0", "denseblock1": "features.denseblock1",
                 "transition1.conv": "features.transition1.conv", "norm5": "features.norm5"}
@@ -21,14 +21,6 @@ METHODS = {"hires_cam": "HiResCAM", "grad_cam_elementwise": "GradCAMElementWise"
            "layer_cam": "LayerCAM"}
 
 
-@pytest.fixture(scope="module")
-def dense():
-    return dense_pair()
-
-
-@pytest.fixture(scope="module")
-def driu():
-    return driu_pair()
 
 
 def _ours(method, model, variables, x, target, layers, **options):
@@ -47,17 +39,17 @@ def _theirs(method, ref, module, x, target):
 # Anchor: pytorch-grad-cam 1.5.7, one layer per call as its users call it (ReLU, min–max, OpenCV
 # bilinear resize, min–max; float32 output); tolerance 1e-5 on maps in [0, 1], as for Grad-CAM.
 @pytest.mark.parametrize("method", list(METHODS))
-def test_gradient_cams_match_pytorch_grad_cam(method, dense, driu):
+def test_gradient_cams_match_pytorch_grad_cam(method, torch_dense, torch_driu):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    model, variables, ref, x, target = dense
+    model, variables, ref, x, target = torch_dense
     ref = ref.double()
     modules = dict(ref.named_modules())
     ours = _ours(method, model, variables, x, target, DENSE_LAYERS, normalize=True)
     for name, path in DENSE_LAYERS.items():
         want = _theirs(method, ref, modules[path], x, ClassifierOutputTarget(CLASS))
         np.testing.assert_allclose(ours[name], want, atol=1e-5, err_msg=f"densenet {name}")
-    model, variables, ref, x, target = driu
+    model, variables, ref, x, target = torch_driu
     ref = ref.double()
     ours = _ours(method, model, variables, x, target, DRIU_LAYERS, normalize=True)
     for name in DRIU_LAYERS:
@@ -81,10 +73,10 @@ def _activations_and_gradients(ref, module, x, score):
 # 1e-6 of the largest value, up to the sign its SVD leaves free (jaxretina turns the largest
 # magnitude positive).
 @pytest.mark.parametrize("method", ["eigen_cam", "eigen_grad_cam"])
-def test_eigen_cams_match_pytorch_grad_cams_projection(method, dense):
+def test_eigen_cams_match_pytorch_grad_cams_projection(method, torch_dense):
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
-    model, variables, ref, x, target = dense
+    model, variables, ref, x, target = torch_dense
     ref = ref.double()
     modules = dict(ref.named_modules())
     ours = _ours(method, model, variables, x, target, DENSE_LAYERS, relu=False, resize=False)
@@ -114,12 +106,12 @@ def test_principal_projection_of_a_rank_one_activation_is_its_centred_spatial_fa
 # (measured 8.5e-5).  The layers are ReLU outputs (or pools of them), where pytorch-grad-cam's
 # ablation value is 0, the paper's.
 @pytest.mark.parametrize("method", ["ablation_cam", "score_cam"])
-def test_perturbation_cams_match_pytorch_grad_cam(method, dense, driu):
+def test_perturbation_cams_match_pytorch_grad_cam(method, torch_dense, torch_driu):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     anchor = {"ablation_cam": pgc.AblationCAM, "score_cam": pgc.ScoreCAM}[method]
-    cases = [(dense, {"pool0": "features.pool0"}, ClassifierOutputTarget(CLASS)),
-             (driu, {"conv2_2": None, "conv4_3": None}, lambda out: torch.sigmoid(out).sum())]
+    cases = [(torch_dense, {"pool0": "features.pool0"}, ClassifierOutputTarget(CLASS)),
+             (torch_driu, {"conv2_2": None, "conv4_3": None}, lambda out: torch.sigmoid(out).sum())]
     for (model, variables, ref, x, target), layers, their_target in cases:
         ref = ref.double()
         modules = dict(ref.named_modules())

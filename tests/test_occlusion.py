@@ -12,12 +12,8 @@ from jaxretina import explain
 torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
-from tests.anchor_pairs import CLASS, dense_pair, f64, nchw  # noqa: E402
+from tests.anchor_pairs import CLASS, f64, nchw  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def dense():
-    return dense_pair()
 
 
 def _hwc(t):
@@ -28,8 +24,8 @@ def _hwc(t):
 # at the border; and (3, 5, 7) / (3, 5, 3)) and FeatureAblation with a (1, 1, H, W) feature mask;
 # float64 models; Captum accumulates the attributions in float32: tolerance 1e-6 of the largest
 # value (measured 4e-8).
-def test_occlusion_and_feature_ablation_match_captum(dense):
-    model, variables, ref, x, target = dense
+def test_occlusion_and_feature_ablation_match_captum(torch_dense):
+    model, variables, ref, x, target = torch_dense
     ref = ref.double()
     xt = nchw(x)
     with jax.enable_x64(True):

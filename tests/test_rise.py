@@ -15,7 +15,7 @@ from jaxretina import explain
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchray")
 
-from tests.anchor_pairs import CLASS, dense_pair, f64, nchw  # noqa: E402
+from tests.anchor_pairs import CLASS, f64, nchw  # noqa: E402
 
 
 def _sigmoid_class(out):
@@ -42,10 +42,10 @@ def test_mask_geometry_matches_torchray(spatial, cells):
 
 # Anchor: TorchRay 1.0.0.2 rise(filter_masks=…) with jaxretina's masks, class CLASS; its saliency
 # accumulates in float32: tolerance 1e-6 of the largest value.
-def test_saliency_matches_torchray_with_the_same_masks():
+def test_saliency_matches_torchray_with_the_same_masks(torch_dense):
     from torchray.attribution.rise import rise
 
-    model, variables, ref, x, _ = dense_pair()
+    model, variables, ref, x, _ = torch_dense
     with jax.enable_x64(True):
         v, xj = f64(variables, x)
         masks = explain.rise_masks(jax.random.key(0), 40, x.shape[:2], cells=5, dtype=jnp.float64)
