@@ -36,6 +36,7 @@ bench: $(VENV)/.stamp-test
 	$(PY) -m benchmarks $(ARGS)
 	$(PY) -m benchmarks.wrapped
 	$(PY) -m benchmarks.propagation
+	$(PY) -m benchmarks.cams
 
 # DRIU sizes, chunkings and XLA options, jaxretina only
 bench-driu: $(VENV)/.stamp-core

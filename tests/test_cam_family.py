@@ -101,23 +101,25 @@ def test_principal_projection_of_a_rank_one_activation_is_its_centred_spatial_fa
 
 # Anchor: pytorch-grad-cam 1.5.7 AblationCAM and ScoreCAM (its default batch sizes), one layer per
 # call, float64 model, maps in [0, 1]; tolerance 1e-5 as for Grad-CAM for ScoreCAM.  AblationCAM:
-# pytorch-grad-cam rounds the scores to float32 before (t − t_k) / t, where one channel of 64–512
+# pytorch-grad-cam rounds the scores to float32 before (t − t_k) / t, where one channel of 16–64
 # moves t by ~1e-4 relative, so its weights carry ~1e-3 relative rounding: tolerance 5e-4
-# (measured 8.5e-5).  The layers are ReLU outputs (or pools of them), where pytorch-grad-cam's
-# ablation value is 0, the paper's.
+# (measured 8.5e-5).  AblationCAM's layer is a pooled ReLU output, where pytorch-grad-cam's
+# ablation value is 0, the paper's.  Few channels (16) keep the float64 runs short.
 @pytest.mark.parametrize("method", ["ablation_cam", "score_cam"])
 def test_perturbation_cams_match_pytorch_grad_cam(method, torch_dense, torch_driu):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     anchor = {"ablation_cam": pgc.AblationCAM, "score_cam": pgc.ScoreCAM}[method]
     cases = [(torch_dense, {"pool0": "features.pool0"}, ClassifierOutputTarget(CLASS)),
-             (torch_driu, {"conv2_2": None, "conv4_3": None}, lambda out: torch.sigmoid(out).sum())]
+             (torch_driu, {"upsample2": None}, lambda out: torch.sigmoid(out).sum())]
+    if method == "ablation_cam":   # DRIU's upsampled maps go negative: pytorch-grad-cam ablates with min − 1e7 there
+        cases = cases[:1]
     for (model, variables, ref, x, target), layers, their_target in cases:
         ref = ref.double()
         modules = dict(ref.named_modules())
         with jax.enable_x64(True):
             ours = getattr(explain, method)(model, *f64(variables, x), target, layers=list(layers), normalize=True,
-                                            chunk=5)
+                                            chunk=32)
         for name, path in layers.items():
             module = modules[path] if path else ref.tap_module(name)
             with anchor(model=ref, target_layers=[module]) as cam:
