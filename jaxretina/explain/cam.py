@@ -38,7 +38,8 @@ from jaxretina.models import spec
 from jaxretina.explain.core import check_input, example_output, scalar_output
 
 __all__ = ["grad_cam", "grad_cam_plus_plus", "layer_gradients", "tapped_gradients", "chosen_layers",
-           "class_activation_maps", "finish_map", "check_cam_input", "PYTORCH_GRAD_CAM_EPS"]
+           "class_activation_maps", "finish_map", "min_max", "check_cam_input", "check_cam_layer",
+           "PYTORCH_GRAD_CAM_EPS"]
 
 PYTORCH_GRAD_CAM_EPS = 1e-6  # what pytorch-grad-cam's GradCAMPlusPlus adds to its denominator
 
@@ -105,27 +106,36 @@ def finish_map(cam, spatial, relu, resize, normalize):
         # ε = 1e-7 against a range of 4e-4 already shifts values by 2.5e-4); a constant map
         # becomes 0.
         if relu:
-            lo = cam.min()
-            span = cam.max() - lo
-            cam = jnp.where(span > 0, (cam - lo) / jnp.where(span > 0, span, 1), 0)
+            cam = min_max(cam)
         else:
             top = jnp.abs(cam).max()
             cam = jnp.where(top > 0, cam / jnp.where(top > 0, top, 1), 0)
     return cam
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7))
-def _cam_program(cam_map, model, target, chosen, relu, resize, normalize, eps, variables, x):
+def min_max(a: jax.Array) -> jax.Array:
+    """``a`` mapped to [0, 1] by its minimum and maximum, exactly (no ε); a constant ``a``
+    becomes 0."""
+    lo = a.min()
+    span = a.max() - lo
+    return jnp.where(span > 0, (a - lo) / jnp.where(span > 0, span, 1), 0)
+
+
+def check_cam_layer(name: str, a: jax.Array, x: jax.Array, who: str) -> None:
+    """A CAM needs the layer's activation ``a`` to be a spatial map of ``x``'s rank, channels last."""
+    if a.ndim != x.ndim:
+        raise ValueError(f"{who}: layer {name!r} has activation shape {a.shape}; a CAM needs a spatial map "
+                         f"with channels last, of the input's rank {x.ndim}")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7, 8))
+def _cam_program(cam_map, model, target, chosen, relu, resize, normalize, eps, who, variables, x):
     acts, grads = tapped_gradients(model, variables, x, target, chosen)
     spatial = x.shape[:-1]
     maps = {}
     for name in chosen:
         a, g = acts[name], grads[name]
-        if a.ndim != x.ndim:
-            raise ValueError(
-                f"layer {name!r} has activation shape {a.shape}; a CAM needs a spatial map "
-                f"with channels last, of the input's rank {x.ndim}"
-            )
+        check_cam_layer(name, a, x, who)
         maps[name] = finish_map(cam_map(a, g, eps), spatial, relu, resize, normalize)
     return maps
 
@@ -155,7 +165,8 @@ def class_activation_maps(cam_map: Callable, model: Any, variables: Any, x: Any,
     eps = float(eps)
     if not eps >= 0:
         raise ValueError(f"{who}: eps must be a non-negative number; found {eps}")
-    maps = _cam_program(cam_map, model, target, chosen, bool(relu), bool(resize), bool(normalize), eps, variables, x)
+    maps = _cam_program(cam_map, model, target, chosen, bool(relu), bool(resize), bool(normalize), eps, who,
+                        variables, x)
     return {asked: maps[layer] for asked, layer in pairs}  # the order asked (jit outputs sort dict keys)
 
 

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina import taps
-from jaxretina.explain.cam import chosen_layers, finish_map, check_cam_input
-from jaxretina.explain.core import chunked_map, example_output, scalar_output
+from jaxretina.explain.cam import check_cam_input, check_cam_layer, chosen_layers, finish_map, min_max
+from jaxretina.explain.core import along_axes, chunked_map, example_output, scalar_output
 from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["ablation_cam", "score_cam", "resize_align_corners"]
@@ -46,10 +46,7 @@ __all__ = ["ablation_cam", "score_cam", "resize_align_corners"]
 def resize_align_corners(a: jax.Array, shape: Sequence[int]) -> jax.Array:
     """``a`` resized to ``shape`` by (multi)linear interpolation with ``align_corners=True``
     (PyTorch's ``UpsamplingBilinear2d``): output ``i`` samples input ``i · (n_in − 1) / (n_out − 1)``."""
-    for axis, (n_in, n_out) in enumerate(zip(a.shape, shape)):
-        if n_in != n_out:
-            a = jnp.moveaxis(jnp.tensordot(_interpolation(n_in, n_out, a.dtype), a, axes=([1], [axis])), 0, axis)
-    return a
+    return along_axes(a, [_interpolation(i, o, a.dtype) if i != o else None for i, o in zip(a.shape, shape)])
 
 
 def _interpolation(n_in: int, n_out: int, dtype) -> np.ndarray:
@@ -94,9 +91,7 @@ class _Scored(NamedTuple):
 
     def __call__(self, consts, k):
         variables, x, a = consts
-        m = resize_align_corners(jnp.take(a, k, axis=-1), x.shape[:-1])
-        lo, span = m.min(), m.max() - m.min()
-        m = jnp.where(span > 0, (m - lo) / jnp.where(span > 0, span, 1), 0)
+        m = min_max(resize_align_corners(jnp.take(a, k, axis=-1), x.shape[:-1]))
         out = taps.tap_functions(self.model).forward(variables, (x * m[..., None])[None])
         return scalar_output(self.target(example_output(out, who="score_cam")), who="target")
 
@@ -118,9 +113,7 @@ def _perturbation_cam(kind, model, variables, x, target, layers, relu, resize, n
     maps = {}
     for layer in chosen:
         a, score = _activation(model, target, layer, kind, variables, x)
-        if a.ndim != x.ndim:
-            raise ValueError(f"{kind}: layer {layer!r} has activation shape {a.shape}; a CAM needs a spatial map "
-                             f"with channels last, of the input's rank {x.ndim}")
+        check_cam_layer(layer, a, x, kind)
         term = _Ablated(model, target, layer, float(value)) if kind == "ablation_cam" else _Scored(model, target)
         consts, ks = (variables, x, a), jnp.arange(a.shape[-1])
         scores = chunked_map(term, consts, ks, chunk=pick_chunk(term, consts, ks, chunk, budget, who=kind))

@@ -19,7 +19,7 @@ outer ``jit`` the loop simply unrolls, so the explainers stay jittable as a whol
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import jax
@@ -32,7 +32,7 @@ from jaxretina.validate import check_example, check_finite
 
 __all__ = [
     "DEFAULT_CHUNK", "model_fn", "split_fn", "chunked_sum", "check_chunk", "as_baseline", "scalar_output",
-    "sum_over", "progress_callback", "example_output", "check_input", "OneExample",
+    "sum_over", "progress_callback", "example_output", "check_input", "OneExample", "along_axes",
 ]
 
 
@@ -45,6 +45,15 @@ def example_output(out: Any, *, who: str = "target") -> jax.Array:
             "use jaxretina.models.spec.for_explaining(model) (for UNet3D: DS6's inference output)"
         )
     return out[0]
+
+
+def along_axes(a: jax.Array, matrices: Sequence[Any]) -> jax.Array:
+    """``a`` with axis ``d`` replaced by ``matrices[d] @ a`` along it (``(m, n_d)`` matrices;
+    ``None`` leaves an axis as it is): a separable linear map, e.g. a resize or a window sum."""
+    for axis, m in enumerate(matrices):
+        if m is not None:
+            a = jnp.moveaxis(jnp.tensordot(jnp.asarray(m, a.dtype), a, axes=([1], [axis])), 0, axis)
+    return a
 
 
 class OneExample(NamedTuple):

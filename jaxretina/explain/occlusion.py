@@ -34,7 +34,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from jaxretina.explain.core import as_baseline, check_input, chunked_map
+from jaxretina.explain.core import along_axes, as_baseline, check_input, chunked_map
 from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["occlusion", "feature_ablation", "occlusion_windows"]
@@ -113,12 +113,9 @@ def occlusion(f: Callable, x: Any, *, window: int | Sequence[int], strides: int 
     term, consts, ids = _Occluded(f, window, strides, grid), (x, base), jnp.arange(math.prod(grid))
     scores = chunked_map(term, consts, ids, chunk=pick_chunk(term, consts, ids, chunk, budget, who=who))
     delta = (_value(f, x) - scores).reshape(grid)
-    total, count = delta, jnp.ones(grid, x.dtype)
-    for axis, (n, k, s, c) in enumerate(zip(x.shape, window, strides, grid)):
-        cover = jnp.asarray(_cover(n, k, s, c), x.dtype)
-        total = jnp.moveaxis(jnp.tensordot(cover, total, axes=([1], [axis])), 0, axis)
-        count = jnp.moveaxis(jnp.tensordot(cover, count, axes=([1], [axis])), 0, axis)
-    return total / count
+    covers = [_cover(n, k, s, c) for n, k, s, c in zip(x.shape, window, strides, grid)]
+    count = functools.reduce(np.multiply.outer, [c.sum(axis=1) for c in covers])   # windows over each value
+    return along_axes(delta, covers) / jnp.asarray(count, x.dtype)
 
 
 def feature_ablation(f: Callable, x: Any, features: Any, *, baseline: Any = 0.0, chunk: int | str | None = None,

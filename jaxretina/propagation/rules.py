@@ -71,7 +71,8 @@ def _neg(a):
 
 
 def _split(view, x):
-    """``(x⁺, x⁻)``; ``x`` itself and zeros on a site whose input is never negative (no pass)."""
+    """``(x⁺, x⁻)``; ``(x, None)`` on a site whose input is never negative (no max pass; the
+    rules skip their x⁻ terms there)."""
     return (x, None) if view.site.nonneg else (_pos(x), _neg(x))
 
 

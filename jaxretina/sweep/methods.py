@@ -321,9 +321,8 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
         maps[name] = explain.excitation_backprop(ex.model, variables, x, target)
     elif kind in ("ablationcam", "scorecam"):
         cam = explain.ablation_cam if kind == "ablationcam" else explain.score_cam
-        layers = taps.spatial_layer_names(ex.model, (1, *x.shape))[-1] if o["layers"] == "last" else o["layers"]
-        for layer, m in cam(ex.model, variables, x, target, layers=_layer_list(layers), chunk=o["chunk"],
-                            relu=o["relu"], resize=o["resize"], normalize=o["normalize"]).items():
+        for layer, m in cam(ex.model, variables, x, target, layers=_layer_list(_last(o["layers"], ex, x)),
+                            chunk=o["chunk"], relu=o["relu"], resize=o["resize"], normalize=o["normalize"]).items():
             maps[f"{name}/{layer}"] = m
     elif kind == "guided_gradcam":
         for layer, m in explain.guided_grad_cams(ex.model, variables, x, target, layers=_layer_list(o["layers"]),
@@ -334,7 +333,7 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
                                                             layers=_layer_list(o["layers"])).items():
             maps[f"{name}/{layer}"] = m.sum(axis=-1) if o["sum_channels"] else m
     elif kind in ("layer_conductance", "internal_influence", "neuron_conductance"):
-        layer = taps.spatial_layer_names(ex.model, (1, *x.shape))[-1] if o["layer"] == "last" else o["layer"]
+        layer = _last(o["layer"], ex, x)
         path = dict(baseline=_baseline(o["baseline"], ex, raw, x), steps=int(o["steps"]), rule=o["rule"],
                     chunk=o["chunk"])
         if kind == "neuron_conductance":
@@ -346,6 +345,11 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
 
 def _layer_list(layers):
     return list(layers) if isinstance(layers, tuple) else layers
+
+
+def _last(layers, ex: _Example, x):
+    """``layers``, with ``"last"`` meaning the model's last spatial layer."""
+    return taps.spatial_layer_names(ex.model, (1, *x.shape))[-1] if layers == "last" else layers
 
 
 def build_computation(model_spec: registry.ModelSpec, model: Any, methods, target_specs, *, prep: str | None = None,
