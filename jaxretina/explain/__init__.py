@@ -4,8 +4,9 @@
   :func:`xgrad_cam`, :func:`layer_cam`, :func:`eigen_cam`, :func:`eigen_grad_cam` — every layer
   from one forward + backward pass (:func:`class_activation_maps` for a map of your own);
   :func:`ablation_cam`, :func:`score_cam` — one batched run per channel.
-* :func:`occlusion`, :func:`feature_ablation`, :func:`rise` — every perturbed input batched in
-  chunks.
+* :func:`occlusion`, :func:`feature_ablation`, :func:`rise`, :func:`shapley_values`,
+  :func:`shapley_value_sampling`, :func:`lime`, :func:`kernel_shap` — every perturbed input
+  batched in chunks.
 * :func:`layer_gradients` — activations and target gradients at every layer.
 * :func:`integrated_gradients` — all quadrature steps ``vmap``-ed, chunked to a memory budget
   (or ``steps="auto"`` until a completeness tolerance),
@@ -37,6 +38,12 @@ from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
 from jaxretina.explain.cam_perturbation import ablation_cam, resize_align_corners, score_cam
 from jaxretina.explain.occlusion import feature_ablation, occlusion, occlusion_windows
 from jaxretina.explain.rise import rise, rise_mask, rise_masks
+from jaxretina.explain.shapley import (
+    EXACT_SHAPLEY_MAX_FEATURES, shapley_permutations, shapley_value_sampling, shapley_values,
+)
+from jaxretina.explain.surrogate import (
+    KERNEL_SHAP_ENDPOINT_WEIGHT, kernel_shap, kernel_shap_samples, lime, lime_samples, linear_surrogate,
+)
 from jaxretina.explain.gradients import (
     NOISE_TUNNEL,
     Attribution, gradient_x_input, integrated_gradients, saliency, smoothgrad,
@@ -115,6 +122,16 @@ __all__ = [
     "rise",
     "rise_mask",
     "rise_masks",
+    "shapley_values",
+    "shapley_value_sampling",
+    "shapley_permutations",
+    "EXACT_SHAPLEY_MAX_FEATURES",
+    "lime",
+    "lime_samples",
+    "kernel_shap",
+    "kernel_shap_samples",
+    "linear_surrogate",
+    "KERNEL_SHAP_ENDPOINT_WEIGHT",
     "gradient_x_input",
     "guided_backprop",
     "guided_relu",

@@ -34,6 +34,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from jaxretina.explain.coalitions import feature_labels
 from jaxretina.explain.core import along_axes, as_baseline, check_input, chunked_map
 from jaxretina.explain.memory import pick_chunk
 
@@ -125,18 +126,8 @@ def feature_ablation(f: Callable, x: Any, features: Any, *, baseline: Any = 0.0,
     every value of feature ``j`` gets ``t(x) − t(x with feature j replaced)``.  Shape of ``x``."""
     who = "feature_ablation"
     x = check_input(x, who=who)
-    labels = np.asarray(features)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{who}: features must be integer labels; found dtype {labels.dtype}")
-    try:
-        labels = np.broadcast_to(labels if labels.ndim == x.ndim else labels[..., None], x.shape)
-    except ValueError:
-        raise ValueError(f"{who}: features of shape {np.shape(features)} do not broadcast to x {x.shape} "
-                         "(give (H, W) labels, or one per value)") from None
-    if labels.min() < 0:
-        raise ValueError(f"{who}: feature labels must be 0 … F−1; found {int(labels.min())}")
-    count = int(labels.max()) + 1
+    labels, count = feature_labels(features, x, who=who)
     base = as_baseline(baseline, x, who=who)
-    term, consts, ids = _Ablated(f), (x, base, jnp.asarray(labels)), jnp.arange(count)
+    term, consts, ids = _Ablated(f), (x, base, labels), jnp.arange(count)
     scores = chunked_map(term, consts, ids, chunk=pick_chunk(term, consts, ids, chunk, budget, who=who))
-    return jnp.take(_value(f, x) - scores, jnp.asarray(labels)).astype(x.dtype)
+    return jnp.take(_value(f, x) - scores, labels).astype(x.dtype)
