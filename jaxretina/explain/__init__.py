@@ -2,7 +2,7 @@
 
 * :func:`grad_cam`, :func:`grad_cam_plus_plus`, :func:`hires_cam`, :func:`grad_cam_elementwise`,
   :func:`xgrad_cam`, :func:`layer_cam`, :func:`eigen_cam`, :func:`eigen_grad_cam` — every layer
-  from one forward + backward pass (:func:`class_activation_maps` for a map of your own);
+  from one forward + backward pass; :func:`full_grad` — every bias layer's gradient map in one pass (:func:`class_activation_maps` for a map of your own);
   :func:`ablation_cam`, :func:`score_cam` — one batched run per channel.
 * :func:`occlusion`, :func:`feature_ablation`, :func:`rise`, :func:`shapley_values`,
   :func:`shapley_value_sampling`, :func:`lime`, :func:`kernel_shap` — every perturbed input
@@ -34,6 +34,7 @@ from jaxretina.explain.cam_family import (
     PYTORCH_GRAD_CAM_XGRAD_EPS, eigen_cam, eigen_grad_cam, grad_cam_elementwise, hires_cam, layer_cam,
     principal_projection, xgrad_cam,
 )
+from jaxretina.explain.full_grad import PYTORCH_GRAD_CAM_FULLGRAD_EPS, full_grad
 from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
 from jaxretina.explain.cam_perturbation import ablation_cam, resize_align_corners, score_cam
 from jaxretina.explain.occlusion import feature_ablation, occlusion, occlusion_windows
@@ -113,6 +114,8 @@ __all__ = [
     "eigen_cam",
     "eigen_grad_cam",
     "principal_projection",
+    "full_grad",
+    "PYTORCH_GRAD_CAM_FULLGRAD_EPS",
     "ablation_cam",
     "score_cam",
     "resize_align_corners",

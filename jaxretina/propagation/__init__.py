@@ -22,6 +22,7 @@ Example::
 from jaxretina.propagation.composites import NAMES, Composite, base, named
 from jaxretina.propagation.evaluate import SiteView, with_rules
 from jaxretina.propagation.program import trace
+from jaxretina.propagation.probes import site_gradients, site_offset
 from jaxretina.propagation.sites import KINDS, Site, layer_sites, mark_activation, sites
 from jaxretina.propagation.rules import (
     AlphaBeta, Deconv, Epsilon, Excitation, Flat, Gamma, Guided, Norm, Pass, Rescale, RescaleMaxPool, WeightRule, WSquare, ZBox, ZPlus,
@@ -30,6 +31,6 @@ from jaxretina.propagation.rules import (
 
 __all__ = [
     "Composite", "named", "NAMES", "base", "with_rules", "SiteView", "Site", "KINDS", "sites", "trace",
-    "layer_sites", "mark_activation", "stabilize", "Epsilon", "Norm", "ZPlus", "AlphaBeta", "Gamma", "Flat",
+    "layer_sites", "mark_activation", "site_gradients", "site_offset", "stabilize", "Epsilon", "Norm", "ZPlus", "AlphaBeta", "Gamma", "Flat",
     "WSquare", "ZBox", "WeightRule", "Pass", "Guided", "Deconv", "Rescale", "RescaleMaxPool", "Excitation", "captum_gamma", "captum_alpha1_beta0",
 ]

@@ -21,7 +21,7 @@ import numpy as np
 from jaxretina.propagation.program import Lit, Program, trace
 from jaxretina.propagation.sites import Site, sites
 
-__all__ = ["with_rules", "SiteView"]
+__all__ = ["with_rules", "SiteView", "run"]
 
 
 class SiteView:
@@ -138,10 +138,11 @@ def _site_call(program: Program, site: Site, rule: Callable, env: dict, ref: dic
 
 
 def run(program: Program, chosen: dict[int, tuple[Site, Callable]], params: Any, x: Any,
-        ref: dict | None = None) -> tuple[list, dict]:
+        ref: dict | None = None, probes: dict | None = None) -> tuple[list, dict]:
     """Evaluate ``program`` on ``params`` and ``x`` with the sites of ``chosen`` (keyed by
     their last operation) computed through their rules (which see ``ref``, the values of a
-    reference run, when given): ``(outputs, every value by id)``."""
+    reference run, when given), and ``probes[id]`` added to value ``id`` where it is made (a
+    zero probe's gradient is the gradient at that value): ``(outputs, every value by id)``."""
     env: dict = dict(zip(program.captured_ids, program.captured))
     env.update(zip(program.param_ids, jax.tree.leaves(params)))
     env.update(zip(program.input_ids, jax.tree.leaves(x)))
@@ -150,10 +151,16 @@ def run(program: Program, chosen: dict[int, tuple[Site, Callable]], params: Any,
         if k in chosen:
             site, rule = chosen[k]
             env[site.output] = _site_call(program, site, rule, env, ref)
+            if probes and site.output in probes:
+                env[site.output] = env[site.output] + probes[site.output]
             continue
         if k in skip:
             continue
         op.run(env)
+        if probes:
+            for o in op.outs:
+                if o in probes:
+                    env[o] = env[o] + probes[o]
     return [a.val if isinstance(a, Lit) else env[a] for a in program.outputs], env
 
 
