@@ -23,7 +23,9 @@ METHODS = ["ig:steps=4,chunk=2", "gradcam:layers=conv1_2+upsample2", "guided_bac
            "layer_conductance:layer=conv1_2,steps=2,chunk=2", "internal_influence:steps=2,chunk=2,sum_channels=false",
            "neuron_conductance:layer=conv1_2,neuron=5,steps=2,chunk=2", "layercam:layers=conv1_2",
            "eigencam:layers=upsample2,normalize=true", "ablationcam:layers=upsample8,chunk=16",
-           "scorecam:layers=conv1_2,chunk=64"]
+           "scorecam:layers=conv1_2,chunk=64", "fullgrad", "occlusion:window=16,strides=16,chunk=4",
+           "feature_ablation:cells=2,chunk=4", "shapley_value_sampling:cells=2,permutations=2,chunk=8",
+           "kernel_shap:cells=2,samples=8,chunk=8", "lime:cells=2,samples=8,chunk=8", "rise:masks=8,cells=4,chunk=8"]
 
 
 def write_images(folder, n=5, size=32, seed=0):
@@ -210,12 +212,24 @@ def test_store_holds_what_the_explainers_give(store, images):
                                                               chunk=16)["upsample8"],
                 "scorecam/conv1_2": explain.score_cam(model, variables, x, target, layers="conv1_2",
                                                       chunk=64)["conv1_2"]}
+        key, cells = jax.random.fold_in(jax.random.key(3), i), explain.grid_features((32, 32), 2)
+        want.update({
+            "fullgrad": explain.full_grad(model, variables, x, target),
+            "occlusion": explain.occlusion(f, x, window=16, strides=16, baseline=black, chunk=4),
+            "feature_ablation": explain.feature_ablation(f, x, cells, baseline=black, chunk=4),
+            "shapley_value_sampling": explain.shapley_value_sampling(f, x, cells, key=key, permutations=2,
+                                                                     baseline=black, chunk=8),
+            "kernel_shap": explain.kernel_shap(f, x, cells, key=key, samples=8, baseline=black, chunk=8),
+            "lime": explain.lime(f, x, cells, key=key, samples=8, baseline=black, chunk=8),
+            "rise": explain.rise(f, x, key=key, masks=8, cells=4, chunk=8)})
         assert sorted(got) == sorted(want)
         for name, w in want.items():
             w = np.asarray(w)
-            # AblationCAM's weights are differences of near-equal float32 scores ((t − t_k) / t, one
-            # channel of 16 moving t by ~1e-3): two programs round them ~1e-3 apart
-            rtol, atol = (5e-3, 5e-3) if name.startswith("ablationcam") else (2e-4, 2e-5)
+            # AblationCAM's weights and the perturbation maps are differences of near-equal float32
+            # scores (one channel of 16, or one of 4 blocks, moving a sum of ~500 by ~1e-3 of it):
+            # two programs round them ~1e-3 apart
+            differences = ("ablationcam", "occlusion", "feature_ablation", "shapley", "kernel_shap", "lime")
+            rtol, atol = (5e-3, 5e-3) if name.startswith(differences) else (2e-4, 2e-5)
             np.testing.assert_allclose(got[name], w, rtol=rtol, atol=atol * np.abs(w).max(), err_msg=name)
         np.testing.assert_allclose(scal["ig.delta"][i], float(ig.delta), rtol=1e-4, atol=1e-3)
         np.testing.assert_allclose(scal["score"][i], float(jax.jit(f)(x)), rtol=1e-5)
@@ -246,7 +260,9 @@ def test_store_records_failures_and_metadata(store):
                                  "deeplift", "gradient_shap", "excitation_backprop", "guided_gradcam/conv1_2",
                                  "layer_gradient_x_activation/conv1_2", "layer_conductance/conv1_2",
                                  f"internal_influence/{last}", "neuron_conductance", "layercam/conv1_2",
-                                 "eigencam/upsample2", "ablationcam/upsample8", "scorecam/conv1_2"}
+                                 "eigencam/upsample2", "ablationcam/upsample8", "scorecam/conv1_2", "fullgrad",
+                                 "occlusion", "feature_ablation", "shapley_value_sampling", "kernel_shap", "lime",
+                                 "rise"}
 
 
 def test_finished_store_resumes_to_nothing_and_refuses_another_config(store, images):
@@ -360,6 +376,7 @@ def test_dry_run_reports_memory_and_time_and_writes_nothing(images, tmp_path):
     assert r["memory_per_device_bytes"] > 0 and r["seconds_per_example"] > 0
     # ig, guided, smoothgrad, lrp, deeplift, gradient_shap, guided Grad-CAM, neuron conductance; 2 cams,
     # excitation backprop, layer gradient×activation and conductance summed over channels, internal
-    # influence at DRIU's last layer (one channel), LayerCAM, EigenCAM, AblationCAM and ScoreCAM
-    assert r["store_bytes_per_example"] == 4 * (8 * 32 * 32 * 3 + 10 * 32 * 32)
+    # influence at DRIU's last layer (one channel), LayerCAM, EigenCAM, AblationCAM and ScoreCAM; occlusion,
+    # feature ablation, Shapley sampling, KernelSHAP, LIME (input's shape), FullGrad and RISE (spatial)
+    assert r["store_bytes_per_example"] == 4 * (13 * 32 * 32 * 3 + 12 * 32 * 32)
     assert not out.exists()

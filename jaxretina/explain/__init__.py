@@ -39,6 +39,7 @@ from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
 from jaxretina.explain.cam_perturbation import ablation_cam, resize_align_corners, score_cam
 from jaxretina.explain.occlusion import feature_ablation, occlusion, occlusion_windows
 from jaxretina.explain.rise import rise, rise_mask, rise_masks
+from jaxretina.explain.coalitions import grid_features
 from jaxretina.explain.shapley import (
     EXACT_SHAPLEY_MAX_FEATURES, shapley_permutations, shapley_value_sampling, shapley_values,
 )
@@ -125,6 +126,7 @@ __all__ = [
     "rise",
     "rise_mask",
     "rise_masks",
+    "grid_features",
     "shapley_values",
     "shapley_value_sampling",
     "shapley_permutations",

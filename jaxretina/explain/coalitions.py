@@ -28,7 +28,19 @@ import jax.numpy as jnp
 from jaxretina.explain.core import chunked_map
 from jaxretina.explain.memory import pick_chunk
 
-__all__ = ["feature_labels", "coalition_values", "check_coalitions"]
+__all__ = ["feature_labels", "coalition_values", "check_coalitions", "grid_features"]
+
+
+def grid_features(spatial: tuple[int, ...], cells: int) -> np.ndarray:
+    """A feature mask of ``cells`` blocks per spatial axis (``cells^d`` features, numbered in
+    row-major order; blocks differ in size by at most one pixel): integer labels of shape
+    ``spatial``.  ``grid_features((4, 6), 2)`` has 4 features of 2 × 3 pixels."""
+    spatial = tuple(int(n) for n in spatial)
+    if not (isinstance(cells, (int, np.integer)) and not isinstance(cells, bool) and 1 <= cells <= min(spatial)):
+        raise ValueError(f"grid_features: cells must be an integer from 1 to the shortest side {min(spatial)}; "
+                         f"found {cells!r}")
+    per_axis = [np.arange(n) * cells // n for n in spatial]
+    return np.ravel_multi_index(np.meshgrid(*per_axis, indexing="ij"), (cells,) * len(spatial))
 
 
 def feature_labels(features: Any, x: jax.Array, *, who: str) -> tuple[jax.Array, int]:

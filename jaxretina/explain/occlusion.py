@@ -128,6 +128,6 @@ def feature_ablation(f: Callable, x: Any, features: Any, *, baseline: Any = 0.0,
     x = check_input(x, who=who)
     labels, count = feature_labels(features, x, who=who)
     base = as_baseline(baseline, x, who=who)
-    term, consts, ids = _Ablated(f), (x, base, labels), jnp.arange(count)
+    term, consts, ids = _Ablated(f), (x, base, labels), jnp.arange(count, dtype=labels.dtype)
     scores = chunked_map(term, consts, ids, chunk=pick_chunk(term, consts, ids, chunk, budget, who=who))
     return jnp.take(_value(f, x) - scores, labels).astype(x.dtype)

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 
 from jaxretina.explain.coalitions import check_coalitions, coalition_values, feature_labels
 from jaxretina.explain.core import as_baseline, check_input
+from jaxretina.propagation.program import vary_like
 
 __all__ = ["lime", "kernel_shap", "lime_samples", "kernel_shap_samples", "linear_surrogate",
            "KERNEL_SHAP_ENDPOINT_WEIGHT"]
@@ -99,14 +100,14 @@ def _lasso(z, y, w, alpha, tol, max_sweeps):
 
     def sweep(state):
         beta, r, _, done = state
-        beta, r, step = jax.lax.fori_loop(0, z.shape[1], coordinate, (beta, r, jnp.zeros((), z.dtype)))
+        beta, r, step = jax.lax.fori_loop(0, z.shape[1], coordinate, (beta, r, vary_like(jnp.zeros((), z.dtype), y)))
         return beta, r, step, done + 1
 
     def going(state):
         beta, _, step, done = state
         return (done < max_sweeps) & ((done == 0) | (step > tol * jnp.max(jnp.abs(beta))))
 
-    start = (jnp.zeros(z.shape[1], z.dtype), y, jnp.zeros((), z.dtype), 0)
+    start = (vary_like(jnp.zeros(z.shape[1], z.dtype), y), y, vary_like(jnp.zeros((), z.dtype), y), 0)
     return jax.lax.while_loop(going, sweep, start)[0]
 
 

@@ -18,6 +18,19 @@ defaults in brackets):
 * ``ablationcam``, ``scorecam`` — :mod:`jaxretina.explain.cam_perturbation`: ``layers`` [last:
   the last spatial layer; a run per channel of each], ``chunk`` [8], ``relu``, ``resize``,
   ``normalize`` as ``gradcam``.  Maps ``<name>/<layer>``.
+* ``fullgrad`` — :func:`jaxretina.explain.full_grad`: ``eps`` [0; 1e-7 is pytorch-grad-cam's].
+  Map: the input's spatial shape, in [0, 1].
+* ``occlusion`` — :func:`jaxretina.explain.occlusion`: ``window`` [16] and ``strides`` [8]
+  pixels per spatial axis (the window spans the channels), ``baseline`` [black, as ``ig``],
+  ``chunk`` [16].  Map: input's shape.
+* ``feature_ablation``, ``shapley_value_sampling`` (``permutations`` [8]), ``kernel_shap``
+  (``samples`` [256]), ``lime`` (``samples`` [256], ``alpha`` [0.01], ``kernel_width`` [1]) —
+  :mod:`jaxretina.explain.shapley`, :mod:`~jaxretina.explain.surrogate`: features are a grid of
+  ``cells`` per spatial axis (:func:`jaxretina.explain.grid_features`; [8], 4 for Shapley
+  sampling), ``baseline`` [black], ``chunk`` [16]; draws from ``fold_in(key(seed), example
+  index)``.  Map: input's shape.
+* ``rise`` — :func:`jaxretina.explain.rise`: ``masks`` [4000], ``cells`` [7], ``p`` [0.5],
+  ``chunk`` [32]; masks from ``fold_in(key(seed), example index)``.  Map: input's spatial shape.
 * ``guided_backprop``, ``deconvnet``, ``gradient_x_input``, ``saliency`` (``abs`` [true]) and
   ``smoothgrad`` (of the saliency: ``samples`` [16], ``sigma`` [0.15: the noise's standard
   deviation as a fraction of the input's value range — 0..255 pixels or [0, 1] voxels — after
@@ -93,7 +106,10 @@ CAMS = {"gradcam": explain.grad_cam, "gradcampp": explain.grad_cam_plus_plus, "h
 METHODS = ("ig", *CAMS, "guided_backprop", "deconvnet", "saliency", "gradient_x_input",
            "smoothgrad", "lrp", "deeplift", "gradient_shap", "excitation_backprop", "guided_gradcam",
            "layer_gradient_x_activation", "layer_conductance", "internal_influence", "neuron_conductance",
-           "ablationcam", "scorecam")
+           "ablationcam", "scorecam", "fullgrad", "occlusion", "feature_ablation", "shapley_value_sampling",
+           "kernel_shap", "lime", "rise")
+_PERTURBATION = {"feature_ablation": explain.feature_ablation, "shapley_value_sampling": explain.shapley_value_sampling,
+                 "kernel_shap": explain.kernel_shap, "lime": explain.lime}
 _LRP = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1",
         "epsilon_alpha2_beta1_flat")
 
@@ -141,6 +157,15 @@ _OPTIONS = {
     "neuron_conductance": {"layer": "last", "neuron": None, "steps": 32, "rule": "gausslegendre", "chunk": 8,
                            "baseline": "black"},
 }
+_OPTIONS.update({
+    "fullgrad": {"eps": 0.0},
+    "occlusion": {"window": 16, "strides": 8, "baseline": "black", "chunk": 16},
+    "feature_ablation": {"cells": 8, "baseline": "black", "chunk": 16},
+    "shapley_value_sampling": {"cells": 4, "permutations": 8, "baseline": "black", "chunk": 16},
+    "kernel_shap": {"cells": 8, "samples": 256, "baseline": "black", "chunk": 16},
+    "lime": {"cells": 8, "samples": 256, "baseline": "black", "chunk": 16, "alpha": 0.01, "kernel_width": 1.0},
+    "rise": {"masks": 4000, "cells": 7, "p": 0.5, "chunk": 32},
+})
 _OPTIONS["internal_influence"] = dict(_OPTIONS["layer_conductance"])
 _OPTIONS["ablationcam"] = _OPTIONS["scorecam"] = {"layers": "last", "chunk": 8, "relu": True, "resize": True,
                                                  "normalize": False}
@@ -185,6 +210,14 @@ _OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "interpolate": (lambda v: v in ("nearest", "linear"), "'nearest' or 'linear'"),
     "sum_channels": (lambda v: isinstance(v, bool), "true or false"),
     "layer": (lambda v: isinstance(v, str) and bool(v), "a layer name or 'last'"),
+    "window": (_positive_int, "a positive integer (pixels per spatial axis)"),
+    "strides": (_positive_int, "a positive integer (pixels per spatial axis)"),
+    "cells": (_positive_int, "a positive integer (grid cells per spatial axis)"),
+    "permutations": (_positive_int, "a positive integer"),
+    "masks": (_positive_int, "a positive integer"),
+    "p": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "alpha": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "kernel_width": (lambda v: _number(v) and v > 0, "a positive number"),
     "neuron": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                "a flat index (a non-negative integer) into the layer's activation"),
 }
@@ -324,6 +357,10 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
         for layer, m in cam(ex.model, variables, x, target, layers=_layer_list(_last(o["layers"], ex, x)),
                             chunk=o["chunk"], relu=o["relu"], resize=o["resize"], normalize=o["normalize"]).items():
             maps[f"{name}/{layer}"] = m
+    elif kind == "fullgrad":
+        maps[name] = explain.full_grad(ex.model, variables, x, target, eps=float(o["eps"]))
+    elif kind in ("occlusion", "feature_ablation", "shapley_value_sampling", "kernel_shap", "lime", "rise"):
+        _perturbation(kind, o, ex, raw, x, f, index, name, maps)
     elif kind == "guided_gradcam":
         for layer, m in explain.guided_grad_cams(ex.model, variables, x, target, layers=_layer_list(o["layers"]),
                                                  interpolate=o["interpolate"]).items():
@@ -341,6 +378,29 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
         else:
             m = getattr(explain, kind)(ex.model, variables, x, layer, target, **path)
             maps[f"{name}/{layer}"] = m.sum(axis=-1) if o["sum_channels"] else m
+
+
+def _perturbation(kind, o, ex, raw, x, f, index, name, maps):
+    key = jax.random.fold_in(jax.random.key(ex.seed), index)
+    if kind == "rise":
+        maps[name] = explain.rise(f, x, key=key, masks=int(o["masks"]), cells=int(o["cells"]), p=float(o["p"]),
+                                  chunk=o["chunk"])
+        return
+    base = _baseline(o["baseline"], ex, raw, x)
+    if kind == "occlusion":
+        window = tuple(min(int(o["window"]), n) for n in x.shape[:-1])   # at most the image
+        strides = tuple(min(int(o["strides"]), k) for k in window)
+        maps[name] = explain.occlusion(f, x, window=window, strides=strides, baseline=base, chunk=o["chunk"])
+        return
+    extra = {}
+    if kind == "shapley_value_sampling":
+        extra = dict(key=key, permutations=int(o["permutations"]))
+    elif kind == "kernel_shap":
+        extra = dict(key=key, samples=int(o["samples"]))
+    elif kind == "lime":
+        extra = dict(key=key, samples=int(o["samples"]), alpha=float(o["alpha"]), kernel_width=float(o["kernel_width"]))
+    labels = explain.grid_features(x.shape[:-1], min(int(o["cells"]), *x.shape[:-1]))
+    maps[name] = _PERTURBATION[kind](f, x, labels, baseline=base, chunk=o["chunk"], **extra)
 
 
 def _layer_list(layers):
