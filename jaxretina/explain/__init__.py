@@ -4,7 +4,7 @@
   :func:`xgrad_cam`, :func:`layer_cam`, :func:`eigen_cam`, :func:`eigen_grad_cam` — every layer
   from one forward + backward pass; :func:`full_grad` — every bias layer's gradient map in one pass (:func:`class_activation_maps` for a map of your own);
   :func:`ablation_cam`, :func:`score_cam` — one batched run per channel.
-* :func:`occlusion`, :func:`feature_ablation`, :func:`rise`, :func:`shapley_values`,
+* :func:`occlusion`, :func:`feature_ablation`, :func:`rise`, :func:`extremal_perturbation`, :func:`shapley_values`,
   :func:`shapley_value_sampling`, :func:`lime`, :func:`kernel_shap` — every perturbed input
   batched in chunks.
 * :func:`layer_gradients` — activations and target gradients at every layer.
@@ -38,6 +38,7 @@ from jaxretina.explain.full_grad import PYTORCH_GRAD_CAM_FULLGRAD_EPS, full_grad
 from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
 from jaxretina.explain.cam_perturbation import ablation_cam, resize_align_corners, score_cam
 from jaxretina.explain.occlusion import feature_ablation, occlusion, occlusion_windows
+from jaxretina.explain.extremal import ExtremalPerturbation, TORCHRAY_SGD, extremal_perturbation, torchray_sgd
 from jaxretina.explain.rise import rise, rise_mask, rise_masks
 from jaxretina.explain.coalitions import grid_features
 from jaxretina.explain.shapley import (
@@ -126,6 +127,10 @@ __all__ = [
     "rise",
     "rise_mask",
     "rise_masks",
+    "extremal_perturbation",
+    "ExtremalPerturbation",
+    "torchray_sgd",
+    "TORCHRAY_SGD",
     "grid_features",
     "shapley_values",
     "shapley_value_sampling",

@@ -31,6 +31,9 @@ defaults in brackets):
   index)``.  Map: input's shape.
 * ``rise`` — :func:`jaxretina.explain.rise`: ``masks`` [4000], ``cells`` [7], ``p`` [0.5],
   ``chunk`` [32]; masks from ``fold_in(key(seed), example index)``.  Map: input's spatial shape.
+* ``extremal_perturbation`` — :func:`jaxretina.explain.extremal_perturbation` (TorchRay's
+  settings): ``area`` [0.1], ``max_iter`` [800], ``variant`` [preserve; delete, dual].  Map: the
+  mask (input's spatial shape).
 * ``guided_backprop``, ``deconvnet``, ``gradient_x_input``, ``saliency`` (``abs`` [true]) and
   ``smoothgrad`` (of the saliency: ``samples`` [16], ``sigma`` [0.15: the noise's standard
   deviation as a fraction of the input's value range — 0..255 pixels or [0, 1] voxels — after
@@ -78,6 +81,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina import explain, preprocess, targets, taps
+from jaxretina.explain.extremal import VARIANTS
 from jaxretina.explain.quadrature import RULES
 from jaxretina.models import registry
 from jaxretina.sweep.config import Spec
@@ -107,7 +111,7 @@ METHODS = ("ig", *CAMS, "guided_backprop", "deconvnet", "saliency", "gradient_x_
            "smoothgrad", "lrp", "deeplift", "gradient_shap", "excitation_backprop", "guided_gradcam",
            "layer_gradient_x_activation", "layer_conductance", "internal_influence", "neuron_conductance",
            "ablationcam", "scorecam", "fullgrad", "occlusion", "feature_ablation", "shapley_value_sampling",
-           "kernel_shap", "lime", "rise")
+           "kernel_shap", "lime", "rise", "extremal_perturbation")
 _PERTURBATION = {"feature_ablation": explain.feature_ablation, "shapley_value_sampling": explain.shapley_value_sampling,
                  "kernel_shap": explain.kernel_shap, "lime": explain.lime}
 _LRP = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1",
@@ -165,6 +169,7 @@ _OPTIONS.update({
     "kernel_shap": {"cells": 8, "samples": 256, "baseline": "black", "chunk": 16},
     "lime": {"cells": 8, "samples": 256, "baseline": "black", "chunk": 16, "alpha": 0.01, "kernel_width": 1.0},
     "rise": {"masks": 4000, "cells": 7, "p": 0.5, "chunk": 32},
+    "extremal_perturbation": {"area": 0.1, "max_iter": 800, "variant": "preserve"},
 })
 _OPTIONS["internal_influence"] = dict(_OPTIONS["layer_conductance"])
 _OPTIONS["ablationcam"] = _OPTIONS["scorecam"] = {"layers": "last", "chunk": 8, "relu": True, "resize": True,
@@ -203,7 +208,7 @@ _OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sigma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
     "eps": (lambda v: _number(v) and v >= 0, "a non-negative number"),
     "composite": (lambda v: v in _LRP, f"one of {list(_LRP)}"),
-    "variant": (lambda v: v in explain.NOISE_TUNNEL, f"one of {list(explain.NOISE_TUNNEL)}"),
+    "variant": (lambda v: isinstance(v, str), "a variant name"),
     "baselines": (lambda v: v in ("black", ("black", "white")), "'black' or 'black+white'"),
     "epsilon": (lambda v: _number(v) and v >= 0, "a non-negative number"),
     "gamma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
@@ -218,9 +223,15 @@ _OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "p": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
     "alpha": (lambda v: _number(v) and v >= 0, "a non-negative number"),
     "kernel_width": (lambda v: _number(v) and v > 0, "a positive number"),
+    "area": (lambda v: _number(v) and 0 < v < 1, "a fraction between 0 and 1"),
+    "max_iter": (_positive_int, "a positive integer"),
     "neuron": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                "a flat index (a non-negative integer) into the layer's activation"),
 }
+
+
+# options whose values depend on the method
+_CHOICES = {("smoothgrad", "variant"): tuple(explain.NOISE_TUNNEL), ("extremal_perturbation", "variant"): VARIANTS}
 
 
 def method_options(spec: Spec) -> dict[str, Any]:
@@ -238,6 +249,10 @@ def method_options(spec: Spec) -> dict[str, Any]:
         check, expected = _OPTION_TYPES[key]
         if not check(value):
             raise ValueError(f"sweep: method {spec.text()!r}: option {key}={value!r:.60} is not {expected}")
+    choices = _CHOICES.get((spec.kind, "variant"))
+    if "variant" in given and given["variant"] not in choices:
+        raise ValueError(f"sweep: method {spec.text()!r}: option variant={given['variant']!r:.60} is not one of "
+                         f"{list(choices)}")
     if spec.kind == "neuron_conductance" and "neuron" not in given:
         raise ValueError(f"sweep: method {spec.text()!r} needs neuron=<a flat index into the layer's activation>")
     return {**known, **given}
@@ -357,6 +372,9 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
         for layer, m in cam(ex.model, variables, x, target, layers=_layer_list(_last(o["layers"], ex, x)),
                             chunk=o["chunk"], relu=o["relu"], resize=o["resize"], normalize=o["normalize"]).items():
             maps[f"{name}/{layer}"] = m
+    elif kind == "extremal_perturbation":
+        maps[name] = explain.extremal_perturbation(f, x, areas=(float(o["area"]),), max_iter=int(o["max_iter"]),
+                                                   variant=o["variant"]).masks[0]
     elif kind == "fullgrad":
         maps[name] = explain.full_grad(ex.model, variables, x, target, eps=float(o["eps"]))
     elif kind in ("occlusion", "feature_ablation", "shapley_value_sampling", "kernel_shap", "lime", "rise"):
