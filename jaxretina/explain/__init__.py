@@ -4,7 +4,7 @@
   :func:`xgrad_cam`, :func:`layer_cam`, :func:`eigen_cam`, :func:`eigen_grad_cam` — every layer
   from one forward + backward pass; :func:`full_grad` — every bias layer's gradient map in one pass (:func:`class_activation_maps` for a map of your own);
   :func:`ablation_cam`, :func:`score_cam` — one batched run per channel.
-* :func:`occlusion`, :func:`feature_ablation`, :func:`rise`, :func:`extremal_perturbation`, :func:`shapley_values`,
+* :func:`occlusion`, :func:`occlusion_sensitivity` (MONAI's), :func:`feature_ablation`, :func:`rise`, :func:`extremal_perturbation`, :func:`shapley_values`,
   :func:`shapley_value_sampling`, :func:`lime`, :func:`kernel_shap` — every perturbed input
   batched in chunks.
 * :func:`layer_gradients` — activations and target gradients at every layer.
@@ -39,6 +39,7 @@ from jaxretina.explain.cam_coverage import CamCoverage, cam_coverage
 from jaxretina.explain.cam_perturbation import ablation_cam, resize_align_corners, score_cam
 from jaxretina.explain.occlusion import feature_ablation, occlusion, occlusion_windows
 from jaxretina.explain.extremal import ExtremalPerturbation, TORCHRAY_SGD, extremal_perturbation, torchray_sgd
+from jaxretina.explain.occlusion_sensitivity import MONAI_MODES, occlusion_sensitivity
 from jaxretina.explain.rise import rise, rise_mask, rise_masks
 from jaxretina.explain.coalitions import grid_features
 from jaxretina.explain.shapley import (
@@ -127,6 +128,8 @@ __all__ = [
     "rise",
     "rise_mask",
     "rise_masks",
+    "occlusion_sensitivity",
+    "MONAI_MODES",
     "extremal_perturbation",
     "ExtremalPerturbation",
     "torchray_sgd",
