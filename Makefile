@@ -37,6 +37,7 @@ bench: $(VENV)/.stamp-test
 	$(PY) -m benchmarks.wrapped
 	$(PY) -m benchmarks.propagation
 	$(PY) -m benchmarks.cams
+	$(PY) -m benchmarks.perturbation
 
 # DRIU sizes, chunkings and XLA options, jaxretina only
 bench-driu: $(VENV)/.stamp-core

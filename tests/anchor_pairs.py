@@ -3,7 +3,9 @@
 * :func:`dense_pair`: a small torchvision DenseNet (random BatchNorm statistics, every ReLU an
   ``nn.ReLU`` module so hook libraries reach it) converted with ``converters.densenet``;
 * :func:`driu_pair`: a full-width DRIU written as a ``.caffemodel`` and as the PyTorch
-  ``DRIUModule`` of tests/reference.
+  ``DRIUModule`` of tests/reference;
+* :func:`resnet_pair`: a torchvision ResNet-18 (random BatchNorm statistics, ReLUs not in
+  place) converted with ``converters.resnet``.
 
 Each returns ``(model, variables, torch module, x (H, W, C) float32, target)``.
 """
@@ -36,6 +38,20 @@ def driu_pair():
     model, variables, _ = from_caffe(read_caffemodel(driu_net_bytes(weights)), "test")
     x = np.random.default_rng(3).normal(0, 0.5, size=(23, 29, 3)).astype(np.float32)   # odd sides, 4 poolings
     return model, variables, DRIUModule(weights).eval(), x, targets.segmentation_sum()
+
+
+def resnet_pair():
+    from converters.resnet import from_state_dict as resnet_from_state_dict
+    from tests.test_resnet_vgg import randomize_batch_norm
+
+    torch.manual_seed(0)
+    tv = randomize_batch_norm(torchvision.models.resnet18(num_classes=3), seed=1)
+    for m in tv.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    model, variables, _ = resnet_from_state_dict({k: v.numpy() for k, v in tv.state_dict().items()}, "test")
+    x = np.random.default_rng(4).normal(size=(64, 72, 3)).astype(np.float32)
+    return model, variables, tv.eval(), x, targets.class_logit(CLASS)
 
 
 def nchw(x, dtype=torch.float64):

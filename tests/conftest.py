@@ -137,6 +137,15 @@ def torch_dense():
 
 
 @pytest.fixture(scope="session")
+def torch_resnet():
+    """A ResNet-18 in jaxretina and PyTorch on the same weights (tests/anchor_pairs.py)."""
+    pytest.importorskip("torchvision")
+    from tests.anchor_pairs import resnet_pair
+
+    return resnet_pair()
+
+
+@pytest.fixture(scope="session")
 def torch_driu():
     """The full-width DRIU in jaxretina and PyTorch on the same weights (tests/anchor_pairs.py)."""
     pytest.importorskip("torch")

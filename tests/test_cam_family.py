@@ -1,7 +1,7 @@
 """The CAM family (HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM)
 against pytorch-grad-cam 1.5.7 on the same weights, float64 on both sides, several layers of a
-small torchvision DenseNet and every layer of a full-width DRIU (the pairs of
-tests/test_anchor_parity.py), plus the principal projection on a closed form."""
+small torchvision DenseNet, a ResNet-18 and a full-width DRIU (the pairs of
+tests/anchor_pairs.py), plus the principal projection on a closed form."""
 
 import numpy as np
 import pytest
@@ -17,6 +17,7 @@ from tests.anchor_pairs import CLASS, f64, nchw  # noqa: E402
 DENSE_LAYERS = {"conv0": "features.conv0", "denseblock1": "features.denseblock1",
                 "transition1.conv": "features.transition1.conv", "norm5": "features.norm5"}
 DRIU_LAYERS = ("conv1_2", "conv3_3", "upsample4", "new_score_weighting")
+RESNET_LAYERS = ("layer1.1", "layer3.0", "layer4.1")
 METHODS = {"hires_cam": "HiResCAM", "grad_cam_elementwise": "GradCAMElementWise", "xgrad_cam": "XGradCAM",
            "layer_cam": "LayerCAM"}
 
@@ -39,7 +40,7 @@ def _theirs(method, ref, module, x, target):
 # Anchor: pytorch-grad-cam 1.5.7, one layer per call as its users call it (ReLU, min–max, OpenCV
 # bilinear resize, min–max; float32 output); tolerance 1e-5 on maps in [0, 1], as for Grad-CAM.
 @pytest.mark.parametrize("method", list(METHODS))
-def test_gradient_cams_match_pytorch_grad_cam(method, torch_dense, torch_driu):
+def test_gradient_cams_match_pytorch_grad_cam(method, torch_dense, torch_driu, torch_resnet):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model, variables, ref, x, target = torch_dense
@@ -55,6 +56,13 @@ def test_gradient_cams_match_pytorch_grad_cam(method, torch_dense, torch_driu):
     for name in DRIU_LAYERS:
         want = _theirs(method, ref, ref.tap_module(name), x, lambda out: torch.sigmoid(out).sum())
         np.testing.assert_allclose(ours[name], want, atol=1e-5, err_msg=f"driu {name}")
+    model, variables, ref, x, target = torch_resnet
+    ref = ref.double()
+    modules = dict(ref.named_modules())
+    ours = _ours(method, model, variables, x, target, RESNET_LAYERS, normalize=True)
+    for name in RESNET_LAYERS:
+        want = _theirs(method, ref, modules[name], x, ClassifierOutputTarget(CLASS))
+        np.testing.assert_allclose(ours[name], want, atol=1e-5, err_msg=f"resnet {name}")
 
 
 def _activations_and_gradients(ref, module, x, score):
@@ -73,19 +81,20 @@ def _activations_and_gradients(ref, module, x, score):
 # 1e-6 of the largest value, up to the sign its SVD leaves free (jaxretina turns the largest
 # magnitude positive).
 @pytest.mark.parametrize("method", ["eigen_cam", "eigen_grad_cam"])
-def test_eigen_cams_match_pytorch_grad_cams_projection(method, torch_dense):
+def test_eigen_cams_match_pytorch_grad_cams_projection(method, torch_dense, torch_resnet):
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
-    model, variables, ref, x, target = torch_dense
-    ref = ref.double()
-    modules = dict(ref.named_modules())
-    ours = _ours(method, model, variables, x, target, DENSE_LAYERS, relu=False, resize=False)
-    for name, path in DENSE_LAYERS.items():
-        a, g = _activations_and_gradients(ref, modules[path], x, lambda out: out[0, CLASS])
-        src = a if method == "eigen_cam" else a * g
-        want = get_2d_projection(src)[0]   # float64 steps, float32 output
-        want = want * np.sign(want.ravel()[np.argmax(np.abs(want))])
-        assert np.abs(ours[name] - want).max() <= 1e-6 * np.abs(want).max(), name
+    for pair, layers in ((torch_dense, DENSE_LAYERS), (torch_resnet, {n: n for n in RESNET_LAYERS})):
+        model, variables, ref, x, target = pair
+        ref = ref.double()
+        modules = dict(ref.named_modules())
+        ours = _ours(method, model, variables, x, target, layers, relu=False, resize=False)
+        for name, path in layers.items():
+            a, g = _activations_and_gradients(ref, modules[path], x, lambda out: out[0, CLASS])
+            src = a if method == "eigen_cam" else a * g
+            want = get_2d_projection(src)[0]   # float64 steps, float32 output
+            want = want * np.sign(want.ravel()[np.argmax(np.abs(want))])
+            assert np.abs(ours[name] - want).max() <= 1e-6 * np.abs(want).max(), name
 
 
 def test_principal_projection_of_a_rank_one_activation_is_its_centred_spatial_factor():

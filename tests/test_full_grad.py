@@ -21,11 +21,11 @@ from tests.anchor_pairs import CLASS, f64, nchw  # noqa: E402
 # tolerance 1e-5 (measured 5e-7 DenseNet, 2e-6 DRIU).  pytorch-grad-cam takes the biases of
 # Conv2d and BatchNorm2d modules only, so DRIU's ConvTranspose2d upsamplers are left out on our
 # side by layer patterns (by default every bias counts, as the method defines).
-def test_matches_pytorch_grad_cam(torch_dense, torch_driu):
+def test_matches_pytorch_grad_cam(torch_dense, torch_driu, torch_resnet):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     for (model, variables, ref, x, target), theirs, layers in (
-            (torch_dense, ClassifierOutputTarget(CLASS), "all"),
+            (torch_dense, ClassifierOutputTarget(CLASS), "all"), (torch_resnet, ClassifierOutputTarget(CLASS), "all"),
             (torch_driu, lambda out: torch.sigmoid(out).sum(), ["conv*", "new_score_weighting"])):
         with pgc.FullGrad(model=ref.double(), target_layers=[]) as cam:
             want = cam(input_tensor=nchw(x), targets=[theirs])[0]
