@@ -87,20 +87,12 @@ def _densenet121() -> Pair:
 
 
 def _resnet50() -> Pair:
-    import torch
-    import torchvision
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from converters.resnet import from_state_dict
     from jaxretina import targets
-    from tests.test_resnet_vgg import randomize_batch_norm
+    from tests.anchor_pairs import torchvision_resnet
 
-    torch.manual_seed(0)
-    tv = randomize_batch_norm(torchvision.models.resnet50(num_classes=5), seed=1)
-    for m in tv.modules():
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = False
-    model, variables, _ = from_state_dict({k: v.numpy() for k, v in tv.state_dict().items()}, "benchmark")
+    model, variables, tv = torchvision_resnet("resnet50", 5, "benchmark")
     x = np.random.default_rng(0).normal(0, 1, SIZES["resnet50"] + (3,)).astype(np.float32)
     modules = dict(tv.named_modules())
     layers = {n: modules[n] for n in model.layer_names() if n != "fc"}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
 import numpy as np
 
@@ -148,7 +147,8 @@ def _theirs(kind, torch_model, pair, x, batch):
 
 def case(kind: str, side: str, batch: int, repeats: int, result: str) -> dict:
     """One case in this process."""
-    from benchmarks._memory import PeakSampler, rss_mb
+    from benchmarks._memory import rss_mb
+    from benchmarks.anchors import first_and_best
 
     model, variables, target, torch_model, pair, x, passes = _setup(kind)
     base = rss_mb()
@@ -168,18 +168,9 @@ def case(kind: str, side: str, batch: int, repeats: int, result: str) -> dict:
         def run():
             out = call()
             return out.detach().numpy() if hasattr(out, "detach") else np.asarray(out)
-    with PeakSampler() as mem:
-        t0 = time.perf_counter()
-        out = run()
-        first = time.perf_counter() - t0
-        best = float("inf")
-        for _ in range(max(repeats, 1)):
-            t0 = time.perf_counter()
-            out = run()
-            best = min(best, time.perf_counter() - t0)
-    np.save(result, np.asarray(out, np.float32))
-    return {"case": kind, "side": side, "batch": batch, "first_s": first, "best_s": best, "peak_mb": mem.peak - base,
-            "passes": passes, "gflops": _forward_flops(model, variables, target, x) * passes / 1e9}
+    timing = first_and_best(run, repeats, base, result)
+    return {"case": kind, "side": side, "batch": batch, **timing, "passes": passes,
+            "gflops": _forward_flops(model, variables, target, x) * passes / 1e9}
 
 
 def main(argv=None) -> int:

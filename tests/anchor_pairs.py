@@ -40,18 +40,26 @@ def driu_pair():
     return model, variables, DRIUModule(weights).eval(), x, targets.segmentation_sum()
 
 
-def resnet_pair():
+def torchvision_resnet(arch: str, classes: int, label: str):
+    """``(jaxretina model, variables, torch module)``: torchvision's ``arch`` with random weights
+    and BatchNorm statistics, its ReLUs not in place (hook libraries), converted with
+    ``converters.resnet``."""
     from converters.resnet import from_state_dict as resnet_from_state_dict
     from tests.test_resnet_vgg import randomize_batch_norm
 
     torch.manual_seed(0)
-    tv = randomize_batch_norm(torchvision.models.resnet18(num_classes=3), seed=1)
+    tv = randomize_batch_norm(getattr(torchvision.models, arch)(num_classes=classes), seed=1)
     for m in tv.modules():
         if isinstance(m, torch.nn.ReLU):
             m.inplace = False
-    model, variables, _ = resnet_from_state_dict({k: v.numpy() for k, v in tv.state_dict().items()}, "test")
+    model, variables, _ = resnet_from_state_dict({k: v.numpy() for k, v in tv.state_dict().items()}, label)
+    return model, variables, tv.eval()
+
+
+def resnet_pair():
+    model, variables, tv = torchvision_resnet("resnet18", 3, "test")
     x = np.random.default_rng(4).normal(size=(64, 72, 3)).astype(np.float32)
-    return model, variables, tv.eval(), x, targets.class_logit(CLASS)
+    return model, variables, tv, x, targets.class_logit(CLASS)
 
 
 def nchw(x, dtype=torch.float64):

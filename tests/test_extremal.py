@@ -70,7 +70,7 @@ def torchray_float64(monkeypatch):
 
 
 # Anchor: TorchRay 1.0.0.2 extremal_perturbation (blur, 8 levels, step 7, σ 21, jitter, its SGD)
-# on the small DenseNet, float64 (see the fixture), areas 0.1 and 0.3 together, 120 iterations;
+# on the small DenseNet, float64 (see the fixture), areas 0.1 and 0.3 together, 50 iterations;
 # the masks it returns and its history of rewards and area terms; tolerance 1e-9 (measured 6e-15
 # on the masks and 2e-13 on the area terms through 300 iterations).
 @pytest.mark.parametrize("variant", ["preserve", "dual"])
@@ -80,9 +80,9 @@ def test_optimisation_matches_torchray(variant, torch_dense, torchray_float64):
         v, xj = f64(variables, x)
         torchray_float64["pyramid"] = np.asarray(blur_pyramid(xj, 8, 20.0))
         torchray_float64["weights"] = _Geometry.of(x.shape[:2], 7, 21.0).weights()
-        ep = explain.extremal_perturbation(explain.model_fn(model, v, target), xj, areas=(0.1, 0.3), max_iter=120,
+        ep = explain.extremal_perturbation(explain.model_fn(model, v, target), xj, areas=(0.1, 0.3), max_iter=50,
                                            variant=variant)
-    masks, hist = TR.extremal_perturbation(ref.double(), nchw(x), CLASS, areas=[0.1, 0.3], max_iter=120,
+    masks, hist = TR.extremal_perturbation(ref.double(), nchw(x), CLASS, areas=[0.1, 0.3], max_iter=50,
                                            variant=variant)
     np.testing.assert_allclose(np.asarray(ep.masks), masks[:, 0].numpy(), atol=1e-9)
     np.testing.assert_allclose(np.asarray(ep.reward), hist[:, 0].numpy(), atol=1e-9)
