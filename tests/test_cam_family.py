@@ -143,3 +143,50 @@ def test_resize_align_corners_matches_torch():
     with jax.enable_x64(True):
         got = explain.resize_align_corners(jnp.asarray(a), (7, 11, 2))
     np.testing.assert_allclose(np.asarray(got), want.numpy().transpose(1, 2, 0), rtol=1e-12, atol=1e-12)
+
+
+# Anchor: the four gradient CAMs' definitions on 3-D activations (pytorch-grad-cam 1.5.7's own
+# 3-D path fails, grad-cam #583), written here in float64 on the PyTorch DS6 U-Net with Conv3d
+# layers (width 4, 16³): hooks give each block's activation A and gradient G of the summed
+# sigmoid output, the map (HiResCAM Σ A⊙G, element-wise Σ relu(A⊙G), XGradCAM with ε = 1e-7,
+# LayerCAM Σ relu(G)⊙A) is ReLU'd, trilinearly resized (F.interpolate, align_corners=False) and
+# min–max scaled; tolerance 1e-9.
+def test_gradient_cams_on_volumes_match_a_float64_reference():
+    from jaxretina import targets
+    from jaxretina.models import spec
+    from tests.reference.ds6_torch import MainOutput
+    from tests.test_lrp_volume import _pair
+
+    net, model, variables = _pair()
+    layers = ("Conv2", "Up_conv3", "Up_conv2")
+    x = np.random.default_rng(6).standard_normal((16, 16, 16, 1))
+    seen = {}
+    hooks = [getattr(net.net, n).register_forward_hook(
+        lambda m, i, o, n=n: seen.update({n: o}) or o.retain_grad()) for n in layers]
+    try:
+        torch.sigmoid(net(torch.from_numpy(x.transpose(3, 0, 1, 2)[None].copy()))).sum().backward()
+    finally:
+        for h in hooks:
+            h.remove()
+    assert isinstance(net, MainOutput)
+    maps = {"hires_cam": lambda a, g: (a * g).sum(1),
+            "grad_cam_elementwise": lambda a, g: torch.relu(a * g).sum(1),
+            "xgrad_cam": lambda a, g: (((g * a).sum((2, 3, 4)) / (a.sum((2, 3, 4)) + 1e-7))[..., None, None, None]
+                                       * a).sum(1),
+            "layer_cam": lambda a, g: (torch.relu(g) * a).sum(1)}
+    checked = 0
+    with jax.enable_x64(True):
+        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        for method, cam in maps.items():
+            options = {"eps": explain.PYTORCH_GRAD_CAM_XGRAD_EPS} if method == "xgrad_cam" else {}
+            ours = getattr(explain, method)(spec.for_explaining(model), v64, jnp.asarray(x), targets.segmentation_sum(),
+                                            layers=list(layers), normalize=True, **options)
+            for name in layers:
+                a, g = seen[name].detach(), seen[name].grad
+                m = torch.nn.functional.interpolate(torch.relu(cam(a, g))[:, None], size=(16, 16, 16),
+                                                    mode="trilinear", align_corners=False)[0, 0]
+                span = m.max() - m.min()
+                want = ((m - m.min()) / span if span > 0 else torch.zeros_like(m)).numpy()   # constant → 0
+                checked += span > 0
+                np.testing.assert_allclose(np.asarray(ours[name]), want, atol=1e-9, err_msg=f"{method} {name}")
+    assert checked >= 10   # of the 12 maps, at most two are all zero after the ReLU
