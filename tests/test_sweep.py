@@ -26,7 +26,7 @@ METHODS = ["ig:steps=4,chunk=2", "gradcam:layers=conv1_2+upsample2", "guided_bac
            "scorecam:layers=conv1_2,chunk=64", "fullgrad", "occlusion:window=16,strides=16,chunk=4",
            "feature_ablation:cells=2,chunk=4", "shapley_value_sampling:cells=2,permutations=2,chunk=8",
            "kernel_shap:cells=2,samples=8,chunk=8", "lime:cells=2,samples=8,chunk=8", "rise:masks=8,cells=4,chunk=8",
-           "extremal_perturbation:area=0.2,max_iter=3,variant=dual"]
+           "extremal_perturbation:area=0.2,max_iter=3,variant=dual", "occlusion_sensitivity:overlap=0.5,chunk=9"]
 
 
 def write_images(folder, n=5, size=32, seed=0):
@@ -224,7 +224,8 @@ def test_store_holds_what_the_explainers_give(store, images):
             "lime": explain.lime(f, x, cells, key=key, samples=8, baseline=black, chunk=8),
             "rise": explain.rise(f, x, key=key, masks=8, cells=4, chunk=8),
             "extremal_perturbation": explain.extremal_perturbation(f, x, areas=(0.2,), max_iter=3,
-                                                                   variant="dual").masks[0]})
+                                                                   variant="dual").masks[0],
+            "occlusion_sensitivity": explain.occlusion_sensitivity(f, x, mask_size=16, overlap=0.5, chunk=9)})
         assert sorted(got) == sorted(want)
         for name, w in want.items():
             w = np.asarray(w)
@@ -265,7 +266,7 @@ def test_store_records_failures_and_metadata(store):
                                  f"internal_influence/{last}", "neuron_conductance", "layercam/conv1_2",
                                  "eigencam/upsample2", "ablationcam/upsample8", "scorecam/conv1_2", "fullgrad",
                                  "occlusion", "feature_ablation", "shapley_value_sampling", "kernel_shap", "lime",
-                                 "rise", "extremal_perturbation"}
+                                 "rise", "extremal_perturbation", "occlusion_sensitivity"}
 
 
 def test_finished_store_resumes_to_nothing_and_refuses_another_config(store, images):
@@ -381,6 +382,6 @@ def test_dry_run_reports_memory_and_time_and_writes_nothing(images, tmp_path):
     # excitation backprop, layer gradient×activation and conductance summed over channels, internal
     # influence at DRIU's last layer (one channel), LayerCAM, EigenCAM, AblationCAM and ScoreCAM; occlusion,
     # feature ablation, Shapley sampling, KernelSHAP, LIME (input's shape), FullGrad, RISE and the extremal
-    # perturbation mask (spatial)
-    assert r["store_bytes_per_example"] == 4 * (13 * 32 * 32 * 3 + 13 * 32 * 32)
+    # perturbation mask and occlusion sensitivity (spatial)
+    assert r["store_bytes_per_example"] == 4 * (13 * 32 * 32 * 3 + 14 * 32 * 32)
     assert not out.exists()

@@ -215,6 +215,7 @@ def test_resuming_after_the_weights_changed_is_refused(images, tmp_path):
     (dict(methods=["guided_gradcam:interpolate=cubic"]), "option interpolate='cubic' is not 'nearest' or 'linear'"),
     (dict(methods=["smoothgrad:variant=dual"]), "option variant='dual' is not one of \\['smoothgrad'"),
     (dict(methods=["extremal_perturbation:variant=vargrad"]), "option variant='vargrad' is not one of \\['preserve'"),
+    (dict(methods=["occlusion_sensitivity:mode=blur"]), "option mode='blur' is not a number or one of"),
     (dict(methods=["rise:p=1.5"]), "option p=1.5 is not a number between 0 and 1"),
     (dict(methods=["lime:kernel_width=0"]), "option kernel_width=0 is not a positive number"),
     (dict(methods=["occlusion:window=0"]), "option window=0 is not a positive integer"),

@@ -31,6 +31,9 @@ defaults in brackets):
   index)``.  Map: input's shape.
 * ``rise`` — :func:`jaxretina.explain.rise`: ``masks`` [4000], ``cells`` [7], ``p`` [0.5],
   ``chunk`` [32]; masks from ``fold_in(key(seed), example index)``.  Map: input's spatial shape.
+* ``occlusion_sensitivity`` — :func:`jaxretina.explain.occlusion_sensitivity` (MONAI's):
+  ``mask_size`` [16], ``overlap`` [0.6], ``mode`` [gaussian; mean_img, mean_patch or a number],
+  ``chunk`` [16].  Map: the target with each box occluded, blended (input's spatial shape).
 * ``extremal_perturbation`` — :func:`jaxretina.explain.extremal_perturbation` (TorchRay's
   settings): ``area`` [0.1], ``max_iter`` [800], ``variant`` [preserve; delete, dual].  Map: the
   mask (input's spatial shape).
@@ -111,7 +114,7 @@ METHODS = ("ig", *CAMS, "guided_backprop", "deconvnet", "saliency", "gradient_x_
            "smoothgrad", "lrp", "deeplift", "gradient_shap", "excitation_backprop", "guided_gradcam",
            "layer_gradient_x_activation", "layer_conductance", "internal_influence", "neuron_conductance",
            "ablationcam", "scorecam", "fullgrad", "occlusion", "feature_ablation", "shapley_value_sampling",
-           "kernel_shap", "lime", "rise", "extremal_perturbation")
+           "kernel_shap", "lime", "rise", "extremal_perturbation", "occlusion_sensitivity")
 _PERTURBATION = {"feature_ablation": explain.feature_ablation, "shapley_value_sampling": explain.shapley_value_sampling,
                  "kernel_shap": explain.kernel_shap, "lime": explain.lime}
 _LRP = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1",
@@ -170,6 +173,7 @@ _OPTIONS.update({
     "lime": {"cells": 8, "samples": 256, "baseline": "black", "chunk": 16, "alpha": 0.01, "kernel_width": 1.0},
     "rise": {"masks": 4000, "cells": 7, "p": 0.5, "chunk": 32},
     "extremal_perturbation": {"area": 0.1, "max_iter": 800, "variant": "preserve"},
+    "occlusion_sensitivity": {"mask_size": 16, "overlap": 0.6, "mode": "gaussian", "chunk": 16},
 })
 _OPTIONS["internal_influence"] = dict(_OPTIONS["layer_conductance"])
 _OPTIONS["ablationcam"] = _OPTIONS["scorecam"] = {"layers": "last", "chunk": 8, "relu": True, "resize": True,
@@ -225,6 +229,9 @@ _OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kernel_width": (lambda v: _number(v) and v > 0, "a positive number"),
     "area": (lambda v: _number(v) and 0 < v < 1, "a fraction between 0 and 1"),
     "max_iter": (_positive_int, "a positive integer"),
+    "mask_size": (_positive_int, "a positive integer (voxels per spatial axis)"),
+    "overlap": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "mode": (lambda v: v in explain.MONAI_MODES or _number(v), f"a number or one of {list(explain.MONAI_MODES)}"),
     "neuron": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                "a flat index (a non-negative integer) into the layer's activation"),
 }
@@ -372,6 +379,11 @@ def _run(kind, o, ex, variables, raw, x, f, target, index, name, maps, scalars):
         for layer, m in cam(ex.model, variables, x, target, layers=_layer_list(_last(o["layers"], ex, x)),
                             chunk=o["chunk"], relu=o["relu"], resize=o["resize"], normalize=o["normalize"]).items():
             maps[f"{name}/{layer}"] = m
+    elif kind == "occlusion_sensitivity":
+        mask = tuple(min(int(o["mask_size"]), n) for n in x.shape[:-1])   # at most the input
+        maps[name] = explain.occlusion_sensitivity(f, x, mask_size=mask, overlap=float(o["overlap"]),
+                                                   mode=o["mode"] if isinstance(o["mode"], str) else float(o["mode"]),
+                                                   chunk=o["chunk"])
     elif kind == "extremal_perturbation":
         maps[name] = explain.extremal_perturbation(f, x, areas=(float(o["area"]),), max_iter=int(o["max_iter"]),
                                                    variant=o["variant"]).masks[0]
