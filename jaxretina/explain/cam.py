@@ -113,12 +113,15 @@ def finish_map(cam, spatial, relu, resize, normalize):
     return cam
 
 
-def min_max(a: jax.Array) -> jax.Array:
-    """``a`` mapped to [0, 1] by its minimum and maximum, exactly (no ε); a constant ``a``
-    becomes 0."""
-    lo = a.min()
-    span = a.max() - lo
-    return jnp.where(span > 0, (a - lo) / jnp.where(span > 0, span, 1), 0)
+def min_max(a: jax.Array, axes: tuple[int, ...] | None = None, eps: float = 0.0) -> jax.Array:
+    """``a`` mapped to [0, 1] by its minimum and maximum over ``axes`` (all by default):
+    ``(a − min) / (ε + max − min)``; with ``ε = 0`` exactly, a constant ``a`` becoming 0
+    (``ε = 1e-7`` is pytorch-grad-cam's ``scale_cam_image``)."""
+    d = a - a.min(axis=axes, keepdims=True)
+    span = d.max(axis=axes, keepdims=True)
+    if eps:
+        return d / (eps + span)
+    return jnp.where(span > 0, d / jnp.where(span > 0, span, 1), 0)
 
 
 def check_cam_layer(name: str, a: jax.Array, x: jax.Array, who: str) -> None:

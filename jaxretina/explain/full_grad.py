@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina import taps
-from jaxretina.explain.cam import check_cam_input
+from jaxretina.explain.cam import check_cam_input, min_max
 from jaxretina.explain.core import OneExample, scalar_output
 from jaxretina.explain.lrp import for_rules
 from jaxretina.propagation import site_gradients
@@ -66,24 +66,15 @@ class _BiasLayer(NamedTuple):
         return site.kind == "affine" and not set(site.inputs) <= set(program.input_ids)
 
 
-def _scaled(a: jax.Array, eps: float, axes: tuple) -> jax.Array:
-    """``(a − min) / (ε + max(a − min))`` over ``axes`` (exact, constant → 0, for ``ε = 0``)."""
-    d = a - a.min(axis=axes, keepdims=True)
-    top = d.max(axis=axes, keepdims=True)
-    if eps:
-        return d / (eps + top)
-    return jnp.where(top > 0, d / jnp.where(top > 0, top, 1), 0)
-
-
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _full_grad(model, target, eps, patterns, params, x):
     _, gx, found = site_gradients(_Scored(model, target), params, x, _BiasLayer(x.ndim + 1, patterns))
     spatial, axes = x.shape[:-1], tuple(range(x.ndim - 1))
-    total = _scaled(jnp.abs(x * gx), eps, axes).sum(-1)
+    total = min_max(jnp.abs(x * gx), axes, eps).sum(-1)
     for _, bias, g in found:
-        part = _scaled(jnp.abs(bias[0] * g[0]), eps, axes).sum(-1)   # ψ per channel, summed (resize is linear)
+        part = min_max(jnp.abs(bias[0] * g[0]), axes, eps).sum(-1)   # ψ per channel, summed (resize is linear)
         total = total + (part if part.shape == spatial else jax.image.resize(part, spatial, "linear", antialias=False))
-    return _scaled(total, eps, axes)
+    return min_max(total, axes, eps)
 
 
 def full_grad(model: Any, variables: Any, x: Any, target: Callable, *, layers: str | Sequence[str] = "all",

@@ -35,6 +35,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import jax
+from scipy.special import erf
 import jax.numpy as jnp
 
 from jaxretina.explain.core import check_input, chunked_map
@@ -55,14 +56,12 @@ def box_starts(n: int, m: int, overlap: float) -> np.ndarray:
 
 
 def _erf_gaussian(m: int) -> np.ndarray:
-    """``1 − g`` rescaled to [0, 1] along one axis' factor: MONAI's erf kernel of σ = m/4 at the
-    offsets of the box from its centre voxel ``m // 2`` (float32, as MONAI computes it)."""
+    """One axis' factor of ``g``: MONAI's erf kernel of σ = m/4 at the offsets of the box from its
+    centre voxel ``m // 2`` (float32, as MONAI computes it)."""
     sigma = np.float32(0.25 * m)
     tail = int(max(float(sigma) * 4.0, 0.5) + 0.5)
     offset = (np.arange(m) - m // 2).astype(np.float32)
     t = np.float32(0.70710678) / sigma
-    from scipy.special import erf
-
     k = (0.5 * (erf(t * (offset + np.float32(0.5))) - erf(t * (offset - np.float32(0.5))))).astype(np.float32)
     return np.where(np.abs(offset) <= tail, np.maximum(k, 0), 0).astype(np.float32)
 
@@ -91,13 +90,13 @@ class _Boxed(NamedTuple):
 
     def __call__(self, consts, start):
         x, fill, mul = consts
+        if self.mode == "multiply":   # the box times the multiplier placed at its start
+            local = jax.lax.dynamic_update_slice(jnp.ones(x.shape[:-1], x.dtype), mul, start)
+            return self.f(x * local[..., None])
         inside = True
         for axis, (m, s) in enumerate(zip(self.mask, start)):
             at = jax.lax.broadcasted_iota(jnp.int32, x.shape, axis)
             inside = inside & (at >= s) & (at < s + m)
-        if self.mode == "multiply":   # the box times the multiplier placed at its start
-            local = jax.lax.dynamic_update_slice(jnp.ones(x.shape[:-1], x.dtype), mul, start)
-            return self.f(x * local[..., None])
         if self.mode == "mean_patch":
             fill = jnp.where(inside, x, 0).sum() / (math.prod(self.mask) * x.shape[-1])
         return self.f(jnp.where(inside, fill, x))
@@ -120,8 +119,8 @@ def occlusion_sensitivity(f: Callable, x: Any, *, mask_size: int | Sequence[int]
     mask = tuple(int(m) for m in mask)
     if not (isinstance(overlap, (int, float)) and 0 <= overlap < 1):
         raise ValueError(f"{who}: overlap must be in [0, 1); found {overlap!r}")
-    if isinstance(mode, str) and mode not in MONAI_MODES or isinstance(mode, bool) or not isinstance(mode, (str, int,
-                                                                                                          float)):
+    is_number = isinstance(mode, (int, float)) and not isinstance(mode, bool)
+    if not (is_number or (isinstance(mode, str) and mode in MONAI_MODES)):
         raise ValueError(f"{who}: mode must be a number or one of {MONAI_MODES}; found {mode!r}")
     mul = jnp.ones(mask, x.dtype)
     if mode == "gaussian":
