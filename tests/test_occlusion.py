@@ -74,3 +74,54 @@ def test_errors():
         explain.feature_ablation(f, x, np.zeros((6, 5)))
     with pytest.raises(ValueError, match="do not broadcast"):
         explain.feature_ablation(f, x, np.zeros((5, 6), int))
+
+
+def _dot(w, z):
+    return (w * z).sum()
+
+
+def _linear(w):
+    """A fresh ``Partial`` per call, as a sweep over checkpoints builds with ``explain.model_fn``."""
+    return jax.tree_util.Partial(_dot, w)
+
+
+_PERTURBATION_CALLS = {
+    "occlusion": lambda f, x, labels: explain.occlusion(f, x, window=2, strides=2, chunk=4),
+    "feature_ablation": lambda f, x, labels: explain.feature_ablation(f, x, labels, chunk=4),
+    "rise": lambda f, x, labels: explain.rise(f, x, key=jax.random.key(1), masks=8, cells=2, chunk=4),
+    "occlusion_sensitivity": lambda f, x, labels: explain.occlusion_sensitivity(f, x, mask_size=3, overlap=0.5, chunk=4),
+    "shapley_values": lambda f, x, labels: explain.shapley_values(f, x, labels, chunk=4),
+    "shapley_value_sampling": lambda f, x, labels: explain.shapley_value_sampling(f, x, labels, key=jax.random.key(2),
+                                                                                  permutations=2, chunk=4),
+    "kernel_shap": lambda f, x, labels: explain.kernel_shap(f, x, labels, key=jax.random.key(3), samples=12, chunk=4),
+    "lime": lambda f, x, labels: explain.lime(f, x, labels, key=jax.random.key(4), samples=12, chunk=4),
+}
+
+
+# The model's weights are data of the compiled program, never constants baked into it: a new
+# function object with new weights (a Partial, as explain.model_fn returns) compiles nothing and
+# its result is that of the new weights (checked against a plain closure over them).
+@pytest.mark.parametrize("method", sorted(_PERTURBATION_CALLS))
+def test_weights_are_traced_so_new_weights_do_not_recompile(method):
+    from jax._src import monitoring
+
+    call = _PERTURBATION_CALLS[method]
+    rng = np.random.default_rng(5)
+    w, x = jnp.asarray(rng.normal(size=(6, 6, 2)), jnp.float32), jnp.asarray(rng.normal(size=(6, 6, 2)), jnp.float32)
+    labels = np.arange(36).reshape(6, 6) % 5
+    first, w3 = np.asarray(call(_linear(w), x, labels)), 3 * w
+    compiled = []
+
+    def listen(event, seconds, **info):   # every new program is lowered (persistent-cache hits too)
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            compiled.append(info.get("fun_name", "?"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        again = np.asarray(call(_linear(w3), x, labels))
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+    assert not compiled, f"{method} recompiled for new weights: {compiled}"
+    want = np.asarray(call(lambda z: _dot(w3, z), x, labels))
+    np.testing.assert_allclose(again, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    assert np.abs(again - first).max() > 0.1 * np.abs(first).max()

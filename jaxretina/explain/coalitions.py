@@ -25,7 +25,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from jaxretina.explain.core import chunked_map
+from jaxretina.explain.core import chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["feature_labels", "coalition_values", "check_coalitions", "grid_features"]
@@ -72,15 +72,16 @@ def check_coalitions(z: Any, count: int, *, who: str, name: str = "samples") -> 
 
 
 class _Coalition(NamedTuple):
-    f: Callable
+    fn: Callable   # static half of f (core.split_fn); its data travel traced in consts
 
     def __call__(self, consts, present):
-        x, base, labels = consts
-        return self.f(jnp.where(present[labels], x, base))
+        data, x, base, labels = consts
+        return self.fn(*data, jnp.where(present[labels], x, base))
 
 
 def coalition_values(f: Callable, x: jax.Array, base: jax.Array, labels: jax.Array, present: jax.Array, *,
                      chunk: int | str | None = None, budget: float | None = None, who: str) -> jax.Array:
     """``v(z_i) = f(where(z_i[labels], x, base))`` for every row of ``present`` ``(N, F)``: ``(N,)``."""
-    term, consts = _Coalition(f), (x, base, labels)
+    fn, data = split_fn(f)
+    term, consts = _Coalition(fn), (data, x, base, labels)
     return chunked_map(term, consts, present, chunk=pick_chunk(term, consts, present, chunk, budget, who=who))

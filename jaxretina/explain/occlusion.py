@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina.explain.coalitions import feature_labels
-from jaxretina.explain.core import along_axes, as_baseline, check_input, chunked_map
+from jaxretina.explain.core import along_axes, as_baseline, check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["occlusion", "feature_ablation", "occlusion_windows"]
@@ -67,32 +67,29 @@ def _cover(n: int, k: int, s: int, count: int) -> np.ndarray:
     return ((p >= j * s) & (p < j * s + k)).astype(np.float64)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _value(f, x):
-    return f(x)
-
-
 class _Occluded(NamedTuple):
-    f: Callable
+    fn: Callable   # static half of f (core.split_fn); its data travel traced in consts
     window: tuple
     strides: tuple
     grid: tuple
 
     def __call__(self, consts, index):
-        x, base = consts
-        mask = True
+        """``f`` with window ``index`` occluded; index −1 occludes nothing (the reference score)."""
+        data, x, base = consts
+        mask = index >= 0
         for axis, (k, s, pos) in enumerate(zip(self.window, self.strides, jnp.unravel_index(index, self.grid))):
             at, pos = jax.lax.broadcasted_iota(jnp.int32, x.shape, axis), pos.astype(jnp.int32)
             mask = mask & (at >= pos * s) & (at < pos * s + k)
-        return self.f(jnp.where(mask, base, x))
+        return self.fn(*data, jnp.where(mask, base, x))
 
 
 class _Ablated(NamedTuple):
-    f: Callable
+    fn: Callable
 
     def __call__(self, consts, j):
-        x, base, labels = consts
-        return self.f(jnp.where(labels == j, base, x))
+        """``f`` with feature ``j`` replaced; j −1 replaces nothing (the reference score)."""
+        data, x, base, labels = consts
+        return self.fn(*data, jnp.where(labels == j, base, x))
 
 
 def occlusion(f: Callable, x: Any, *, window: int | Sequence[int], strides: int | Sequence[int] = 1,
@@ -111,9 +108,10 @@ def occlusion(f: Callable, x: Any, *, window: int | Sequence[int], strides: int 
                              "the window where it does not cover the whole axis (values would be skipped)")
     grid = occlusion_windows(x.shape, window, strides)
     base = as_baseline(baseline, x, who=who)
-    term, consts, ids = _Occluded(f, window, strides, grid), (x, base), jnp.arange(math.prod(grid))
+    fn, data = split_fn(f)
+    term, consts, ids = _Occluded(fn, window, strides, grid), (data, x, base), jnp.arange(-1, math.prod(grid))
     scores = chunked_map(term, consts, ids, chunk=pick_chunk(term, consts, ids, chunk, budget, who=who))
-    delta = (_value(f, x) - scores).reshape(grid)
+    delta = (scores[0] - scores[1:]).reshape(grid)
     covers = [_cover(n, k, s, c) for n, k, s, c in zip(x.shape, window, strides, grid)]
     count = functools.reduce(np.multiply.outer, [c.sum(axis=1) for c in covers])   # windows over each value
     return along_axes(delta, covers) / jnp.asarray(count, x.dtype)
@@ -128,6 +126,7 @@ def feature_ablation(f: Callable, x: Any, features: Any, *, baseline: Any = 0.0,
     x = check_input(x, who=who)
     labels, count = feature_labels(features, x, who=who)
     base = as_baseline(baseline, x, who=who)
-    term, consts, ids = _Ablated(f), (x, base, labels), jnp.arange(count, dtype=labels.dtype)
+    fn, data = split_fn(f)
+    term, consts, ids = _Ablated(fn), (data, x, base, labels), jnp.arange(-1, count, dtype=labels.dtype)
     scores = chunked_map(term, consts, ids, chunk=pick_chunk(term, consts, ids, chunk, budget, who=who))
-    return jnp.take(_value(f, x) - scores, labels).astype(x.dtype)
+    return jnp.take(scores[0] - scores[1:], labels).astype(x.dtype)

@@ -38,7 +38,7 @@ import jax
 from scipy.special import erf
 import jax.numpy as jnp
 
-from jaxretina.explain.core import check_input, chunked_map
+from jaxretina.explain.core import check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["occlusion_sensitivity", "box_starts", "MONAI_MODES"]
@@ -84,22 +84,22 @@ def _importance(mask: tuple[int, ...], gaussian: bool) -> np.ndarray:
 
 
 class _Boxed(NamedTuple):
-    f: Callable
+    fn: Callable   # static half of f (core.split_fn); its data travel traced in consts
     mask: tuple
     mode: str   # "value", "mean_patch" or "multiply"
 
     def __call__(self, consts, start):
-        x, fill, mul = consts
+        data, x, fill, mul = consts
         if self.mode == "multiply":   # the box times the multiplier placed at its start
             local = jax.lax.dynamic_update_slice(jnp.ones(x.shape[:-1], x.dtype), mul, start)
-            return self.f(x * local[..., None])
+            return self.fn(*data, x * local[..., None])
         inside = True
         for axis, (m, s) in enumerate(zip(self.mask, start)):
             at = jax.lax.broadcasted_iota(jnp.int32, x.shape, axis)
             inside = inside & (at >= s) & (at < s + m)
         if self.mode == "mean_patch":
             fill = jnp.where(inside, x, 0).sum() / (math.prod(self.mask) * x.shape[-1])
-        return self.f(jnp.where(inside, fill, x))
+        return self.fn(*data, jnp.where(inside, fill, x))
 
 
 def occlusion_sensitivity(f: Callable, x: Any, *, mask_size: int | Sequence[int] = 16, overlap: float = 0.6,
@@ -131,7 +131,8 @@ def occlusion_sensitivity(f: Callable, x: Any, *, mask_size: int | Sequence[int]
         kind, fill = "value", (x.mean() if mode == "mean_img" else jnp.asarray(mode, x.dtype))
     per_axis = [box_starts(n, m, overlap) for n, m in zip(spatial, mask)]
     starts = np.asarray(list(itertools.product(*per_axis)), np.int32)          # (boxes, d), row-major
-    term, consts, xs = _Boxed(f, mask, kind), (x, fill, mul), jnp.asarray(starts)
+    fn, data = split_fn(f)
+    term, consts, xs = _Boxed(fn, mask, kind), (data, x, fill, mul), jnp.asarray(starts)
     values = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
     importance = _importance(mask, mode == "gaussian")
     flat = _box_indices(spatial, mask, starts)                                 # (boxes, m^d)

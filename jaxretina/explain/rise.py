@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxretina.explain.core import check_input, chunked_sum
+from jaxretina.explain.core import check_input, chunked_sum, split_fn
 from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["rise", "rise_masks", "rise_mask"]
@@ -52,15 +52,15 @@ def rise_masks(key: jax.Array, count: int, spatial: Sequence[int], *, cells: int
 
 
 class _Masked(NamedTuple):
-    f: Callable
+    fn: Callable   # static half of f (core.split_fn); its data travel traced in consts
     cells: int
     p: float
     given: bool   # masks passed in (xs are masks) or drawn (xs are indices)
 
     def __call__(self, consts, item):
-        x, key = consts
+        data, x, key = consts
         m = item if self.given else rise_mask(jax.random.fold_in(key, item), x.shape[:-1], self.cells, self.p, x.dtype)
-        return self.f(x * m[..., None]) * m
+        return self.fn(*data, x * m[..., None]) * m
 
 
 def rise(f: Callable, x: Any, *, key: jax.Array | None = None, masks: int | Any = 4000, cells: int = 7,
@@ -84,5 +84,6 @@ def rise(f: Callable, x: Any, *, key: jax.Array | None = None, masks: int | Any 
         if xs.ndim != x.ndim or xs.shape[1:] != x.shape[:-1]:
             raise ValueError(f"{who}: masks must be (N, {', '.join(map(str, x.shape[:-1]))}); found {xs.shape}")
         n, given, key = xs.shape[0], True, jax.random.key(0) if key is None else key
-    term, consts = _Masked(f, int(cells), float(p), given), (x, key)
+    fn, data = split_fn(f)
+    term, consts = _Masked(fn, int(cells), float(p), given), (data, x, key)
     return chunked_sum(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who)) / n
