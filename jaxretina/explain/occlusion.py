@@ -22,6 +22,15 @@ Example::
     >>> a = explain.occlusion(f, z, window=(16, 16), strides=(16, 16), baseline=0.0)   # 16 windows
     >>> a.shape == z.shape
     True
+
+Superpixels as features (scikit-image's SLIC on the 0..255 RGB image; labels 0 … F−1 of shape
+(H, W) broadcast over the channels)::
+
+    >>> from skimage.segmentation import slic
+    >>> labels = slic(np.asarray(z) / 255.0, n_segments=12, compactness=10.0, start_label=0, channel_axis=-1)
+    >>> b = explain.feature_ablation(f, z, labels, baseline=0.0)
+    >>> bool((b[labels == labels[0, 0]] == b[0, 0, 0]).all())   # one value per superpixel
+    True
 """
 
 from __future__ import annotations
