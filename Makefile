@@ -18,10 +18,13 @@ $(VENV)/.stamp-core: pyproject.toml | $(PY)
 
 # deepdraw's own DRIU classes are a parity anchor; its other dependencies are not needed for them
 # (and would pull a second PyTorch), hence --no-deps.  So is TorchRay's excitation backprop (an
-# sdist whose declared dependencies — pycocotools, pymongo — serve its dataset benchmarks only).
+# sdist whose declared dependencies — pycocotools, pymongo — serve its dataset benchmarks only),
+# and Quantus 0.6.0 (the evaluation metrics' anchor): it declares opencv-python, which would
+# overwrite pytorch-grad-cam's opencv-python-headless in the same cv2 folder; its other needs
+# (pandas, matplotlib, scikit-image, scikit-learn) are in the test extra.
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
 	$(PIP) -e '.[test]'
-	$(PIP) --no-deps deepdraw==1.5.0 torchray==1.0.0.2
+	$(PIP) --no-deps deepdraw==1.5.0 torchray==1.0.0.2 quantus==0.6.0
 	touch $@ $(VENV)/.stamp-core
 
 demo: $(VENV)/.stamp-core

@@ -30,7 +30,7 @@ from jaxretina import xla_defaults
 xla_defaults.apply_defaults()  # before anything creates a JAX backend; see jaxretina/xla_defaults.py
 
 from jaxretina import (  # noqa: E402
-    data, explain, intervention, metrics, models, preprocess, propagation, sweep, targets, taps, train, views,
+    data, evaluate, explain, intervention, metrics, models, preprocess, propagation, sweep, targets, taps, train, views,
     volumes,
 )
 from jaxretina.explain import Attribution  # noqa: E402
@@ -40,5 +40,5 @@ from jaxretina.models.explainable import explainable  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Attribution", "clear_caches", "data", "explainable", "explain", "intervention", "load", "metrics", "models",
+__all__ = ["Attribution", "clear_caches", "data", "evaluate", "explainable", "explain", "intervention", "load", "metrics", "models",
            "preprocess", "propagation", "save", "sweep", "targets", "taps", "train", "views", "volumes", "__version__"]

@@ -108,17 +108,17 @@ def roc_auc(y_true, scores, valid=None) -> jax.Array:
     s = jnp.asarray(scores)
     if s.shape != t.shape:
         raise ValueError(f"roc_auc: scores need one value per label, shape {t.shape}; found {s.shape}")
-    s = s.astype(jnp.promote_types(s.dtype, jnp.float32))
+    s = s if jnp.issubdtype(s.dtype, jnp.floating) and s.dtype.itemsize >= 4 else s.astype(jnp.float32)
     keep = jnp.ones(t.shape, bool) if valid is None else jnp.asarray(valid, bool)
     if keep.shape != t.shape:
         raise ValueError(f"roc_auc: valid needs the labels' shape {t.shape}; found {keep.shape}")
     # left-out entries rank above every kept one (+inf), so kept ranks count kept entries only
     ordered = jnp.sort(jnp.where(keep, s, jnp.inf))
-    below = jnp.searchsorted(ordered, s, side="left").astype(jnp.float32)
-    upto = jnp.searchsorted(ordered, s, side="right").astype(jnp.float32)
-    ranks = below + (upto - below + 1.0) / 2.0  # 1-based average rank
-    pos = ((t == 1) & keep).astype(jnp.float32)
-    n_pos, n_neg = pos.sum(), (keep & (t != 1)).astype(jnp.float32).sum()
+    below = jnp.searchsorted(ordered, s, side="left").astype(s.dtype)
+    upto = jnp.searchsorted(ordered, s, side="right").astype(s.dtype)
+    ranks = below + (upto - below + 1) / 2  # 1-based average rank
+    pos = ((t == 1) & keep).astype(s.dtype)
+    n_pos, n_neg = pos.sum(), (keep & (t != 1)).astype(s.dtype).sum()
     return ((ranks * pos).sum() - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
 
 

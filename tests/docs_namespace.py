@@ -88,7 +88,7 @@ def namespace(root: Path) -> dict:
     from jax.tree_util import Partial
 
     import jaxretina
-    from jaxretina import (data, explain, intervention, metrics, models, preprocess, sweep, targets, taps, train,
+    from jaxretina import (data, evaluate, explain, intervention, metrics, models, preprocess, sweep, targets, taps, train,
                            views, viz, volumes)
     from jaxretina.models import DRIU, DenseNet, DenseNet121, InceptionV3, UNet3D
 
@@ -106,7 +106,7 @@ def namespace(root: Path) -> dict:
     rng = np.random.default_rng(0)
     volume = jnp.asarray(rng.random((SIZE, SIZE, SIZE, 1)), jnp.float32)
     return {
-        "jax": jax, "jnp": jnp, "np": np, "Partial": Partial, "jaxretina": jaxretina, "data": data, "explain": explain,
+        "jax": jax, "jnp": jnp, "np": np, "Partial": Partial, "jaxretina": jaxretina, "data": data, "evaluate": evaluate, "explain": explain,
         "intervention": intervention, "metrics": metrics, "models": models, "preprocess": preprocess, "sweep": sweep,
         "targets": targets, "taps": taps, "train": train, "views": views, "viz": viz, "volumes": volumes,
         "DRIU": DRIU, "DenseNet": DenseNet, "DenseNet121": DenseNet121, "InceptionV3": InceptionV3, "UNet3D": UNet3D,

@@ -1,0 +1,38 @@
+"""Evaluating attribution maps: which of them can be trusted.
+
+Every metric is a pure ``jax.numpy`` function of one example (an attribution map, and a region
+mask where it needs one): ``jax.vmap`` batches it, ``jax.jit`` compiles it once per shape, and it
+runs on whatever device holds the maps — inside the program that made them, without a copy to
+the host.  2-D and 3-D alike; an optional field-of-view mask (``fov=``, e.g. the retina's disc)
+leaves the positions outside it out of every count.
+
+* localisation against an expert's region (:mod:`~jaxretina.evaluate.localisation`): pointing
+  game (and its energy form), relevance mass, relevance rank, top-k intersection, AUROC, AUPRC,
+  IoU/Dice after Otsu or top-q thresholding; :func:`chance_level` is what an uninformative map
+  scores;
+* complexity (:mod:`~jaxretina.evaluate.complexity`): sparseness (Gini), entropy, effective
+  complexity;
+* faithfulness (:mod:`~jaxretina.evaluate.faithfulness`): deletion and insertion curves (MoRF or
+  LeRF order, any reference: a number, a half-gray or blurred image) with their areas, AOPC —
+  every perturbed input built on the device and batched through one compiled program.
+
+Example::
+
+    >>> maps = jnp.stack([jnp.eye(6), jnp.ones((6, 6))])
+    >>> diagonal = jnp.eye(6, dtype=bool)
+    >>> jax.jit(jax.vmap(evaluate.localisation_auroc, in_axes=(0, None)))(maps, diagonal).tolist()
+    [1.0, 0.5]
+"""
+
+from jaxretina.evaluate.complexity import QUANTUS_SPARSENESS_EPS, effective_complexity, entropy, sparseness
+from jaxretina.evaluate.faithfulness import Curve, aopc, perturbation_curve
+from jaxretina.evaluate.localisation import (
+    Overlap, energy_pointing_game, localisation_auprc, localisation_auroc, otsu_threshold, pointing_game,
+    relevance_mass, relevance_rank, threshold_overlap, top_k_intersection,
+)
+from jaxretina.evaluate.regions import chance_level
+
+__all__ = ["chance_level", "pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank",
+           "top_k_intersection", "localisation_auroc", "localisation_auprc", "threshold_overlap", "otsu_threshold",
+           "Overlap", "sparseness", "entropy", "effective_complexity", "QUANTUS_SPARSENESS_EPS", "Curve",
+           "perturbation_curve", "aopc"]

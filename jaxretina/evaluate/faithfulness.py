@@ -1,0 +1,106 @@
+"""Faithfulness by perturbation: does removing what a map ranks highest change the model's score
+most?  Every perturbed input of one example runs batched through one compiled program, built
+on the device from the ranks (no host round-trip per step), ``chunk`` at a time.
+
+With ``f`` a function of one example to a scalar (:func:`jaxretina.explain.model_fn`), ``x`` the
+example, ``a`` the map (the example's shape, or its spatial shape: a position is then a pixel or
+voxel with all its channels), ``n`` positions ranked by ``a`` (``order="morf"``: most relevant
+first, ties by position; ``"lerf"``: least relevant first) and ``K`` steps, step ``k`` changes
+the first ``c_k = ⌈k n / K⌉`` positions:
+
+* ``mode="deletion"`` — they take the reference's values (a number, e.g. 0 or the half-gray
+  image, or an array of ``x``'s shape such as a blurred copy): Petsiuk et al.'s deletion curve,
+  Bach et al.'s pixel flipping (Quantus' ``PixelFlipping`` with ``features_in_step = n / K``
+  values, which omits the unperturbed ``k = 0``);
+* ``mode="insertion"`` — the reference takes ``x``'s values there (insertion curve).
+
+:func:`perturbation_curve` returns the ``K + 1`` scores ``s_k`` at fractions ``k / K`` and the
+trapezoid area under them over ``[0, 1]``; :func:`aopc` is ``(1 / (K+1)) Σ_k (s_0 − s_k)``
+(Samek et al.'s area over the MoRF perturbation curve).  Cost: ``K + 1`` forward passes.
+
+Example::
+
+    >>> f = explain.model_fn(grader, grader_variables, targets.class_logit(3))
+    >>> a = explain.gradient_x_input(f, z).sum(-1)                        # (64, 64)
+    >>> curve = evaluate.perturbation_curve(f, z, a, steps=16, baseline=0.0)
+    >>> curve.scores.shape, float(curve.fractions[-1])
+    ((17,), 1.0)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from jaxretina.evaluate.regions import check_map
+from jaxretina.explain.core import as_baseline, check_input, chunked_map, split_fn
+from jaxretina.explain.memory import pick_chunk
+
+__all__ = ["Curve", "perturbation_curve", "aopc", "MODES", "ORDERS"]
+
+MODES = ("deletion", "insertion")
+ORDERS = ("morf", "lerf")
+
+
+class Curve(NamedTuple):
+    """Scores along a perturbation curve: ``fractions`` and ``scores`` ``(K + 1,)``, ``auc`` the
+    trapezoid area under ``scores`` over the fractions ``[0, 1]``."""
+    fractions: jax.Array
+    scores: jax.Array
+    auc: jax.Array
+
+
+class _Stepped(NamedTuple):
+    fn: Callable   # static half of f (core.split_fn); its data travel traced in consts
+    insertion: bool
+    per_pixel: bool   # ranks over the spatial positions: broadcast over the channels
+
+    def __call__(self, consts, count):
+        data, x, base, rank = consts
+        changed = rank < count
+        if self.per_pixel:
+            changed = changed[..., None]
+        return self.fn(*data, jnp.where(changed, x, base) if self.insertion else jnp.where(changed, base, x))
+
+
+def _ranks(a: jax.Array, order: str) -> jax.Array:
+    """Each position's place in the perturbation order (0 first)."""
+    flat = a.reshape(-1)
+    ordered = jnp.argsort(-flat if order == "morf" else flat, stable=True)
+    return jnp.zeros(flat.size, jnp.int32).at[ordered].set(jnp.arange(flat.size, dtype=jnp.int32)).reshape(a.shape)
+
+
+def perturbation_curve(f: Callable, x: Any, a: Any, *, steps: int = 100, mode: str = "deletion",
+                       order: str = "morf", baseline: Any = 0.0, chunk: int | str | None = None,
+                       budget: float | None = None) -> Curve:
+    """The deletion or insertion curve of ``f`` at one example ``x`` ranked by the map ``a``
+    (module docstring): ``steps + 1`` scores, ``chunk`` perturbed inputs per call of one compiled
+    program (``budget=`` bytes picks the largest chunk that fits)."""
+    who = "perturbation_curve"
+    x = check_input(x, who=who)
+    a = check_map(a, who=who)
+    if a.shape not in (x.shape, x.shape[:-1]):
+        raise ValueError(f"{who}: the map must have the example's shape {x.shape} or its spatial shape "
+                         f"{x.shape[:-1]}; found {a.shape}")
+    if mode not in MODES or order not in ORDERS:
+        raise ValueError(f"{who}: mode must be one of {MODES} and order one of {ORDERS}; found {mode!r}, {order!r}")
+    n = a.size
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= n:
+        raise ValueError(f"{who}: steps must be an integer in [1, {n}] (the map's positions); found {steps!r}")
+    counts = -(-np.arange(steps + 1, dtype=np.int64) * n // steps)            # ⌈k n / K⌉, exact
+    base = as_baseline(baseline, x, who=who)
+    fn, data = split_fn(f)
+    term = _Stepped(fn, mode == "insertion", a.shape != x.shape)
+    consts, xs = (data, x, base, _ranks(a, order)), jnp.asarray(counts, jnp.int32)
+    scores = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
+    fractions = jnp.asarray(counts / n, scores.dtype)
+    return Curve(fractions, scores, jnp.trapezoid(scores, fractions))
+
+
+def aopc(curve: Curve) -> jax.Array:
+    """``mean_k (s_0 − s_k)`` over the curve's ``K + 1`` points: the area over a MoRF deletion
+    curve (large: the map found what the score rests on)."""
+    return (curve.scores[0] - curve.scores).mean()
