@@ -3,7 +3,8 @@
 
 * ``occlusion_3d`` — DS6 U-Net (width 16) on a 64³ volume, MONAI 1.6.1 ``OcclusionSensitivity``
   (gaussian mode, mask 32, overlap 0.5: 27 boxes; ``n_batch`` 9 and 27) against
-  :func:`jaxretina.explain.occlusion_sensitivity` (chunks of 9);
+  :func:`jaxretina.explain.occlusion_sensitivity` (chunks of 1: on the 2-core CPU 7.9 s against
+  8.8 s with chunks of 3, 8.9 s with 9 and 11.5 s with 27);
 * ``occlusion_2d`` — ResNet-50, 224², Captum 0.9.0 ``Occlusion`` (window 32, stride 16: 169
   windows; ``perturbations_per_eval`` 16 and 64) against :func:`~jaxretina.explain.occlusion`
   (chunks of 8);
@@ -15,7 +16,7 @@
 Every case in its own process: first call (compile included), best of ``--repeats``, peak
 resident memory above the process's start, and the work in FLOPs — XLA's count for one forward
 pass of jaxretina's model times the passes (both sides run the same passes).  Writes
-``benchmarks/results/perturbation.json``.
+``benchmarks/results/perturbation.json`` (rows of cases not run this time are kept).
 
     .venv/bin/python -m benchmarks.perturbation [--cases rise scorecam] [--repeats 1]
 """
@@ -23,6 +24,7 @@ pass of jaxretina's model times the passes (both sides run the same passes).  Wr
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 
@@ -87,7 +89,7 @@ def _ours(kind, model, variables, target, x):
     v, xj = taps.params_only(variables), jax.numpy.asarray(x)
     f = explain.model_fn(model, v, target)
     if kind == "occlusion_3d":
-        return lambda: explain.occlusion_sensitivity(f, xj, mode="gaussian", chunk=9, **OCC3D)
+        return lambda: explain.occlusion_sensitivity(f, xj, mode="gaussian", chunk=1, **OCC3D)
     if kind == "occlusion_2d":
         return lambda: explain.occlusion(f, xj, window=OCC2D["window"], strides=OCC2D["stride"], chunk=8)
     if kind == "rise":
@@ -204,6 +206,11 @@ def main(argv=None) -> int:
             for r in results:
                 r.pop("result")
             rows.extend(results)
+    if os.path.exists(args.out):   # keep the rows of the cases not run this time
+        with open(args.out) as fh:
+            kept = [r for r in json.load(fh).get("rows", []) if r.get("case") not in args.cases]
+        rows = kept + rows
+    rows.sort(key=lambda r: CASES.index(r["case"]) if r.get("case") in CASES else len(CASES))
     write_results(args.out, {"rows": rows})
     return 0
 
