@@ -289,3 +289,63 @@ def test_deletion_curve_matches_quantus_pixel_flipping(torch_dense):
     got = np.asarray(evaluate.perturbation_curve(f, jnp.asarray(x), jnp.asarray(a), steps=9, baseline=0.0).scores)
     assert want.shape == (9,)
     np.testing.assert_allclose(got[1:], want, atol=1e-4 * np.abs(want).max())
+
+
+def _quadratic(seed=7, shape=(4, 5, 2)):
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(shape))
+    m = rng.normal(size=(n, n))
+    return (m + m.T) / 2, rng.normal(size=shape)
+
+
+# Closed form: for f(z) = ½ zᵀAz the saliency is |Az|, so each draw's distance is
+# ‖|Ax| − |A(x+δ)|‖, with δ the library's own draws (evaluate.draw_noise); float64, 1e-12.
+def test_robustness_closed_forms_on_a_quadratic():
+    from jaxretina import explain
+
+    a_mat, x = _quadratic()
+    key, samples = jax.random.key(3), 5
+    with jax.enable_x64(True):
+        f = jax.tree_util.Partial(lambda m, z: 0.5 * z.ravel() @ (m @ z.ravel()), jnp.asarray(a_mat))
+        phi = jax.tree_util.Partial(explain.saliency, f)
+        xj = jnp.asarray(x)
+        got = {"max": float(evaluate.max_sensitivity(phi, xj, key=key, samples=samples, radius=0.3, chunk=2)),
+               "avg": float(evaluate.avg_sensitivity(phi, xj, key=key, samples=samples, radius=0.3, chunk=4)),
+               "lip": float(evaluate.local_lipschitz(phi, xj, key=key, samples=samples, std=0.2))}
+        uniform = [np.asarray(evaluate.draw_noise(key, s, x.shape, jnp.float64, gaussian=False, scale=0.3))
+                   for s in range(samples)]
+        normal = [np.asarray(evaluate.draw_noise(key, s, x.shape, jnp.float64, gaussian=True, scale=0.2))
+                  for s in range(samples)]
+    sal = lambda z: np.abs(a_mat @ z.ravel())  # noqa: E731
+    sens = [np.linalg.norm(sal(x) - sal(x + d)) / np.linalg.norm(sal(x)) for d in uniform]
+    lip = [np.linalg.norm(sal(x) - sal(x + d)) / np.linalg.norm(d) for d in normal]
+    assert got["max"] == pytest.approx(max(sens), rel=1e-12)
+    assert got["avg"] == pytest.approx(np.mean(sens), rel=1e-12)
+    assert got["lip"] == pytest.approx(max(lip), rel=1e-12)
+    assert np.abs(uniform).max() <= 0.3 and np.std(np.concatenate(normal)) == pytest.approx(0.2, rel=0.3)
+
+
+# Anchor: Captum 0.9.0 sensitivity_max with its Saliency (|gradient|) on the small DenseNet pair,
+# float64 on both sides, given the same uniform draws (a perturb_func returning them); tolerance
+# 1e-8 relative.
+@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
+def test_max_sensitivity_matches_captum(torch_dense):
+    torch = pytest.importorskip("torch")
+    from captum.attr import Saliency
+    from captum.metrics import sensitivity_max
+    from jaxretina import explain
+    from tests.anchor_pairs import CLASS, f64, nchw
+
+    model, variables, ref, x, target = torch_dense
+    ref = ref.double()
+    key, samples, radius = jax.random.key(4), 4, 0.05
+    with jax.enable_x64(True):
+        v, xj = f64(variables, x)
+        phi = jax.tree_util.Partial(explain.saliency, explain.model_fn(model, v, target))
+        got = float(evaluate.max_sensitivity(phi, xj, key=key, samples=samples, radius=radius))
+        draws = np.stack([np.asarray(evaluate.draw_noise(key, s, x.shape, jnp.float64, gaussian=False, scale=radius))
+                          for s in range(samples)])
+    noise = torch.from_numpy(draws.transpose(0, 3, 1, 2).copy())
+    want = float(sensitivity_max(Saliency(ref).attribute, nchw(x), perturb_func=lambda inp, r: inp + noise,
+                                 perturb_radius=radius, n_perturb_samples=samples, target=CLASS)[0])
+    assert got == pytest.approx(want, rel=1e-8)

@@ -14,7 +14,9 @@ leaves the positions outside it out of every count.
   complexity;
 * faithfulness (:mod:`~jaxretina.evaluate.faithfulness`): deletion and insertion curves (MoRF or
   LeRF order, any reference: a number, a half-gray or blurred image) with their areas, AOPC —
-  every perturbed input built on the device and batched through one compiled program.
+  every perturbed input built on the device and batched through one compiled program;
+* robustness (:mod:`~jaxretina.evaluate.robustness`): max- and average-sensitivity, the local
+  Lipschitz estimate — the explainer on noisy copies, batched the same way.
 
 Example::
 
@@ -31,8 +33,9 @@ from jaxretina.evaluate.localisation import (
     relevance_mass, relevance_rank, threshold_overlap, top_k_intersection,
 )
 from jaxretina.evaluate.regions import chance_level
+from jaxretina.evaluate.robustness import avg_sensitivity, draw_noise, local_lipschitz, max_sensitivity
 
 __all__ = ["chance_level", "pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank",
            "top_k_intersection", "localisation_auroc", "localisation_auprc", "threshold_overlap", "otsu_threshold",
            "Overlap", "sparseness", "entropy", "effective_complexity", "QUANTUS_SPARSENESS_EPS", "Curve",
-           "perturbation_curve", "aopc"]
+           "perturbation_curve", "aopc", "max_sensitivity", "avg_sensitivity", "local_lipschitz", "draw_noise"]
