@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["confusion_matrix", "accuracy", "sensitivity", "specificity", "quadratic_weighted_kappa",
-           "roc_auc", "binarize", "report", "erode_mask", "SegmentationCounts", "segmentation_counts", "masked_miou",
+           "roc_auc", "average_ranks", "binarize", "report", "erode_mask", "SegmentationCounts", "segmentation_counts", "masked_miou",
            "segmentation_scores", "segmentation_report"]
 
 
@@ -112,14 +112,22 @@ def roc_auc(y_true, scores, valid=None) -> jax.Array:
     keep = jnp.ones(t.shape, bool) if valid is None else jnp.asarray(valid, bool)
     if keep.shape != t.shape:
         raise ValueError(f"roc_auc: valid needs the labels' shape {t.shape}; found {keep.shape}")
-    # left-out entries rank above every kept one (+inf), so kept ranks count kept entries only
-    ordered = jnp.sort(jnp.where(keep, s, jnp.inf))
-    below = jnp.searchsorted(ordered, s, side="left").astype(s.dtype)
-    upto = jnp.searchsorted(ordered, s, side="right").astype(s.dtype)
-    ranks = below + (upto - below + 1) / 2  # 1-based average rank
+    ranks = average_ranks(s, keep)
     pos = ((t == 1) & keep).astype(s.dtype)
     n_pos, n_neg = pos.sum(), (keep & (t != 1)).astype(s.dtype).sum()
     return ((ranks * pos).sum() - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
+
+
+def average_ranks(values: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """1-based ranks of ``values`` (any shape, a float dtype) among the ``valid`` entries (all by
+    default), tied values sharing their average rank (as ``scipy.stats.rankdata``); entries left
+    out get ranks that mean nothing.  ``O(n log n)``: one sort, two binary searches."""
+    keep = jnp.ones(values.shape, bool) if valid is None else valid
+    # left-out entries rank above every kept one (+inf), so kept ranks count kept entries only
+    ordered = jnp.sort(jnp.where(keep, values, jnp.inf).reshape(-1))
+    below = jnp.searchsorted(ordered, values, side="left").astype(values.dtype)
+    upto = jnp.searchsorted(ordered, values, side="right").astype(values.dtype)
+    return below + (upto - below + 1) / 2
 
 
 def _number(v) -> float | None:

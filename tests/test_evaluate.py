@@ -349,3 +349,31 @@ def test_max_sensitivity_matches_captum(torch_dense):
     want = float(sensitivity_max(Saliency(ref).attribute, nchw(x), perturb_func=lambda inp, r: inp + noise,
                                  perturb_radius=radius, n_perturb_samples=samples, target=CLASS)[0])
     assert got == pytest.approx(want, rel=1e-8)
+
+
+# Anchors: scipy.stats.spearmanr (ties averaged), scikit-image 0.26 structural_similarity (its
+# defaults: 7-wide uniform windows, sample covariance; data_range = both maps' range, as Quantus
+# passes it; 2-D and 3-D), float64, tolerance 1e-12; top-k overlap against NumPy sets.
+def test_agreement_matches_scipy_and_scikit_image():
+    from scipy.stats import spearmanr
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(8)
+    for shape in ((20, 23), (9, 10, 11)):
+        a = rng.normal(size=shape)
+        b = a + rng.normal(size=shape)
+        b_tied = np.round(b)
+        with jax.enable_x64(True):
+            for other in (b, b_tied):
+                got = float(evaluate.spearman(jnp.asarray(a), jnp.asarray(other)))
+                assert got == pytest.approx(spearmanr(a.ravel(), other.ravel())[0], abs=1e-12)
+                rng_ab = float(max(a.max(), other.max()) - min(a.min(), other.min()))
+                got = float(evaluate.ssim(jnp.asarray(a), jnp.asarray(other)))
+                assert got == pytest.approx(structural_similarity(a, other, data_range=rng_ab), abs=1e-12)
+            got = float(evaluate.top_k_overlap(jnp.asarray(a), jnp.asarray(b), k=30))
+        top = lambda m: set(np.argsort(-m.ravel(), kind="stable")[:30])  # noqa: E731
+        assert got == pytest.approx(len(top(a) & top(b)) / 30)
+    with pytest.raises(ValueError, match="at least win_size = 7"):
+        evaluate.ssim(jnp.ones((5, 9)), jnp.ones((5, 9)))
+    with pytest.raises(ValueError, match="one shape and dtype"):
+        evaluate.spearman(jnp.ones((5, 9)), jnp.ones((9, 5)))

@@ -15,6 +15,8 @@ leaves the positions outside it out of every count.
 * faithfulness (:mod:`~jaxretina.evaluate.faithfulness`): deletion and insertion curves (MoRF or
   LeRF order, any reference: a number, a half-gray or blurred image) with their areas, AOPC —
   every perturbed input built on the device and batched through one compiled program;
+* agreement between two maps (:mod:`~jaxretina.evaluate.agreement`): Spearman rank correlation,
+  SSIM (scikit-image's), top-k overlap;
 * robustness (:mod:`~jaxretina.evaluate.robustness`): max- and average-sensitivity, the local
   Lipschitz estimate — the explainer on noisy copies, batched the same way.
 
@@ -26,6 +28,7 @@ Example::
     [1.0, 0.5]
 """
 
+from jaxretina.evaluate.agreement import SSIM_K1, SSIM_K2, spearman, ssim, top_k_overlap
 from jaxretina.evaluate.complexity import QUANTUS_SPARSENESS_EPS, effective_complexity, entropy, sparseness
 from jaxretina.evaluate.faithfulness import Curve, aopc, perturbation_curve
 from jaxretina.evaluate.localisation import (
@@ -38,4 +41,5 @@ from jaxretina.evaluate.robustness import avg_sensitivity, draw_noise, local_lip
 __all__ = ["chance_level", "pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank",
            "top_k_intersection", "localisation_auroc", "localisation_auprc", "threshold_overlap", "otsu_threshold",
            "Overlap", "sparseness", "entropy", "effective_complexity", "QUANTUS_SPARSENESS_EPS", "Curve",
-           "perturbation_curve", "aopc", "max_sensitivity", "avg_sensitivity", "local_lipschitz", "draw_noise"]
+           "perturbation_curve", "aopc", "max_sensitivity", "avg_sensitivity", "local_lipschitz", "draw_noise",
+           "spearman", "ssim", "top_k_overlap", "SSIM_K1", "SSIM_K2"]
