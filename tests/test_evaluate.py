@@ -377,3 +377,47 @@ def test_agreement_matches_scipy_and_scikit_image():
         evaluate.ssim(jnp.ones((5, 9)), jnp.ones((5, 9)))
     with pytest.raises(ValueError, match="one shape and dtype"):
         evaluate.spearman(jnp.ones((5, 9)), jnp.ones((9, 5)))
+
+
+# Closed form: for a linear f(z) = Σ w z, f(x) − f(x − I) = Σ w I, so the map a = w has
+# infidelity 0 and a = 2w has mean_s (Σ w I_s)² (and 0 again once normalised: β = ½); float64.
+def test_infidelity_closed_form_on_a_linear_model():
+    w, x, _ = _linear_case()
+    key = jax.random.key(9)
+    with jax.enable_x64(True):
+        f = jax.tree_util.Partial(lambda w, z: (w * z).sum(), jnp.asarray(w))
+        zero = float(evaluate.infidelity(f, jnp.asarray(x), jnp.asarray(w), key=key, samples=6))
+        double = float(evaluate.infidelity(f, jnp.asarray(x), jnp.asarray(2 * w), key=key, samples=6, chunk=4))
+        scaled = float(evaluate.infidelity(f, jnp.asarray(x), jnp.asarray(2 * w), key=key, samples=6, normalize=True))
+        draws = [np.asarray(evaluate.draw_noise(key, s, x.shape, jnp.float64, gaussian=True, scale=0.1))
+                 for s in range(6)]
+    assert zero == pytest.approx(0.0, abs=1e-20) and scaled == pytest.approx(0.0, abs=1e-20)
+    assert double == pytest.approx(np.mean([(w * d).sum() ** 2 for d in draws]), rel=1e-12)
+
+
+# Anchor: Captum 0.9.0 infidelity (plain and normalize=True) on the small DenseNet pair, float64,
+# given the same Gaussian perturbations (a perturb_func returning them and x − I) and a random
+# map of the input's shape; tolerance 1e-9 relative.
+def test_infidelity_matches_captum(torch_dense):
+    torch = pytest.importorskip("torch")
+    from captum.metrics import infidelity
+    from jaxretina import explain
+    from tests.anchor_pairs import CLASS, f64, nchw
+
+    model, variables, ref, x, target = torch_dense
+    ref = ref.double()
+    a = np.random.default_rng(10).normal(size=x.shape)
+    key, samples = jax.random.key(11), 5
+    with jax.enable_x64(True):
+        v, xj = f64(variables, x)
+        f = explain.model_fn(model, v, target)
+        got = [float(evaluate.infidelity(f, xj, jnp.asarray(a), key=key, samples=samples, std=0.05, normalize=n))
+               for n in (False, True)]
+        draws = np.stack([np.asarray(evaluate.draw_noise(key, s, x.shape, jnp.float64, gaussian=True, scale=0.05))
+                          for s in range(samples)])
+    noise = torch.from_numpy(draws.transpose(0, 3, 1, 2).copy())
+    attributions = nchw(a)
+    for n, value in zip((False, True), got):
+        want = float(infidelity(ref, lambda inp: (noise, inp - noise), nchw(x), attributions, target=CLASS,
+                                n_perturb_samples=samples, normalize=n)[0])
+        assert value == pytest.approx(want, rel=1e-9), n

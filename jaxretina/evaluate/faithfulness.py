@@ -18,6 +18,9 @@ the first ``c_k = ⌈k n / K⌉`` positions:
 trapezoid area under them over ``[0, 1]``; :func:`aopc` is ``(1 / (K+1)) Σ_k (s_0 − s_k)``
 (Samek et al.'s area over the MoRF perturbation curve).  Cost: ``K + 1`` forward passes.
 
+:func:`infidelity` (Yeh et al.) compares the map's prediction of the score's change under random
+perturbations, ``Σ I · a``, with the change itself.
+
 Example::
 
     >>> f = explain.model_fn(grader, grader_variables, targets.class_logit(3))
@@ -36,10 +39,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina.evaluate.regions import check_map
+from jaxretina.evaluate.robustness import draw_noise
 from jaxretina.explain.core import as_baseline, check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
-__all__ = ["Curve", "perturbation_curve", "aopc", "MODES", "ORDERS"]
+__all__ = ["Curve", "perturbation_curve", "aopc", "infidelity", "MODES", "ORDERS"]
 
 MODES = ("deletion", "insertion")
 ORDERS = ("morf", "lerf")
@@ -98,6 +102,48 @@ def perturbation_curve(f: Callable, x: Any, a: Any, *, steps: int = 100, mode: s
     scores = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
     fractions = jnp.asarray(counts / n, scores.dtype)
     return Curve(fractions, scores, jnp.trapezoid(scores, fractions))
+
+
+class _Perturbed(NamedTuple):
+    fn: Callable   # static half of f (core.split_fn); its data travel traced in consts
+    per_pixel: bool
+    std: float
+
+    def __call__(self, consts, s):
+        """``(f(x − I_s), Σ I_s · a)``; ``s = −1`` is the example itself (I = 0)."""
+        data, x, a, key = consts
+        noise = jnp.where(s >= 0, draw_noise(key, s, x.shape, x.dtype, gaussian=True, scale=self.std), 0)
+        weights = a[..., None] if self.per_pixel else a
+        return self.fn(*data, x - noise), (noise * weights).sum()
+
+
+def infidelity(f: Callable, x: Any, a: Any, *, key: jax.Array, samples: int = 10, std: float = 0.1,
+               normalize: bool = False, chunk: int | str | None = None, budget: float | None = None) -> jax.Array:
+    """Infidelity (Yeh et al. 2019; Captum's ``infidelity``) of the map ``a`` for ``f`` at ``x``:
+    with ``I_s ~ N(0, std²)`` per value (:func:`~jaxretina.evaluate.draw_noise`), ``u_s = Σ I_s · a``
+    (a spatial map weighs every channel of its pixel) and ``Δ_s = f(x) − f(x − I_s)``,
+    ``mean_s (u_s − Δ_s)²``; ``normalize``: ``mean_s (β u_s − Δ_s)²`` with the least-squares
+    ``β = Σ u Δ / Σ u²`` (Captum's ``normalize=True``).  ``samples + 1`` forward passes."""
+    who = "infidelity"
+    x = check_input(x, who=who)
+    a = check_map(a, who=who)
+    if a.shape not in (x.shape, x.shape[:-1]):
+        raise ValueError(f"{who}: the map must have the example's shape {x.shape} or its spatial shape "
+                         f"{x.shape[:-1]}; found {a.shape}")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"{who}: samples must be a positive integer; found {samples!r}")
+    if not (isinstance(std, (int, float)) and not isinstance(std, bool) and std > 0):
+        raise ValueError(f"{who}: std must be a positive number; found {std!r}")
+    fn, data = split_fn(f)
+    term, consts, xs = _Perturbed(fn, a.shape != x.shape, float(std)), (data, x, a.astype(x.dtype), key), \
+        jnp.arange(-1, samples)
+    scores, u = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
+    delta, u = scores[0] - scores[1:], u[1:]
+    if normalize:
+        uu = (u * u).sum()
+        beta = jnp.where(uu == 0, 0, (u * delta).sum() / jnp.where(uu == 0, 1, uu))
+        u = beta * u
+    return ((u - delta) ** 2).mean()
 
 
 def aopc(curve: Curve) -> jax.Array:
