@@ -421,3 +421,64 @@ def test_infidelity_matches_captum(torch_dense):
         want = float(infidelity(ref, lambda inp: (noise, inp - noise), nchw(x), attributions, target=CLASS,
                                 n_perturb_samples=samples, normalize=n)[0])
         assert value == pytest.approx(want, rel=1e-9), n
+
+
+def _small_grader():
+    from jaxretina import models, preprocess
+    from jaxretina.models import DenseNet
+
+    grader = DenseNet(num_classes=3, growth_rate=4, block_config=(1, 1), num_init_features=8, bn_size=2,
+                      normalization=preprocess.imagenet_normalization(255.0))
+    return grader, models.random_variables(grader, (1, 32, 32, 3), seed=2)
+
+
+def _grader_saliency(variables, x):   # one module-level function: compiled once
+    from jaxretina import explain, targets
+
+    return explain.saliency(explain.model_fn(_GRADER[0], variables, targets.class_logit(1)), x).sum(-1)
+
+
+_GRADER = []
+
+
+# Properties: parameter_layers lists the parameter dictionaries in creation order; reinitialised
+# touches only the chosen layers, with PyTorch's reset_parameters values (kernels and biases in
+# ±1/√fan_in, batch norms 1, 0, 0, 1); each step of parameter_randomisation is the similarity of
+# the map of the model re-initialised by hand (cascading: the top l + 1 layers; independent:
+# layer l) — Spearman by SciPy, float32 maps, 1e-5.
+def test_parameter_randomisation_steps_are_the_reinitialised_models():
+    from scipy.stats import spearmanr
+
+    grader, variables = _small_grader()
+    _GRADER[:] = [grader]
+    x = jnp.asarray(np.random.default_rng(13).random((32, 32, 3)) * 255, jnp.float32)
+    layers = evaluate.parameter_layers(grader, variables, x)
+    assert layers[:3] == ["features/conv0", "features/norm0", "features/denseblock1/denselayer1/norm1"]
+    assert layers[-2:] == ["features/norm5", "classifier"] and len(layers) == 2 + 4 + 3 + 4 + 1
+    key = jax.random.key(12)
+    chosen = np.zeros(len(layers), bool)
+    chosen[[0, len(layers) - 1]] = True
+    new = evaluate.reinitialised(variables, layers, key, jnp.asarray(chosen))
+    for i, path in enumerate(layers):
+        old_p, new_p = variables["params"], new["params"]
+        for part in path.split("/"):
+            old_p, new_p = old_p[part], new_p[part]
+        if not chosen[i]:
+            jax.tree.map(np.testing.assert_array_equal, new_p, old_p)
+        elif "kernel" in new_p:
+            bound = 1 / np.sqrt(np.prod(old_p["kernel"].shape[:-1]))
+            assert np.abs(np.asarray(new_p["kernel"])).max() <= bound and not np.allclose(new_p["kernel"], old_p["kernel"])
+    chosen_layers = layers[-4:]
+    original = np.asarray(_grader_saliency(variables, x)).ravel()
+    for mode in evaluate.RANDOMISATION_MODES:
+        got = np.asarray(evaluate.parameter_randomisation(_grader_saliency, variables, x, layers=chosen_layers,
+                                                          key=key, mode=mode, chunk=2))
+        top_down = chosen_layers[::-1]
+        for step in range(len(top_down)):
+            pick = np.array([(j <= step) if mode == "cascading" else (j == step) for j in range(len(top_down))])
+            by_hand = evaluate.reinitialised(variables, top_down, key, jnp.asarray(pick))
+            want = spearmanr(original, np.asarray(_grader_saliency(by_hand, x)).ravel())[0]
+            assert got[step] == pytest.approx(want, abs=1e-5), (mode, step)
+        assert got.min() < 0.99   # re-initialising the top layers changes the map
+    with pytest.raises(ValueError, match="unknown"):
+        evaluate.parameter_randomisation(_grader_saliency, variables, x, layers=["nope"], key=key)

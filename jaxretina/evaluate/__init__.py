@@ -18,6 +18,8 @@ leaves the positions outside it out of every count.
   every perturbed input built on the device and batched through one compiled program;
 * agreement between two maps (:mod:`~jaxretina.evaluate.agreement`): Spearman rank correlation,
   SSIM (scikit-image's), top-k overlap;
+* randomisation (:mod:`~jaxretina.evaluate.randomisation`): cascading and independent model
+  parameter randomisation, every re-initialised model built inside one compiled program;
 * robustness (:mod:`~jaxretina.evaluate.robustness`): max- and average-sensitivity, the local
   Lipschitz estimate — the explainer on noisy copies, batched the same way.
 
@@ -36,6 +38,9 @@ from jaxretina.evaluate.localisation import (
     Overlap, energy_pointing_game, localisation_auprc, localisation_auroc, otsu_threshold, pointing_game,
     relevance_mass, relevance_rank, threshold_overlap, top_k_intersection,
 )
+from jaxretina.evaluate.randomisation import (
+    RANDOMISATION_MODES, parameter_layers, parameter_randomisation, reinitialised,
+)
 from jaxretina.evaluate.regions import chance_level
 from jaxretina.evaluate.robustness import avg_sensitivity, draw_noise, local_lipschitz, max_sensitivity
 
@@ -43,4 +48,5 @@ __all__ = ["chance_level", "pointing_game", "energy_pointing_game", "relevance_m
            "top_k_intersection", "localisation_auroc", "localisation_auprc", "threshold_overlap", "otsu_threshold",
            "Overlap", "sparseness", "entropy", "effective_complexity", "QUANTUS_SPARSENESS_EPS", "Curve",
            "perturbation_curve", "aopc", "infidelity", "max_sensitivity", "avg_sensitivity", "local_lipschitz", "draw_noise",
-           "spearman", "ssim", "top_k_overlap", "SSIM_K1", "SSIM_K2"]
+           "spearman", "ssim", "top_k_overlap", "SSIM_K1", "SSIM_K2", "parameter_layers", "reinitialised",
+           "parameter_randomisation", "RANDOMISATION_MODES"]

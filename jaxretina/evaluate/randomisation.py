@@ -1,0 +1,175 @@
+"""Model parameter randomisation (Adebayo et al. 2018's sanity check): a map that stays the same
+when the model's layers are re-initialised explains the architecture, not what the model learnt.
+
+The variables are data: every randomised model is built inside one compiled program from the
+original variables and a key — re-initialised layers drawn from ``fold_in(key, i)`` for layer
+``i`` — so no stack of ``L`` parameter copies is ever stored, and ``chunk`` randomised models run
+batched (``jax.vmap``) per call.
+
+* :func:`parameter_layers` — the model's layers that hold parameters (every innermost dictionary
+  of ``variables["params"]`` with arrays), in the order a forward pass calls them.
+* :func:`reinitialised` — ``variables`` with the chosen layers re-initialised as PyTorch's
+  ``reset_parameters`` does (Quantus' MPRT calls it): kernels and their biases
+  ``U(−1/√fan_in, 1/√fan_in)`` (``fan_in`` = the kernel's size without its output axis), batch
+  norms' scale 1, offset 0, running mean 0 and variance 1.
+* :func:`parameter_randomisation` — ``similarity(Φ(θ), Φ(θ_l))`` for each step ``l``:
+  ``"cascading"`` re-initialises the top ``l + 1`` layers (from the output down), ``"independent"``
+  only layer ``l`` (top-down order); ``Φ`` is ``explainer(variables, x)``.
+
+Example::
+
+    >>> def saliency_of(v, x):
+    ...     return explain.saliency(explain.model_fn(grader, v, targets.class_logit(3)), x).sum(-1)
+    >>> layers = evaluate.parameter_layers(grader, grader_variables, z)
+    >>> r = evaluate.parameter_randomisation(saliency_of, grader_variables, z, layers=layers[-3:],
+    ...                                      key=jax.random.key(0))
+    >>> r.shape
+    (3,)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from jaxretina.evaluate.agreement import spearman
+from jaxretina.explain.core import check_input, chunked_map
+from jaxretina.explain.memory import pick_chunk
+
+__all__ = ["parameter_layers", "reinitialised", "parameter_randomisation", "RANDOMISATION_MODES"]
+
+RANDOMISATION_MODES = ("cascading", "independent")
+
+
+def parameter_layers(model: Any, variables: Any, x: Any) -> list[str]:
+    """Paths (``"block/layer"``) of the layers of the Flax ``model`` that hold parameters (the
+    innermost dictionaries of ``variables["params"]`` with arrays), in the order a forward pass
+    at the example ``x`` calls them (bottom-up); found by one abstract trace (no compile)."""
+    params = variables.get("params") if isinstance(variables, dict) else None
+    if not isinstance(params, dict) or not params:
+        raise ValueError("parameter_layers: expected Flax variables with a non-empty 'params' collection; found "
+                         f"{type(variables).__name__} with keys {sorted(variables) if isinstance(variables, dict) else '—'}")
+    holders = set()
+
+    def walk(tree, path):
+        if any(not isinstance(v, dict) for v in tree.values()):
+            holders.add("/".join(path))
+        for name, sub in tree.items():
+            if isinstance(sub, dict):
+                walk(sub, path + (name,))
+
+    walk(params, ())
+    called: list[str] = []
+
+    def record(next_fun, args, kwargs, context):
+        path = "/".join(context.module.path)
+        if path in holders and path not in called:
+            called.append(path)
+        return next_fun(*args, **kwargs)
+
+    example = jax.ShapeDtypeStruct((1, *np.shape(x)), jnp.result_type(x))
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda v, z: model.apply(v, z), variables, example)
+    missing = sorted(holders - set(called))
+    if missing:
+        raise ValueError(f"parameter_layers: the forward pass never called the layers {missing[:5]}; are these "
+                         "the model's variables?")
+    return called
+
+
+def _get(tree, path):
+    for part in path.split("/"):
+        tree = tree[part]
+    return tree
+
+
+def _replace(tree, path, new):
+    head, _, rest = path.partition("/")
+    return {**tree, head: new if not rest else _replace(tree[head], rest, new)}
+
+
+def _fresh(layer_params: dict, layer_stats: dict | None, key: jax.Array) -> tuple[dict, dict | None]:
+    """One layer re-initialised as PyTorch's ``reset_parameters``."""
+    kernel = layer_params.get("kernel")
+    fan_in = math.prod(kernel.shape[:-1]) if kernel is not None and kernel.ndim >= 2 else None
+    params = {}
+    for j, (name, value) in enumerate(sorted(layer_params.items())):
+        if not isinstance(value, jax.Array) and not hasattr(value, "shape"):
+            params[name] = value
+        elif name == "scale":
+            params[name] = jnp.ones_like(value)
+        elif fan_in is None:            # a batch norm's offset, or a layer without a kernel
+            params[name] = jnp.zeros_like(value)
+        else:
+            bound = 1.0 / math.sqrt(fan_in)
+            params[name] = jax.random.uniform(jax.random.fold_in(key, j), value.shape, value.dtype, -bound, bound)
+    stats = None
+    if layer_stats is not None:
+        stats = {n: (jnp.ones_like(v) if n == "var" else jnp.zeros_like(v)) for n, v in layer_stats.items()}
+    return params, stats
+
+
+def reinitialised(variables: Any, layers: Sequence[str], key: jax.Array, chosen: jax.Array) -> Any:
+    """``variables`` with layer ``layers[i]`` re-initialised (from ``fold_in(key, i)``) where
+    ``chosen[i]``; traceable (``chosen`` may be traced)."""
+    out = dict(variables)
+    for i, path in enumerate(layers):
+        params = _get(variables["params"], path)
+        stats = None
+        if "batch_stats" in variables:
+            try:
+                stats = _get(variables["batch_stats"], path)
+            except KeyError:
+                stats = None
+        new_params, new_stats = _fresh(params, stats, jax.random.fold_in(key, i))
+        pick = lambda new, old: jnp.where(chosen[i], new, old)  # noqa: E731
+        out["params"] = _replace(out["params"], path, jax.tree.map(pick, new_params, params))
+        if stats is not None:
+            out["batch_stats"] = _replace(out["batch_stats"], path, jax.tree.map(pick, new_stats, stats))
+    return out
+
+
+class _Randomised(NamedTuple):
+    explainer: Callable
+    layers: tuple
+    cascading: bool
+
+    def __call__(self, consts, step):
+        """``Φ(θ_step)``; step −1 is the original model."""
+        variables, x, key = consts
+        order = jnp.arange(len(self.layers))
+        chosen = (order <= step) if self.cascading else (order == step)
+        return jnp.asarray(self.explainer(reinitialised(variables, self.layers, key, chosen), x))
+
+
+def parameter_randomisation(explainer: Callable, variables: Any, x: Any, *, layers: Sequence[str], key: jax.Array,
+                            mode: str = "cascading", similarity: Callable = spearman,
+                            chunk: int | str | None = None, budget: float | None = None) -> jax.Array:
+    """``(len(layers),)``: ``similarity(Φ(θ), Φ(θ_l))`` per step, ``layers`` given bottom-up (as
+    :func:`parameter_layers` lists them, e.g. its last few) and randomised top-down (module docstring).
+    ``explainer(variables, x)`` returns one map; it must be hashable and the same object from
+    call to call (a module-level function), or every call compiles anew."""
+    who = "parameter_randomisation"
+    x = check_input(x, who=who)
+    if mode not in RANDOMISATION_MODES:
+        raise ValueError(f"{who}: mode must be one of {RANDOMISATION_MODES}; found {mode!r}")
+    params = variables.get("params", {}) if isinstance(variables, dict) else {}
+    unknown = []
+    for path in layers:
+        try:
+            _get(params, path)
+        except (KeyError, TypeError):
+            unknown.append(path)
+    if not layers or unknown:
+        raise ValueError(f"{who}: layers must be a non-empty list of parameter_layers(model, variables, x) paths; "
+                         f"unknown: {unknown[:5]}")
+    top_down = tuple(reversed(tuple(layers)))
+    term, consts, xs = _Randomised(explainer, top_down, mode == "cascading"), (variables, x, key), \
+        jnp.arange(-1, len(top_down))
+    maps = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
+    return jax.vmap(similarity, in_axes=(None, 0))(maps[0], maps[1:])
