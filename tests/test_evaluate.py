@@ -482,3 +482,22 @@ def test_parameter_randomisation_steps_are_the_reinitialised_models():
         assert got.min() < 0.99   # re-initialising the top layers changes the map
     with pytest.raises(ValueError, match="unknown"):
         evaluate.parameter_randomisation(_grader_saliency, variables, x, layers=["nope"], key=key)
+
+
+# Anchor: pytorch-grad-cam 1.5.7 CamMultImageConfidenceChange (the class logit of x ⊙ cam minus
+# that of x) on the small DenseNet pair, float32, a random cam in [0, 1]; tolerance 1e-5 of the
+# scores' scale.
+def test_confidence_change_matches_pytorch_grad_cam(torch_dense):
+    torch = pytest.importorskip("torch")
+    pgc_metrics = pytest.importorskip("pytorch_grad_cam.metrics.cam_mult_image")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from jaxretina import explain
+    from tests.anchor_pairs import CLASS, nchw
+
+    model, variables, ref, x, target = torch_dense
+    cam = np.random.default_rng(14).random(x.shape[:2]).astype(np.float32)
+    want = pgc_metrics.CamMultImageConfidenceChange()(nchw(x, torch.float32), cam[None],
+                                                       [ClassifierOutputTarget(CLASS)], ref.float().eval())
+    got = float(evaluate.confidence_change(explain.model_fn(model, variables, target), jnp.asarray(x), jnp.asarray(cam)))
+    scale = abs(float(explain.model_fn(model, variables, target)(jnp.asarray(x))))
+    assert got == pytest.approx(float(np.ravel(want)[0]), abs=1e-5 * max(scale, 1.0))

@@ -19,7 +19,8 @@ trapezoid area under them over ``[0, 1]``; :func:`aopc` is ``(1 / (K+1)) Σ_k (s
 (Samek et al.'s area over the MoRF perturbation curve).  Cost: ``K + 1`` forward passes.
 
 :func:`infidelity` (Yeh et al.) compares the map's prediction of the score's change under random
-perturbations, ``Σ I · a``, with the change itself.
+perturbations, ``Σ I · a``, with the change itself; :func:`confidence_change` is the score's change
+when the example is multiplied by the map (pytorch-grad-cam's).
 
 Example::
 
@@ -43,7 +44,7 @@ from jaxretina.evaluate.robustness import draw_noise
 from jaxretina.explain.core import as_baseline, check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
-__all__ = ["Curve", "perturbation_curve", "aopc", "infidelity", "MODES", "ORDERS"]
+__all__ = ["Curve", "perturbation_curve", "aopc", "infidelity", "confidence_change", "MODES", "ORDERS"]
 
 MODES = ("deletion", "insertion")
 ORDERS = ("morf", "lerf")
@@ -144,6 +145,32 @@ def infidelity(f: Callable, x: Any, a: Any, *, key: jax.Array, samples: int = 10
         beta = jnp.where(uu == 0, 0, (u * delta).sum() / jnp.where(uu == 0, 1, uu))
         u = beta * u
     return ((u - delta) ** 2).mean()
+
+
+class _Multiplied(NamedTuple):
+    fn: Callable   # static half of f (core.split_fn); its data travel traced in consts
+    per_pixel: bool
+
+    def __call__(self, consts, which):
+        data, x, a = consts
+        weights = a[..., None] if self.per_pixel else a
+        return self.fn(*data, jnp.where(which > 0, x * weights, x))
+
+
+def confidence_change(f: Callable, x: Any, a: Any) -> jax.Array:
+    """``f(x ⊙ a) − f(x)``: the score's change when the example is multiplied by the map (a CAM
+    in [0, 1]; spatial maps weigh every channel of their pixel) — pytorch-grad-cam's
+    ``CamMultImageConfidenceChange``; its ``DropInConfidence`` is ``max(0, −change)`` and
+    ``IncreaseInConfidence`` is ``change > 0``.  Two forward passes in one program."""
+    who = "confidence_change"
+    x = check_input(x, who=who)
+    a = check_map(a, who=who)
+    if a.shape not in (x.shape, x.shape[:-1]):
+        raise ValueError(f"{who}: the map must have the example's shape {x.shape} or its spatial shape "
+                         f"{x.shape[:-1]}; found {a.shape}")
+    fn, data = split_fn(f)
+    scores = chunked_map(_Multiplied(fn, a.shape != x.shape), (data, x, a.astype(x.dtype)), jnp.arange(2), chunk=2)
+    return scores[1] - scores[0]
 
 
 def aopc(curve: Curve) -> jax.Array:
