@@ -41,6 +41,7 @@ bench: $(VENV)/.stamp-test
 	$(PY) -m benchmarks.propagation
 	$(PY) -m benchmarks.cams
 	$(PY) -m benchmarks.perturbation
+	$(PY) -m benchmarks.evaluation
 
 # DRIU sizes, chunkings and XLA options, jaxretina only
 bench-driu: $(VENV)/.stamp-core

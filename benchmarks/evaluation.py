@@ -1,0 +1,178 @@
+"""Evaluation metrics against their cost floor and against Quantus 0.6.0, side by side in one run:
+
+* ``deletion`` — DenseNet121 (random weights, 224²), ``--images`` random images with random maps
+  of the images' shape (every value its own feature: no ties), a deletion curve of 96 steps of
+  1568 values (Quantus requires a step that divides 224²; 96 · 1568 = 224² · 3):
+  - jaxretina: :func:`jaxretina.evaluate.perturbation_curve` per image (97 passes, chunks of 25);
+  - floor: the same forward passes in the same chunks, without building any input;
+  - Quantus ``PixelFlipping(features_in_step=1568)`` on the same torchvision weights, images and
+    maps (96 passes an image, the batch of images at once).
+* ``localisation`` — pointing game, relevance mass, relevance rank, top-k and AUROC over
+  ``--maps`` random 224² maps with rectangular masks: jaxretina's jit(vmap) of all five against
+  the five Quantus metrics.
+
+Each side in its own process: first call (compile included), best of ``--repeats``, peak
+resident memory above the process's start, FLOPs of the model calls (XLA's count for one
+forward pass times the passes).  Writes ``benchmarks/results/evaluation.json``.
+
+    .venv/bin/python -m benchmarks.evaluation [--images 8] [--maps 256] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import warnings
+
+import numpy as np
+
+from benchmarks._process import run_case, write_results
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS, STEP_VALUES, CHUNK = 96, 1568, 25
+
+
+def _images(n):
+    rng = np.random.default_rng(0)
+    return rng.normal(0, 1, (n, 224, 224, 3)).astype(np.float32), rng.random((n, 224, 224, 3)).astype(np.float32)
+
+
+def _maps_and_masks(n):
+    rng = np.random.default_rng(1)
+    maps = rng.random((n, 224, 224)).astype(np.float32)
+    masks = np.zeros((n, 224, 224), bool)
+    for i in range(n):
+        r, c = rng.integers(0, 160, 2)
+        masks[i, r:r + 40, c:c + 48] = True
+    return maps, masks
+
+
+def _deletion(side, n, repeats, result):
+    from benchmarks._memory import rss_mb
+    from benchmarks.anchor_models import CLASS, build
+    from benchmarks.anchors import first_and_best
+    from benchmarks.perturbation import _forward_flops
+
+    pair = build("densenet121")
+    xs, maps = _images(n)
+    base = rss_mb()
+    if side == "quantus":
+        import torch
+        import quantus
+
+        torch.set_grad_enabled(False)
+        metric = quantus.PixelFlipping(features_in_step=STEP_VALUES, perturb_baseline=0.0, abs=False, normalise=False,
+                                       disable_warnings=True, display_progressbar=False)
+        x_nchw = np.ascontiguousarray(xs.transpose(0, 3, 1, 2))
+
+        def run():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return np.asarray(metric(model=pair.torch_model, x_batch=x_nchw, y_batch=np.full(n, CLASS),
+                                         a_batch=np.ascontiguousarray(maps.transpose(0, 3, 1, 2)), channel_first=True,
+                                         softmax=False, device="cpu"))
+    else:
+        import jax
+
+        from jaxretina import evaluate, explain, taps
+
+        f = explain.model_fn(pair.jax_model, taps.params_only(pair.variables), pair.target)
+        xj, mj = jax.numpy.asarray(xs), jax.numpy.asarray(maps)
+        if side == "jaxretina":
+            def run():
+                return np.stack([np.asarray(evaluate.perturbation_curve(f, xj[i], mj[i], steps=STEPS, chunk=CHUNK)
+                                            .scores[1:]) for i in range(n)])
+        else:   # the floor: the same forward passes, inputs already built
+            batched = jax.jit(jax.vmap(f))
+            sizes = [min(CHUNK, STEPS + 1 - start) for start in range(0, STEPS + 1, CHUNK)]
+            blocks = {k: jax.numpy.broadcast_to(xj[0], (k,) + xj.shape[1:]) for k in set(sizes)}
+
+            def run():
+                out = [batched(blocks[k]) for _ in range(n) for k in sizes]
+                return np.asarray(jax.block_until_ready(out[-1]))
+    timing = first_and_best(run, repeats, base, result)
+    passes = n * (STEPS if side == "quantus" else STEPS + 1)
+    return {"case": "deletion", "side": side, **timing, "passes": passes,
+            "gflops": _forward_flops(pair.jax_model, pair.variables, pair.target, xs[0]) * passes / 1e9}
+
+
+def _localisation(side, n, repeats, result):
+    from benchmarks._memory import rss_mb
+    from benchmarks.anchors import first_and_best
+
+    maps, masks = _maps_and_masks(n)
+    base = rss_mb()
+    if side == "quantus":
+        import quantus
+
+        common = dict(abs=False, normalise=False, disable_warnings=True, display_progressbar=False)
+        metrics = [quantus.PointingGame(**common), quantus.RelevanceMassAccuracy(**common),
+                   quantus.RelevanceRankAccuracy(**common), quantus.TopKIntersection(k=1000, **common),
+                   quantus.AUC(**common)]
+        x = np.zeros((n, 1, 224, 224), np.float32)
+
+        def run():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return np.stack([np.asarray(m(model=None, x_batch=x, y_batch=np.zeros(n, int), a_batch=maps[:, None],
+                                              s_batch=masks[:, None].astype(np.float32), channel_first=True),
+                                            np.float32) for m in metrics], axis=1)
+    else:
+        import jax
+
+        from jaxretina import evaluate
+
+        every = jax.jit(jax.vmap(lambda a, s: jax.numpy.stack([
+            evaluate.pointing_game(a, s), evaluate.relevance_mass(a, s), evaluate.relevance_rank(a, s),
+            evaluate.top_k_intersection(a, s, k=1000), evaluate.localisation_auroc(a, s)])))
+        mj, sj = jax.numpy.asarray(maps), jax.numpy.asarray(masks)
+
+        def run():
+            return np.asarray(every(mj, sj))
+    return {"case": "localisation", "side": side, **first_and_best(run, repeats, base, result), "maps": n}
+
+
+def case(kind: str, side: str, n: int, repeats: int, result: str) -> dict:
+    """One case in this process."""
+    return (_deletion if kind == "deletion" else _localisation)(side, n, repeats, result)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=32)
+    p.add_argument("--maps", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "evaluation.json"))
+    args = p.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for kind, sides, n in (("deletion", ("jaxretina", "floor", "quantus"), args.images),
+                               ("localisation", ("jaxretina", "quantus"), args.maps)):
+            results = {}
+            for side in sides:
+                path = os.path.join(folder, f"{kind}-{side}.npy")
+                r = run_case("benchmarks.evaluation", "case", kind, side, n, args.repeats, path)
+                r["result"] = path
+                results[side] = r
+                print(f"{kind:12s} {side:10s} first {r['first_s']:8.2f} s  best {r['best_s']:8.2f} s  "
+                      f"peak {r['peak_mb']:7.0f} MB" + (f"  {r['gflops']:8.0f} GFLOP" if "gflops" in r else ""),
+                      flush=True)
+            ours, theirs = results["jaxretina"], results["quantus"]
+            ours["speedup_vs_quantus"] = theirs["best_s"] / ours["best_s"]
+            a, b = np.load(ours["result"]), np.load(theirs["result"])
+            ours["max_abs_diff"] = float(np.nanmax(np.abs(a - b))) if a.shape == b.shape else None
+            if "floor" in results:
+                ours["ratio_to_forward_passes"] = ours["best_s"] / results["floor"]["best_s"]
+            print(f"{kind:12s} jaxretina {ours['speedup_vs_quantus']:.2f}× Quantus"
+                  + (f", {ours['ratio_to_forward_passes']:.2f}× its forward passes" if "floor" in results else "")
+                  + f"; max |Δ| {ours['max_abs_diff']}", flush=True)
+            for r in results.values():
+                r.pop("result")
+                rows.append(r)
+    write_results(args.out, {"rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
