@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina.evaluate.regions import check_map
-from jaxretina.evaluate.robustness import draw_noise
+from jaxretina.evaluate.robustness import check_draws, draw_noise
 from jaxretina.explain.core import as_baseline, check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
@@ -48,6 +48,15 @@ __all__ = ["Curve", "perturbation_curve", "aopc", "infidelity", "confidence_chan
 
 MODES = ("deletion", "insertion")
 ORDERS = ("morf", "lerf")
+
+
+def _example_and_map(x, a, who):
+    """The checked example and its map (the example's shape, or its spatial shape)."""
+    x, a = check_input(x, who=who), check_map(a, who=who)
+    if a.shape not in (x.shape, x.shape[:-1]):
+        raise ValueError(f"{who}: the map must have the example's shape {x.shape} or its spatial shape "
+                         f"{x.shape[:-1]}; found {a.shape}")
+    return x, a
 
 
 class Curve(NamedTuple):
@@ -85,11 +94,7 @@ def perturbation_curve(f: Callable, x: Any, a: Any, *, steps: int = 100, mode: s
     (module docstring): ``steps + 1`` scores, ``chunk`` perturbed inputs per call of one compiled
     program (``budget=`` bytes picks the largest chunk that fits)."""
     who = "perturbation_curve"
-    x = check_input(x, who=who)
-    a = check_map(a, who=who)
-    if a.shape not in (x.shape, x.shape[:-1]):
-        raise ValueError(f"{who}: the map must have the example's shape {x.shape} or its spatial shape "
-                         f"{x.shape[:-1]}; found {a.shape}")
+    x, a = _example_and_map(x, a, who)
     if mode not in MODES or order not in ORDERS:
         raise ValueError(f"{who}: mode must be one of {MODES} and order one of {ORDERS}; found {mode!r}, {order!r}")
     n = a.size
@@ -126,15 +131,8 @@ def infidelity(f: Callable, x: Any, a: Any, *, key: jax.Array, samples: int = 10
     ``mean_s (u_s − Δ_s)²``; ``normalize``: ``mean_s (β u_s − Δ_s)²`` with the least-squares
     ``β = Σ u Δ / Σ u²`` (Captum's ``normalize=True``).  ``samples + 1`` forward passes."""
     who = "infidelity"
-    x = check_input(x, who=who)
-    a = check_map(a, who=who)
-    if a.shape not in (x.shape, x.shape[:-1]):
-        raise ValueError(f"{who}: the map must have the example's shape {x.shape} or its spatial shape "
-                         f"{x.shape[:-1]}; found {a.shape}")
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise ValueError(f"{who}: samples must be a positive integer; found {samples!r}")
-    if not (isinstance(std, (int, float)) and not isinstance(std, bool) and std > 0):
-        raise ValueError(f"{who}: std must be a positive number; found {std!r}")
+    x, a = _example_and_map(x, a, who)
+    check_draws(samples, std, key, who=who)
     fn, data = split_fn(f)
     term, consts, xs = _Perturbed(fn, a.shape != x.shape, float(std)), (data, x, a.astype(x.dtype), key), \
         jnp.arange(-1, samples)
@@ -163,11 +161,7 @@ def confidence_change(f: Callable, x: Any, a: Any) -> jax.Array:
     ``CamMultImageConfidenceChange``; its ``DropInConfidence`` is ``max(0, −change)`` and
     ``IncreaseInConfidence`` is ``change > 0``.  Two forward passes in one program."""
     who = "confidence_change"
-    x = check_input(x, who=who)
-    a = check_map(a, who=who)
-    if a.shape not in (x.shape, x.shape[:-1]):
-        raise ValueError(f"{who}: the map must have the example's shape {x.shape} or its spatial shape "
-                         f"{x.shape[:-1]}; found {a.shape}")
+    x, a = _example_and_map(x, a, who)
     fn, data = split_fn(f)
     scores = chunked_map(_Multiplied(fn, a.shape != x.shape), (data, x, a.astype(x.dtype)), jnp.arange(2), chunk=2)
     return scores[1] - scores[0]

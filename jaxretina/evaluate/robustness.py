@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jaxretina.explain.core import check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
-__all__ = ["max_sensitivity", "avg_sensitivity", "local_lipschitz", "draw_noise"]
+__all__ = ["max_sensitivity", "avg_sensitivity", "local_lipschitz", "draw_noise", "check_draws"]
 
 
 def draw_noise(key: jax.Array, s: Any, shape: tuple[int, ...], dtype: Any, *, gaussian: bool,
@@ -48,6 +48,16 @@ def draw_noise(key: jax.Array, s: Any, shape: tuple[int, ...], dtype: Any, *, ga
     if gaussian:
         return scale * jax.random.normal(k, shape, dtype)
     return jax.random.uniform(k, shape, dtype, -scale, scale)
+
+
+def check_draws(samples: Any, scale: Any, key: Any, *, who: str) -> None:
+    """A positive number of draws, a positive noise scale and a key, or a clear error."""
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"{who}: samples must be a positive integer; found {samples!r}")
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
+        raise ValueError(f"{who}: the noise scale must be a positive number; found {scale!r}")
+    if key is None:
+        raise ValueError(f"{who}: a key is required (the noise is drawn from fold_in(key, s))")
 
 
 class _Noisy(NamedTuple):
@@ -65,12 +75,7 @@ class _Noisy(NamedTuple):
 def _distances(explainer, x, key, samples, scale, gaussian, chunk, budget, who):
     """``(‖Φ(x) − Φ(x + δ_s)‖, ‖Φ(x)‖, ‖δ_s‖)`` over the ``samples`` draws."""
     x = check_input(x, who=who)
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise ValueError(f"{who}: samples must be a positive integer; found {samples!r}")
-    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
-        raise ValueError(f"{who}: the noise scale must be a positive number; found {scale!r}")
-    if key is None:
-        raise ValueError(f"{who}: a key is required (the noise is drawn from fold_in(key, s))")
+    check_draws(samples, scale, key, who=who)
     fn, data = split_fn(explainer)
     term, consts, xs = _Noisy(fn, gaussian, float(scale)), (data, x, key), jnp.arange(-1, samples)
     maps, norms = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
