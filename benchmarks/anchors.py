@@ -41,6 +41,7 @@ import numpy as np
 
 from benchmarks._memory import PeakSampler, rss_mb
 from benchmarks._process import run_case, write_results
+from benchmarks.costs import xla_flops
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,9 +124,7 @@ def _ours(spec, pair):
             return jax.block_until_ready(explain.integrated_gradients(
                 f, x, baseline=0.0, steps=spec["steps"], rule=spec["rule"], chunk=chunk).values)
 
-        step = jax.jit(jax.grad(f)).lower(x).compile().cost_analysis()
-        step = step[0] if isinstance(step, (list, tuple)) else step
-        flops = float(step.get("flops", 0.0)) * spec["steps"]
+        flops = xla_flops(jax.grad(f), x) * spec["steps"]
     else:
         def call():
             cams = explain.grad_cam(pair.jax_model, pair.variables, x, pair.target, layers="all",

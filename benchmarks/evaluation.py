@@ -52,7 +52,7 @@ def _deletion(side, n, repeats, result):
     from benchmarks._memory import rss_mb
     from benchmarks.anchor_models import CLASS, build
     from benchmarks.anchors import first_and_best
-    from benchmarks.perturbation import _forward_flops
+    from benchmarks.costs import forward_flops
 
     pair = build("densenet121")
     xs, maps = _images(n)
@@ -94,7 +94,7 @@ def _deletion(side, n, repeats, result):
     timing = first_and_best(run, repeats, base, result)
     passes = n * (STEPS if side == "quantus" else STEPS + 1)
     return {"case": "deletion", "side": side, **timing, "passes": passes,
-            "gflops": _forward_flops(pair.jax_model, pair.variables, pair.target, xs[0]) * passes / 1e9}
+            "gflops": forward_flops(pair.jax_model, pair.variables, pair.target, xs[0]) * passes / 1e9}
 
 
 def _localisation(side, n, repeats, result):

@@ -31,6 +31,7 @@ import tempfile
 import numpy as np
 
 from benchmarks._process import run_case, write_results
+from benchmarks.costs import forward_flops
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ("occlusion_3d", "occlusion_2d", "rise", "scorecam")
@@ -45,11 +46,11 @@ SCORE_LAYER = "layer4.2"
 def _setup(kind: str):
     """``(jax model, variables, target, torch module, torch forward, x, forward passes)``."""
     if kind == "occlusion_3d":
-        from benchmarks.seed003_volumes import _pair
+        from benchmarks.seed003_volumes import unet_pair
         from jaxretina import targets
         from jaxretina.models import spec
 
-        model, variables, torch_model, x = _pair(16)
+        model, variables, torch_model, x = unet_pair(16)
         return spec.for_explaining(model), variables, targets.segmentation_sum(), torch_model, None, \
             np.asarray(x, np.float32), 27
     from benchmarks.anchor_models import build
@@ -60,17 +61,6 @@ def _setup(kind: str):
         x = np.asarray(x[::2, ::2])   # 112²
     passes = {"occlusion_2d": 13 * 13 + 1, "rise": RISE["masks"], "scorecam": 2048 + 1}[kind]
     return pair.jax_model, pair.variables, pair.target, pair.torch_model, pair, x, passes
-
-
-def _forward_flops(model, variables, target, x) -> float:
-    import jax
-
-    from jaxretina import explain, taps
-
-    fn = jax.jit(lambda v, z: explain.model_fn(model, v, target)(z))
-    cost = fn.lower(taps.params_only(variables), jax.numpy.asarray(x)).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
 def _rise_masks(x):
@@ -172,7 +162,7 @@ def case(kind: str, side: str, batch: int, repeats: int, result: str) -> dict:
             return out.detach().numpy() if hasattr(out, "detach") else np.asarray(out)
     timing = first_and_best(run, repeats, base, result)
     return {"case": kind, "side": side, "batch": batch, **timing, "passes": passes,
-            "gflops": _forward_flops(model, variables, target, x) * passes / 1e9}
+            "gflops": forward_flops(model, variables, target, x) * passes / 1e9}
 
 
 def main(argv=None) -> int:

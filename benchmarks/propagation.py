@@ -36,6 +36,7 @@ import numpy as np
 
 from benchmarks._memory import PeakSampler, rss_mb
 from benchmarks._process import run_case, write_results
+from benchmarks.costs import xla_flops
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("driu", "densenet121", "resnet50", "unet3d")
@@ -51,10 +52,10 @@ class _Case:
 
     def __init__(self, name: str):
         if name == "unet3d":
-            from benchmarks.seed003_volumes import _pair
+            from benchmarks.seed003_volumes import unet_pair
             from jaxretina import targets
 
-            self.model, self.variables, self.torch_model, x = _pair(16)
+            self.model, self.variables, self.torch_model, x = unet_pair(16)
             self.x = np.asarray(x, np.float32)
             self.target = targets.segmentation_sum()
 
@@ -77,14 +78,6 @@ class _Case:
         return x.requires_grad_()
 
 
-def _flops(fn, *args) -> float:
-    import jax
-
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", 0.0)) if cost else 0.0
-
-
 def _ours(case: _Case, method: str):
     """``(call, FLOPs)``; the FLOPs of the program with the parameters as arguments (as
     constants XLA would fold whatever depends on them alone, e.g. DeepLIFT's reference pass)."""
@@ -95,7 +88,7 @@ def _ours(case: _Case, method: str):
     v, x, model, target = taps.params_only(case.variables), jax.numpy.asarray(case.x), case.model, case.target
     if method == "gradient":
         fn = explain.model_fn(model, v, target)
-        return (lambda: explain.saliency(fn, x, abs=False)), _flops(
+        return (lambda: explain.saliency(fn, x, abs=False)), xla_flops(
             lambda vv, z: jax.grad(explain.model_fn(model, vv, target))(z), v, x)
     if method == "gradient_shap":
         fn = explain.model_fn(model, v, target)
@@ -110,9 +103,9 @@ def _ours(case: _Case, method: str):
         one = fns[method[:-3]]
         xs = jax.numpy.stack([x * (1 + 0.05 * k) for k in range(BATCH)])
         fn = jax.jit(lambda vv, zs: jax.vmap(lambda z: one(vv, z))(zs))
-        return (lambda: fn(v, xs)), _flops(fn, v, xs) / BATCH
+        return (lambda: fn(v, xs)), xla_flops(fn, v, xs) / BATCH
     fn = fns[method]
-    return (lambda: fn(v, x)), _flops(fn, v, x)
+    return (lambda: fn(v, x)), xla_flops(fn, v, x)
 
 
 def _theirs(case: _Case, method: str):

@@ -48,7 +48,7 @@ BLOCKS = ("Conv1", "Conv2", "Conv3", "Conv4", "Conv5", "Up5", "Up_conv5", "Up4",
 CAM_BLOCKS = tuple(n for n in BLOCKS if n not in ("Conv_d3", "Conv_d4"))
 
 
-def _pair(width: int):
+def unet_pair(width: int):
     import torch
 
     from converters.unet3d import from_state_dict
@@ -72,7 +72,7 @@ def _worker(case: str, contender: str, width: int, steps: int, chunk: int, repea
     from benchmarks.anchors import first_and_best, torch_device
     from jaxretina import explain, targets
 
-    model, variables, ref, x = _pair(width)
+    model, variables, ref, x = unet_pair(width)
     base = rss_mb()
     warm = None  # a cheaper first call where the same program (or PyTorch's same kernels) suffices
     if contender == "jaxretina":
