@@ -152,7 +152,11 @@ def otsu_threshold(a: Any, *, fov: Any = None, bins: int = 256) -> jax.Array:
     that maximises the between-class variance; the value itself when all are equal."""
     a = check_map(a, who="otsu_threshold")
     v = jnp.ones(a.shape, bool) if fov is None else check_region(fov, a.shape, who="otsu_threshold", name="fov")
-    a, v = a.reshape(-1), v.reshape(-1)
+    return _otsu(a.reshape(-1), v.reshape(-1), bins)
+
+
+def _otsu(a, v, bins):
+    """:func:`otsu_threshold` of the checked flat values ``a`` inside the flat view ``v``."""
     lo, hi = jnp.where(v, a, jnp.inf).min(), jnp.where(v, a, -jnp.inf).max()
     edges = jnp.linspace(lo, hi, bins + 1)
     # NumPy's uniform-bin index: scaled, then corrected against the edges, the maximum in the last bin
@@ -187,7 +191,7 @@ def threshold_overlap(a: Any, mask: Any, *, fov: Any = None, method: str = "otsu
         raise ValueError(f"{who}: top must be a fraction in (0, 1]; found {top!r}")
     a, s, v = _inputs(a, mask, fov, who)
     if method == "otsu":
-        theta = otsu_threshold(a, fov=v)
+        theta = _otsu(a, v, 256)
         t = v & (a > theta)
     else:
         count = jnp.ceil(top * _count(v, a.dtype)).astype(jnp.int32)

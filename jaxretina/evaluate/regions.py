@@ -15,7 +15,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from jaxretina.validate import check_finite, check_float
+from jaxretina.validate import check_example
 
 __all__ = ["check_map", "check_region", "chance_level"]
 
@@ -24,8 +24,7 @@ def check_map(a: Any, *, who: str) -> jax.Array:
     """``a`` as a float array of at least one axis with finite values (checked when concrete)."""
     if np.ndim(a) < 1:
         raise ValueError(f"{who}: expected an attribution map of at least one axis; found a scalar")
-    check_float(a, name=f"{who}: map")
-    check_finite(a, name=f"{who}: map")
+    check_example(a, name=f"{who}: map")
     a = jnp.asarray(a)
     return a if a.dtype.itemsize >= 4 else a.astype(jnp.float32)   # float16/bfloat16 sums in float32
 

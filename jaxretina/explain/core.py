@@ -32,7 +32,7 @@ from jaxretina.validate import check_example, check_finite
 
 __all__ = [
     "DEFAULT_CHUNK", "model_fn", "split_fn", "chunked_sum", "check_chunk", "as_baseline", "scalar_output",
-    "sum_over", "progress_callback", "example_output", "check_input", "OneExample", "along_axes",
+    "sum_over", "progress_callback", "example_output", "check_input", "OneExample", "along_axes", "box_mask",
 ]
 
 
@@ -45,6 +45,17 @@ def example_output(out: Any, *, who: str = "target") -> jax.Array:
             "use jaxretina.models.spec.for_explaining(model) (for UNet3D: DS6's inference output)"
         )
     return out[0]
+
+
+def box_mask(shape: Sequence[int], starts: Sequence[Any], sizes: Sequence[int]) -> jax.Array:
+    """Booleans of ``shape``: True where every one of the first ``len(starts)`` axes lies in
+    ``[start, start + size)`` (the later axes, e.g. channels, all inside).  ``starts`` may be
+    traced (one box of a vmapped batch)."""
+    inside = jnp.ones(tuple(shape), bool)
+    for axis, (start, size) in enumerate(zip(starts, sizes)):
+        at, start = jax.lax.broadcasted_iota(jnp.int32, tuple(shape), axis), jnp.asarray(start, jnp.int32)
+        inside = inside & (at >= start) & (at < start + size)
+    return inside
 
 
 def along_axes(a: jax.Array, matrices: Sequence[Any]) -> jax.Array:

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina.explain.coalitions import feature_labels
-from jaxretina.explain.core import along_axes, as_baseline, check_input, chunked_map, split_fn
+from jaxretina.explain.core import along_axes, as_baseline, box_mask, check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["occlusion", "feature_ablation", "occlusion_windows"]
@@ -85,10 +85,8 @@ class _Occluded(NamedTuple):
     def __call__(self, consts, index):
         """``f`` with window ``index`` occluded; index −1 occludes nothing (the reference score)."""
         data, x, base = consts
-        mask = index >= 0
-        for axis, (k, s, pos) in enumerate(zip(self.window, self.strides, jnp.unravel_index(index, self.grid))):
-            at, pos = jax.lax.broadcasted_iota(jnp.int32, x.shape, axis), pos.astype(jnp.int32)
-            mask = mask & (at >= pos * s) & (at < pos * s + k)
+        starts = [pos.astype(jnp.int32) * s for pos, s in zip(jnp.unravel_index(index, self.grid), self.strides)]
+        mask = (index >= 0) & box_mask(x.shape, starts, self.window)
         return self.fn(*data, jnp.where(mask, base, x))
 
 

@@ -38,7 +38,7 @@ import jax
 from scipy.special import erf
 import jax.numpy as jnp
 
-from jaxretina.explain.core import check_input, chunked_map, split_fn
+from jaxretina.explain.core import box_mask, check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["occlusion_sensitivity", "box_starts", "MONAI_MODES"]
@@ -93,10 +93,7 @@ class _Boxed(NamedTuple):
         if self.mode == "multiply":   # the box times the multiplier placed at its start
             local = jax.lax.dynamic_update_slice(jnp.ones(x.shape[:-1], x.dtype), mul, start)
             return self.fn(*data, x * local[..., None])
-        inside = True
-        for axis, (m, s) in enumerate(zip(self.mask, start)):
-            at = jax.lax.broadcasted_iota(jnp.int32, x.shape, axis)
-            inside = inside & (at >= s) & (at < s + m)
+        inside = box_mask(x.shape, list(start), self.mask)
         if self.mode == "mean_patch":
             fill = jnp.where(inside, x, 0).sum() / (math.prod(self.mask) * x.shape[-1])
         return self.fn(*data, jnp.where(inside, fill, x))
