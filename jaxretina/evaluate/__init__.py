@@ -14,7 +14,9 @@ leaves the positions outside it out of every count.
   complexity;
 * faithfulness (:mod:`~jaxretina.evaluate.faithfulness`): deletion and insertion curves (MoRF or
   LeRF order, any reference: a number, a half-gray or blurred image) with their areas, AOPC,
-  infidelity, the confidence change of the map-weighted input —
+  ROAD (:mod:`~jaxretina.evaluate.road`: removal filled by noisy linear imputation,
+  :mod:`~jaxretina.evaluate.imputation`), infidelity, the confidence change of the
+  map-weighted input —
   every perturbed input built on the device and batched through one compiled program;
 * agreement between two maps (:mod:`~jaxretina.evaluate.agreement`): Spearman rank correlation,
   SSIM (scikit-image's), top-k overlap;
@@ -34,6 +36,7 @@ Example::
 from jaxretina.evaluate.agreement import SSIM_K1, SSIM_K2, spearman, ssim, top_k_overlap
 from jaxretina.evaluate.complexity import QUANTUS_SPARSENESS_EPS, effective_complexity, entropy, sparseness
 from jaxretina.evaluate.faithfulness import Curve, aopc, confidence_change, infidelity, perturbation_curve
+from jaxretina.evaluate.imputation import linear_imputation, neighbour_weights
 from jaxretina.evaluate.localisation import (
     Overlap, energy_pointing_game, localisation_auprc, localisation_auroc, otsu_threshold, pointing_game,
     relevance_mass, relevance_rank, threshold_overlap, top_k_intersection,
@@ -42,6 +45,7 @@ from jaxretina.evaluate.randomisation import (
     RANDOMISATION_MODES, parameter_layers, parameter_randomisation, reinitialised,
 )
 from jaxretina.evaluate.regions import chance_level
+from jaxretina.evaluate.road import ROAD_FRACTIONS, Road, road, road_combined, road_mask
 from jaxretina.evaluate.robustness import avg_sensitivity, draw_noise, local_lipschitz, max_sensitivity
 
 __all__ = ["chance_level", "pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank",
@@ -49,4 +53,5 @@ __all__ = ["chance_level", "pointing_game", "energy_pointing_game", "relevance_m
            "Overlap", "sparseness", "entropy", "effective_complexity", "QUANTUS_SPARSENESS_EPS", "Curve",
            "perturbation_curve", "aopc", "infidelity", "confidence_change", "max_sensitivity", "avg_sensitivity", "local_lipschitz", "draw_noise",
            "spearman", "ssim", "top_k_overlap", "SSIM_K1", "SSIM_K2", "parameter_layers", "reinitialised",
-           "parameter_randomisation", "RANDOMISATION_MODES"]
+           "parameter_randomisation", "RANDOMISATION_MODES", "linear_imputation", "neighbour_weights", "Road", "road",
+           "road_combined", "road_mask", "ROAD_FRACTIONS"]

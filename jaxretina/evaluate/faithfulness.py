@@ -44,13 +44,14 @@ from jaxretina.evaluate.robustness import check_draws, draw_noise
 from jaxretina.explain.core import as_baseline, check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
-__all__ = ["Curve", "perturbation_curve", "aopc", "infidelity", "confidence_change", "MODES", "ORDERS"]
+__all__ = ["Curve", "example_and_map", "perturbation_curve", "aopc", "infidelity", "confidence_change", "MODES",
+           "ORDERS"]
 
 MODES = ("deletion", "insertion")
 ORDERS = ("morf", "lerf")
 
 
-def _example_and_map(x, a, who):
+def example_and_map(x, a, who):
     """The checked example and its map (the example's shape, or its spatial shape)."""
     x, a = check_input(x, who=who), check_map(a, who=who)
     if a.shape not in (x.shape, x.shape[:-1]):
@@ -94,7 +95,7 @@ def perturbation_curve(f: Callable, x: Any, a: Any, *, steps: int = 100, mode: s
     (module docstring): ``steps + 1`` scores, ``chunk`` perturbed inputs per call of one compiled
     program (``budget=`` bytes picks the largest chunk that fits)."""
     who = "perturbation_curve"
-    x, a = _example_and_map(x, a, who)
+    x, a = example_and_map(x, a, who)
     if mode not in MODES or order not in ORDERS:
         raise ValueError(f"{who}: mode must be one of {MODES} and order one of {ORDERS}; found {mode!r}, {order!r}")
     n = a.size
@@ -131,7 +132,7 @@ def infidelity(f: Callable, x: Any, a: Any, *, key: jax.Array, samples: int = 10
     ``mean_s (u_s − Δ_s)²``; ``normalize``: ``mean_s (β u_s − Δ_s)²`` with the least-squares
     ``β = Σ u Δ / Σ u²`` (Captum's ``normalize=True``).  ``samples + 1`` forward passes."""
     who = "infidelity"
-    x, a = _example_and_map(x, a, who)
+    x, a = example_and_map(x, a, who)
     check_draws(samples, std, key, who=who)
     fn, data = split_fn(f)
     term, consts, xs = _Perturbed(fn, a.shape != x.shape, float(std)), (data, x, a.astype(x.dtype), key), \
@@ -161,7 +162,7 @@ def confidence_change(f: Callable, x: Any, a: Any) -> jax.Array:
     ``CamMultImageConfidenceChange``; its ``DropInConfidence`` is ``max(0, −change)`` and
     ``IncreaseInConfidence`` is ``change > 0``.  Two forward passes in one program."""
     who = "confidence_change"
-    x, a = _example_and_map(x, a, who)
+    x, a = example_and_map(x, a, who)
     fn, data = split_fn(f)
     scores = chunked_map(_Multiplied(fn, a.shape != x.shape), (data, x, a.astype(x.dtype)), jnp.arange(2), chunk=2)
     return scores[1] - scores[0]
