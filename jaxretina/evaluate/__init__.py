@@ -14,14 +14,15 @@ leaves the positions outside it out of every count.
   complexity;
 * faithfulness (:mod:`~jaxretina.evaluate.faithfulness`): deletion and insertion curves (MoRF or
   LeRF order, any reference: a number, a half-gray or blurred image) with their areas, AOPC,
-  ROAD (:mod:`~jaxretina.evaluate.road`: removal filled by noisy linear imputation,
-  :mod:`~jaxretina.evaluate.imputation`), infidelity, the confidence change of the
-  map-weighted input —
-  every perturbed input built on the device and batched through one compiled program;
-* agreement between two maps (:mod:`~jaxretina.evaluate.agreement`): Spearman rank correlation,
-  SSIM (scikit-image's), top-k overlap;
+  faithfulness correlation, infidelity, the confidence change of the map-weighted input; ROAD
+  (:mod:`~jaxretina.evaluate.road`), its removals filled by noisy linear imputation
+  (:mod:`~jaxretina.evaluate.imputation`) — every perturbed input built on the device and
+  batched through one compiled program;
+* agreement between two maps (:mod:`~jaxretina.evaluate.agreement`): Pearson and Spearman rank
+  correlation, SSIM (scikit-image's), top-k overlap;
 * randomisation (:mod:`~jaxretina.evaluate.randomisation`): cascading and independent model
-  parameter randomisation, every re-initialised model built inside one compiled program;
+  parameter randomisation, every re-initialised model built inside one compiled program; the
+  random-logit test (the map of another class);
 * robustness (:mod:`~jaxretina.evaluate.robustness`): max- and average-sensitivity, the local
   Lipschitz estimate — the explainer on noisy copies, batched the same way.
 
@@ -33,16 +34,18 @@ Example::
     [1.0, 0.5]
 """
 
-from jaxretina.evaluate.agreement import SSIM_K1, SSIM_K2, spearman, ssim, top_k_overlap
+from jaxretina.evaluate.agreement import SSIM_K1, SSIM_K2, pearson, spearman, ssim, top_k_overlap
 from jaxretina.evaluate.complexity import QUANTUS_SPARSENESS_EPS, effective_complexity, entropy, sparseness
-from jaxretina.evaluate.faithfulness import Curve, aopc, confidence_change, infidelity, perturbation_curve
+from jaxretina.evaluate.faithfulness import (
+    Curve, aopc, confidence_change, draw_subset, faithfulness_correlation, infidelity, perturbation_curve,
+)
 from jaxretina.evaluate.imputation import linear_imputation, neighbour_weights
 from jaxretina.evaluate.localisation import (
     Overlap, energy_pointing_game, localisation_auprc, localisation_auroc, otsu_threshold, pointing_game,
     relevance_mass, relevance_rank, threshold_overlap, top_k_intersection,
 )
 from jaxretina.evaluate.randomisation import (
-    RANDOMISATION_MODES, parameter_layers, parameter_randomisation, reinitialised,
+    RANDOMISATION_MODES, draw_other_class, parameter_layers, parameter_randomisation, random_logit, reinitialised,
 )
 from jaxretina.evaluate.regions import chance_level
 from jaxretina.evaluate.road import ROAD_FRACTIONS, Road, road, road_combined, road_mask
@@ -54,4 +57,5 @@ __all__ = ["chance_level", "pointing_game", "energy_pointing_game", "relevance_m
            "perturbation_curve", "aopc", "infidelity", "confidence_change", "max_sensitivity", "avg_sensitivity", "local_lipschitz", "draw_noise",
            "spearman", "ssim", "top_k_overlap", "SSIM_K1", "SSIM_K2", "parameter_layers", "reinitialised",
            "parameter_randomisation", "RANDOMISATION_MODES", "linear_imputation", "neighbour_weights", "Road", "road",
-           "road_combined", "road_mask", "ROAD_FRACTIONS"]
+           "road_combined", "road_mask", "ROAD_FRACTIONS", "pearson", "faithfulness_correlation", "draw_subset",
+           "random_logit", "draw_other_class"]

@@ -2,8 +2,9 @@
 of a randomised model (the parameter-randomisation sanity checks).  Pure ``jax.numpy`` functions
 of two maps of one shape (batch with ``jax.vmap``), any number of axes.
 
-* :func:`spearman` — the Pearson correlation of the two maps' ranks, tied values sharing their
-  average rank (``scipy.stats.spearmanr``); NaN when a map is constant.
+* :func:`pearson` — the Pearson correlation of the two maps' values (``scipy.stats.pearsonr``);
+  :func:`spearman` — that of their ranks, tied values sharing their average rank
+  (``scipy.stats.spearmanr``); NaN when a map is constant.
 * :func:`ssim` — the mean structural similarity of Wang et al. 2004 as scikit-image's
   ``structural_similarity`` computes it by default: ``win_size``-wide uniform windows along every
   axis (sample covariances, ``K1 = 0.01``, ``K2 = 0.03``), averaged over the positions whose
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 from jaxretina.evaluate.regions import check_map
 from jaxretina.metrics import average_ranks
 
-__all__ = ["spearman", "ssim", "top_k_overlap", "SSIM_K1", "SSIM_K2"]
+__all__ = ["pearson", "spearman", "ssim", "top_k_overlap", "SSIM_K1", "SSIM_K2"]
 
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
@@ -45,6 +46,12 @@ def _pair(a, b, who):
 def _pearson(u, v):
     u, v = u - u.mean(), v - v.mean()
     return (u * v).sum() / jnp.sqrt((u * u).sum() * (v * v).sum())
+
+
+def pearson(a: Any, b: Any) -> jax.Array:
+    """Pearson's correlation of the two maps' values."""
+    a, b = _pair(a, b, "pearson")
+    return _pearson(a.reshape(-1), b.reshape(-1))
 
 
 def spearman(a: Any, b: Any) -> jax.Array:

@@ -19,7 +19,9 @@ trapezoid area under them over ``[0, 1]``; :func:`aopc` is ``(1 / (K+1)) Σ_k (s
 (Samek et al.'s area over the MoRF perturbation curve).  Cost: ``K + 1`` forward passes.
 
 :func:`infidelity` (Yeh et al.) compares the map's prediction of the score's change under random
-perturbations, ``Σ I · a``, with the change itself; :func:`confidence_change` is the score's change
+perturbations, ``Σ I · a``, with the change itself; :func:`faithfulness_correlation` (Bhatt et
+al. 2020) correlates the map's sum over random subsets of positions with the score's drop when
+they take the reference's values; :func:`confidence_change` is the score's change
 when the example is multiplied by the map (pytorch-grad-cam's).
 
 Example::
@@ -29,6 +31,9 @@ Example::
     >>> curve = evaluate.perturbation_curve(f, z, a, steps=16, baseline=0.0)
     >>> curve.scores.shape, float(curve.fractions[-1])
     ((17,), 1.0)
+    >>> r = evaluate.faithfulness_correlation(f, z, a, key=jax.random.key(0), runs=8, subset=64)
+    >>> bool(-1 <= r <= 1)
+    True
 """
 
 from __future__ import annotations
@@ -39,13 +44,14 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from jaxretina.evaluate.agreement import pearson
 from jaxretina.evaluate.regions import check_map
 from jaxretina.evaluate.robustness import check_draws, draw_noise
 from jaxretina.explain.core import as_baseline, check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["Curve", "example_and_map", "perturbation_curve", "aopc", "infidelity", "confidence_change", "MODES",
-           "ORDERS"]
+           "ORDERS", "faithfulness_correlation", "draw_subset"]
 
 MODES = ("deletion", "insertion")
 ORDERS = ("morf", "lerf")
@@ -172,3 +178,44 @@ def aopc(curve: Curve) -> jax.Array:
     """``mean_k (s_0 − s_k)`` over the curve's ``K + 1`` points: the area over a MoRF deletion
     curve (large: the map found what the score rests on)."""
     return (curve.scores[0] - curve.scores).mean()
+
+
+def draw_subset(key: jax.Array, s: Any, n: int, size: int) -> jax.Array:
+    """Draw ``s`` of :func:`faithfulness_correlation`: ``size`` distinct flat positions of ``n``
+    from ``fold_in(key, s)`` (pass these to an anchor to give it the same draws)."""
+    return jax.random.choice(jax.random.fold_in(key, s), n, (size,), replace=False)
+
+
+class _Subsets(NamedTuple):
+    fn: Callable   # static half of f (core.split_fn); its data travel traced in consts
+    per_pixel: bool
+    size: int
+
+    def __call__(self, consts, s):
+        """``(f(x with subset s at the reference), Σ a over subset s)``; ``s = −1``: ``(f(x), 0)``."""
+        data, x, a, base, key = consts
+        chosen = jnp.zeros(a.size, bool).at[draw_subset(key, s, a.size, self.size)].set(s >= 0).reshape(a.shape)
+        wide = chosen[..., None] if self.per_pixel else chosen
+        return self.fn(*data, jnp.where(wide, base, x)), jnp.where(chosen, a, 0).sum()
+
+
+def faithfulness_correlation(f: Callable, x: Any, a: Any, *, key: jax.Array, runs: int = 100, subset: int = 224,
+                             baseline: Any = 0.0, chunk: int | str | None = None,
+                             budget: float | None = None) -> jax.Array:
+    """Faithfulness correlation (Bhatt et al. 2020; Quantus' ``FaithfulnessCorrelation``): over
+    ``runs`` random subsets ``S_s`` of ``subset`` positions of ``a`` (:func:`draw_subset`; a
+    spatial map's positions carry all their channels), the Pearson correlation of
+    ``Σ_{S_s} a`` with ``f(x) − f(x[S_s ← baseline])``.  ``runs + 1`` forward passes."""
+    who = "faithfulness_correlation"
+    x, a = example_and_map(x, a, who)
+    if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 2:
+        raise ValueError(f"{who}: runs must be an integer ≥ 2 (a correlation needs two points); found {runs!r}")
+    if key is None:
+        raise ValueError(f"{who}: a key is required (subset s is drawn from fold_in(key, s))")
+    if isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or not 1 <= subset < a.size:
+        raise ValueError(f"{who}: subset must be an integer in [1, {a.size}) (the map's positions); found {subset!r}")
+    fn, data = split_fn(f)
+    term = _Subsets(fn, a.shape != x.shape, int(subset))
+    consts, xs = (data, x, a.astype(x.dtype), as_baseline(baseline, x, who=who), key), jnp.arange(-1, runs)
+    scores, sums = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
+    return pearson(sums[1:], scores[0] - scores[1:])

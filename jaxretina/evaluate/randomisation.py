@@ -15,6 +15,9 @@ batched (``jax.vmap``) per call.
 * :func:`parameter_randomisation` — ``similarity(Φ(θ), Φ(θ_l))`` for each step ``l``:
   ``"cascading"`` re-initialises the top ``l + 1`` layers (from the output down), ``"independent"``
   only layer ``l`` (top-down order); ``Φ`` is ``explainer(variables, x)``.
+* :func:`random_logit` (Sixt et al. 2020; Quantus' ``RandomLogit``) — ``similarity(Φ(x, c),
+  Φ(x, c'))`` with ``c'`` drawn uniformly from the other classes (:func:`draw_other_class`): a
+  map that does not change with the class explained does not explain the class.
 
 Example::
 
@@ -25,6 +28,12 @@ Example::
     ...                                      key=jax.random.key(0))
     >>> r.shape
     (3,)
+    >>> def class_saliency(v, x, c):                                       # c: a traced class
+    ...     return explain.saliency(explain.model_fn(grader, v, targets.class_logit(c)), x).sum(-1)
+    >>> phi = jax.tree_util.Partial(class_saliency, grader_variables)
+    >>> s = evaluate.random_logit(phi, z, 3, classes=5, key=jax.random.key(0))
+    >>> bool(-1 <= s <= 1)
+    True
 """
 
 from __future__ import annotations
@@ -37,11 +46,12 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxretina.evaluate.agreement import spearman
-from jaxretina.explain.core import check_input, chunked_map
+from jaxretina.evaluate.agreement import spearman, ssim
+from jaxretina.explain.core import check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
-__all__ = ["parameter_layers", "reinitialised", "parameter_randomisation", "RANDOMISATION_MODES"]
+__all__ = ["parameter_layers", "reinitialised", "parameter_randomisation", "RANDOMISATION_MODES", "random_logit",
+           "draw_other_class"]
 
 RANDOMISATION_MODES = ("cascading", "independent")
 
@@ -173,3 +183,38 @@ def parameter_randomisation(explainer: Callable, variables: Any, x: Any, *, laye
         jnp.arange(-1, len(top_down))
     maps = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
     return jax.vmap(similarity, in_axes=(None, 0))(maps[0], maps[1:])
+
+
+def draw_other_class(key: jax.Array, c: Any, classes: int) -> jax.Array:
+    """A class other than ``c`` among ``classes``, uniformly: ``j ~ U{0, …, classes − 2}`` from
+    ``key``, then ``j + (j ≥ c)`` (Quantus' ``RandomLogit`` indexes the other classes the same way)."""
+    j = jax.random.randint(key, (), 0, classes - 1)
+    return j + (j >= c).astype(j.dtype)
+
+
+class _ForClass(NamedTuple):
+    fn: Callable   # static half of the explainer (core.split_fn); its data travel traced in consts
+
+    def __call__(self, consts, c):
+        data, x = consts
+        return jnp.asarray(self.fn(*data, x, c))
+
+
+def random_logit(explainer: Callable, x: Any, c: Any, *, classes: int, key: jax.Array,
+                 similarity: Callable = ssim) -> jax.Array:
+    """``similarity(Φ(x, c), Φ(x, c'))``, ``c' = draw_other_class(key, c, classes)``; ``Φ`` is
+    ``explainer(x, class)`` called with a traced ``int32`` class (e.g. a ``Partial`` over
+    ``explain.model_fn(model, v, targets.class_logit(k))``), both maps in one batched call."""
+    who = "random_logit"
+    x = check_input(x, who=who)
+    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 2:
+        raise ValueError(f"{who}: classes must be an integer ≥ 2; found {classes!r}")
+    if isinstance(c, (int, np.integer)) and not 0 <= c < classes:
+        raise ValueError(f"{who}: class {c} out of range for {classes} classes")
+    if key is None:
+        raise ValueError(f"{who}: a key is required (the other class is drawn from it)")
+    fn, data = split_fn(explainer)
+    c = jnp.asarray(c, jnp.int32)
+    pair = jnp.stack([c, draw_other_class(key, c, classes).astype(jnp.int32)])
+    maps = chunked_map(_ForClass(fn), (data, x), pair, chunk=2)
+    return similarity(maps[0], maps[1])
