@@ -5,7 +5,7 @@
                       [--backend {auto,torch,jaxretina}] [--no-parity]
     jaxretina sweep --model M --data DIR --method SPEC [--method SPEC ...] --out STORE [--batch N]
                     [--size N|HxW] [--weights FILE] [--target SPEC ...] [--config FILE] [--dry-run] ...
-    jaxretina report STORE [--out DIR]
+    jaxretina report STORE [--out DIR] [--html]
 
 Every error is one line on stderr with exit code 2 (``JAXRETINA_DEBUG=1`` re-raises it with
 its traceback).
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("store", help="the sweep's Zarr store")
     rep.add_argument("--out", default=None, help="output folder (default: STORE_report next to the store)")
     rep.add_argument("--rows", type=_positive_int, default=6, help="examples in the contact sheet (default: 6)")
+    rep.add_argument("--html", action="store_true", help="also write report.html: one self-contained page to "
+                                                         "browse examples x methods x layers, curves and metric tables")
     return parser
 
 
@@ -94,6 +96,12 @@ def _add_sweep(sub, models: tuple[str, ...]) -> None:
                     help="e.g. ig:steps=32  gradcam:layers=all  guided_backprop  (repeat for several)")
     sw.add_argument("--target", action="append", default=[],
                     help="e.g. segmentation_sum (segmenters' default), top_class (classifiers'), class_logit:c=4")
+    sw.add_argument("--metric", action="append", default=[],
+                    help="score every map in the same program, e.g. deletion:steps=16  road  sparseness  "
+                         "pointing_game (needs --masks); see jaxretina.sweep.metrics (repeat for several)")
+    sw.add_argument("--masks", help="each example's region mask (vessels, lesions, NIfTI labels): a folder of "
+                                    "<stem>.png/.gif/.nii.gz, or a template like DRIVE/1st_manual/{prefix}_manual1.gif")
+    sw.add_argument("--fov", help="each example's field of view, as --masks (e.g. DRIVE/mask/{prefix}_training_mask.gif)")
     sw.add_argument("--weights", help="weight file or converted checkpoint (default: deterministic init, "
                                       "recorded as such)")
     sw.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
@@ -140,7 +148,8 @@ def _sweep(args) -> None:
     from jaxretina import sweep
 
     cfg = sweep.sweep_config(args.config, model=args.model, data=args.data, out=args.out or (
-        "dry-run" if args.dry_run else None), methods=args.method, targets=args.target, weights=args.weights,
+        "dry-run" if args.dry_run else None), methods=args.method, targets=args.target, metrics=args.metric,
+        masks=args.masks, fov=args.fov, weights=args.weights,
         model_options=_model_options(args.model_option), batch=args.batch, micro_batch=args.micro_batch, size=args.size,
         preprocess=args.preprocess, dtype=args.dtype, split=args.split, tfds_dir=args.tfds_dir, seed=args.seed,
         progress=False if args.no_progress else None, coordinator=args.coordinator,
@@ -236,7 +245,7 @@ def _dispatch(args) -> int:
     elif args.command == "report":
         from jaxretina.sweep import report
 
-        summary = report(args.store, args.out, rows=args.rows)
+        summary = report(args.store, args.out, rows=args.rows, html=args.html)
         counts = summary["counts"]
         print(f"{args.store}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending")
         for f in summary["failed"][:10]:

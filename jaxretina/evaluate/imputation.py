@@ -38,6 +38,7 @@ from jax.scipy.sparse.linalg import cg
 
 from jaxretina.evaluate.regions import check_region
 from jaxretina.explain.core import check_input
+from jaxretina.propagation.program import vary_like
 
 __all__ = ["linear_imputation", "neighbour_weights", "solve_imputation"]
 
@@ -75,7 +76,7 @@ def solve_imputation(x: jax.Array, removed: jax.Array, *, tol: float | None = No
     it), traceable: the core of :func:`linear_imputation` for callers that vmap it."""
     stencil = neighbour_weights(x.ndim - 1)
     removed = jnp.broadcast_to(removed if removed.ndim == x.ndim else removed[..., None], x.shape)
-    s = _neighbour_sum(jnp.ones(x.shape[:-1] + (1,), x.dtype), stencil)
+    s = vary_like(_neighbour_sum(jnp.ones(x.shape[:-1] + (1,), x.dtype), stencil), x)   # inside shard_map too
     kept = jnp.where(removed, 0, x)
     b = jnp.where(removed, _neighbour_sum(kept, stencil), 0)
 

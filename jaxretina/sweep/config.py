@@ -14,6 +14,8 @@ tables::
     size = 256
     method = ["ig:steps=32", {kind = "gradcam", layers = "all"}]
     target = ["segmentation_sum"]
+    metric = ["deletion:steps=16", "pointing_game"]     # scored in the same program
+    masks = "DRIVE/training/1st_manual/{prefix}_manual1.gif"
 
 The part of the configuration that decides the results (:meth:`SweepConfig.identity`) is
 recorded in the store; resuming with a different one is refused, naming the keys that differ.
@@ -31,6 +33,8 @@ __all__ = ["Spec", "SweepConfig", "parse_spec", "parse_value", "sweep_config", "
 DTYPES = ("float16", "float32")
 # Keys that say where and how fast, not what: a resumed run may change them.
 _RUNTIME_KEYS = ("out", "progress", "coordinator", "num_processes", "process_id", "dry_run")
+# Keys added after the first stores were written: left out of the identity while unset.
+_OPTIONAL_KEYS = ("metrics", "masks", "fov")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +138,9 @@ class SweepConfig:
     out: str
     methods: tuple[Spec, ...]
     targets: tuple[Spec, ...] = ()
+    metrics: tuple[Spec, ...] = ()
+    masks: str | None = None
+    fov: str | None = None
     weights: str | None = None
     model_options: tuple[tuple[str, Any], ...] = ()
     batch: int = 8
@@ -156,11 +163,14 @@ class SweepConfig:
             if f.name in _RUNTIME_KEYS:
                 continue
             v = getattr(self, f.name)
-            if f.name in ("methods", "targets"):
+            if f.name in _OPTIONAL_KEYS and not v:
+                continue   # absent from stores made before them: resuming those stays possible
+            if f.name in ("methods", "targets", "metrics"):
                 v = [s.text() for s in v]
             elif f.name == "model_options":
                 v = dict(v)
-            elif f.name in ("data", "weights", "tfds_dir") and v is not None and "://" not in v:
+            elif f.name in ("data", "weights", "tfds_dir", "masks", "fov") and v is not None and "://" not in v \
+                    and "{" not in v:
                 v = os.path.abspath(os.path.expanduser(v))
             out[f.name] = v
         return json.loads(json.dumps(out, default=list))
@@ -215,7 +225,7 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     raise ValueError(f"{path}: config files are .toml, .yaml or .yml")
 
 
-_ALIASES = {"method": "methods", "target": "targets"}
+_ALIASES = {"method": "methods", "target": "targets", "metric": "metrics"}
 
 
 def _of(*types):
@@ -234,6 +244,8 @@ _KEY_TYPES = {
     "data": (_of(str), "a folder or tfds:NAME (text)"),
     "out": (_of(str), "a folder path (text)"),
     "weights": (_of(str), "a weights file or checkpoint path (text)"),
+    "masks": (_of(str), "a folder or a path template with {stem} (text)"),
+    "fov": (_of(str), "a folder or a path template with {stem} (text)"),
     "model_options": (lambda v: isinstance(v, (Mapping, tuple)), "a table of model options"),
     "size": (lambda v: _count(1)(v) or isinstance(v, str) or (isinstance(v, (list, tuple)) and 1 <= len(v) <= 2
                                                              and all(_count(1)(x) for x in v)),
@@ -258,7 +270,7 @@ def sweep_config(file: str | os.PathLike | None = None, **keys: Any) -> SweepCon
     for source in ([read_config_file(file)] if file else []) + [keys]:
         for k, v in source.items():
             k = _ALIASES.get(k.replace("-", "_"), k.replace("-", "_"))
-            if v is not None and not (k in ("methods", "targets") and v == []):
+            if v is not None and not (k in ("methods", "targets", "metrics") and v == []):
                 merged[k] = v
     known = {f.name for f in dataclasses.fields(SweepConfig)}
     unknown = sorted(set(merged) - known)
@@ -271,7 +283,7 @@ def sweep_config(file: str | os.PathLike | None = None, **keys: Any) -> SweepCon
     missing = [k for k in ("model", "data", "out", "methods") if not merged.get(k)]
     if missing:
         raise ValueError(f"sweep: missing {missing} (flags --{' --'.join(missing)} or the config file)")
-    for k in ("methods", "targets"):
+    for k in ("methods", "targets", "metrics"):
         v = merged.get(k, ())
         v = [v] if isinstance(v, (str, Mapping)) else v
         if not isinstance(v, (list, tuple)):
@@ -285,6 +297,13 @@ def sweep_config(file: str | os.PathLike | None = None, **keys: Any) -> SweepCon
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"sweep: methods {dup} appear twice; give each a name= option (ig:steps=64,name=ig64)")
+    odd = [n for n in names if ":" in n]
+    if odd:
+        raise ValueError(f"sweep: method names {odd} hold ':', which separates a map from its metric")
+    kinds = [m.kind for m in merged.get("metrics", ())]
+    dup = sorted({k for k in kinds if kinds.count(k) > 1})
+    if dup:
+        raise ValueError(f"sweep: metrics {dup} appear twice; each kind is scored once per map")
     opts = merged.get("model_options", {})
     merged["model_options"] = tuple(sorted(dict(opts).items())) if not isinstance(opts, tuple) else opts
     merged["size"] = _shape(merged.get("size"))

@@ -30,7 +30,8 @@ import numpy as np
 
 from jaxretina.loading import digest
 
-__all__ = ["BadInput", "Item", "Inputs", "open_inputs", "IMAGE_SUFFIXES", "VOLUME_SUFFIXES"]
+__all__ = ["BadInput", "Item", "Inputs", "open_inputs", "open_image", "IMAGE_SUFFIXES", "VOLUME_SUFFIXES", "MAX_FILE_BYTES",
+           "MAX_PIXELS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm")
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
@@ -57,7 +58,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _open_image(source):
+def open_image(source):
     """``PIL.Image.open`` with the bomb check ours: PIL's warning (or error, at twice its limit)
     becomes a :class:`BadInput` with the header's size."""
     import warnings
@@ -82,7 +83,7 @@ def _image_shape(path: Path, size: tuple[int, ...] | None) -> tuple[tuple[int, .
     try:
         if os.path.getsize(path) > MAX_FILE_BYTES:
             raise BadInput(f"too large: {os.path.getsize(path)} bytes, over the limit of {MAX_FILE_BYTES}")
-        with _open_image(path) as im:
+        with open_image(path) as im:
             w, h = im.size
             problem = _channel_problem(im.mode, im.getbands())
     except BadInput as e:
@@ -105,7 +106,7 @@ def _decode_image(data: bytes, where: str, size: tuple[int, ...] | None) -> np.n
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with _open_image(io.BytesIO(data)) as im:
+        with open_image(io.BytesIO(data)) as im:
             problem = _channel_problem(im.mode, im.getbands())
             if problem:
                 raise BadInput(problem)

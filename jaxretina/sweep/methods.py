@@ -66,6 +66,9 @@ defaults in brackets):
   ``neuron`` (required: a flat index into the layer's activation), ``steps``, ``rule``,
   ``chunk``, ``baseline`` as ``layer_conductance``.  Map: input's shape.
 
+Metrics (``--metric``, :mod:`jaxretina.sweep.metrics`) score every map of every target inside
+the same program: scalars ``<map>:<metric>``, curves ``<map>:<metric>`` among the maps.
+
 Targets (:mod:`jaxretina.targets`, ``kind:options``): ``segmentation_sum`` (the default of the
 segmenters), ``segmentation_mean``, ``pixel:i=,j=``, ``class_logit:c=``, ``class_probability:c=``,
 ``top_class`` (the default of the classifiers), ``argmax_score:c=``, ``soft_count:c=``.  Every
@@ -87,6 +90,7 @@ from jaxretina import explain, preprocess, targets, taps
 from jaxretina.explain.extremal import VARIANTS
 from jaxretina.explain.quadrature import RULES
 from jaxretina.models import registry
+from jaxretina.sweep import metrics as sweep_metrics
 from jaxretina.sweep.config import Spec
 
 __all__ = ["Computation", "build_computation", "PREPROCESSING", "METHODS", "TARGETS", "default_preprocess",
@@ -286,12 +290,16 @@ class _Example:
     span: float   # the model input's value range (SmoothGrad's noise scale)
     low: float | tuple[float, ...]    # its lowest and highest values per channel (LRP's z^B rule)
     high: float | tuple[float, ...]
+    metrics: tuple[tuple[str, tuple], ...] = ()   # (kind, sorted options)
 
     @property
     def bounds(self) -> dict[str, Any]:
         return {"low": self.low, "high": self.high}
 
-    def __call__(self, variables, raw, index):
+    def __call__(self, variables, raw, index, regions=None):
+        """``(maps, scalars)`` of one example; ``regions``: ``{"mask", "fov"}`` booleans of the
+        input's spatial shape where the sweep reads them (the localisation metrics').  Metric
+        curves are among the maps, named ``<map>:<metric>``."""
         x = PREPROCESSING[self.prep](raw)
         maps, scalars = {}, {}
         out = taps.tap_functions(self.model).forward(variables, x[None])[0]
@@ -299,9 +307,21 @@ class _Example:
             prefix = f"{tname}/" if len(self.targets) > 1 else ""
             scalars[f"{prefix}score"] = target(out)
             f = explain.model_fn(self.model, variables, target)
+            made = set(maps)
             for name, kind, opts in self.methods:
                 _run(kind, dict(opts), self, variables, raw, x, f, target, index, f"{prefix}{name}", maps, scalars)
+            if self.metrics:
+                curves = {}
+                key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), index), _METRIC_STREAM)
+                mine = {k: v for k, v in maps.items() if k not in made}
+                gray = 0.5 if self.prep == "none" else PREPROCESSING[self.prep](jnp.full_like(raw, 128))
+                sweep_metrics.score_maps(self.metrics, mine, x, f, key=key, black=_baseline("black", self, raw, x),
+                                         gray=gray, regions=dict(regions or {}), scalars=scalars, curves=curves)
+                maps.update(curves)
         return maps, scalars
+
+
+_METRIC_STREAM = 0x6D6574   # the metrics' draws: fold_in(fold_in(key(seed), index), this)
 
 
 def _baseline(value, ex: _Example, raw, x):
@@ -443,8 +463,9 @@ def _last(layers, ex: _Example, x):
 
 
 def build_computation(model_spec: registry.ModelSpec, model: Any, methods, target_specs, *, prep: str | None = None,
-                      seed: int = 0) -> Computation:
-    """The per-example function of a sweep; checks every method, option and target name."""
+                      seed: int = 0, metrics=(), regions: tuple[str, ...] = ()) -> Computation:
+    """The per-example function of a sweep; checks every method, option, metric and target
+    name (``regions``: the region masks the sweep reads, of ``("mask", "fov")``)."""
     prep = prep or default_preprocess(model_spec, model)
     if prep not in PREPROCESSING:
         raise ValueError(f"sweep: unknown preprocess {prep!r}; expected one of {sorted(PREPROCESSING)}")
@@ -457,8 +478,18 @@ def build_computation(model_spec: registry.ModelSpec, model: Any, methods, targe
     for spec in methods:
         opts = method_options(spec)
         built_methods.append((spec.name, spec.kind, tuple(sorted(opts.items()))))
-    ex = _Example(model, prep, tuple(built_methods), built_targets, int(seed), _span(prep), *_bounds(prep))
+    built_metrics = []
+    for spec in metrics:
+        opts = sweep_metrics.metric_options(spec)
+        if sweep_metrics.needs_masks(spec.kind) and "mask" not in regions:
+            raise ValueError(f"sweep: metric {spec.kind!r} compares maps with a region: give masks= (a folder or "
+                             "a template of each example's mask file)")
+        built_metrics.append((spec.kind, tuple(sorted(opts.items()))))
+    ex = _Example(model, prep, tuple(built_methods), built_targets, int(seed), _span(prep), *_bounds(prep),
+                  metrics=tuple(built_metrics))
     description = {"preprocess": prep,
                    "targets": {n: t.description for n, t in built_targets},
                    "methods": {n: {"kind": k, **dict(o)} for n, k, o in built_methods}}
+    if built_metrics:
+        description["metrics"] = {k: dict(o) for k, o in built_metrics}
     return Computation(ex, description)

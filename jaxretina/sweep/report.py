@@ -8,7 +8,12 @@ Writes into ``out`` (default ``STORE/../<store name>_report``):
   max; the ``slowest`` examples (by ``seconds``) and every ``failed`` one with its reason;
 * ``contact_sheet.png`` — one row per example (the first ``rows`` done ones), one column per
   map (at most ``cols``): signed maps green (+) / red (−), 3-channel attributions summed over
-  channels, volumes shown as a maximum-intensity projection of |map| along depth.
+  channels, volumes shown as a maximum-intensity projection of |map| along depth;
+* with metrics in the store (``--metric``): ``report.json``'s ``metrics`` and ``metrics.md`` —
+  per metric, every map's mean with a bootstrap 95 % interval, its rank and ``p_best``
+  (:mod:`jaxretina.sweep.tables`);
+* with ``html=True`` (``--html``): ``report.html``, one self-contained page
+  (:mod:`jaxretina.sweep.html`).
 
 Example::
 
@@ -27,9 +32,13 @@ from typing import Any
 import numpy as np
 
 from jaxretina.sweep.store import DONE, open_store
+from jaxretina.sweep.tables import markdown, metric_table
 
 
-def _input_kind(model_meta: dict) -> str:
+__all__ = ["report", "map_panel", "input_kind"]
+
+
+def input_kind(model_meta: dict) -> str:
     """"image" or "volume": recorded by the sweep (stores before the registry: the model's entry)."""
     if "input" in model_meta:
         return model_meta["input"]
@@ -40,8 +49,6 @@ def _input_kind(model_meta: dict) -> str:
     except ValueError:
         return "image"
 
-__all__ = ["report"]
-
 
 def _stats(values: np.ndarray) -> dict[str, float]:
     finite = values[np.isfinite(values)]
@@ -51,7 +58,7 @@ def _stats(values: np.ndarray) -> dict[str, float]:
             "min": float(finite.min()), "median": float(np.median(finite)), "max": float(finite.max())}
 
 
-def _panel(m: np.ndarray, volume: bool) -> np.ndarray:
+def map_panel(m: np.ndarray, volume: bool) -> np.ndarray:
     from jaxretina import viz
 
     m = np.asarray(m, np.float64)
@@ -75,7 +82,7 @@ def _columns(names: list[str], cols: int) -> list[str]:
 
 
 def report(store_path: str | os.PathLike, out: str | os.PathLike | None = None, *, rows: int = 6, cols: int = 8,
-           slowest: int = 10) -> dict[str, Any]:
+           slowest: int = 10, html: bool = False, resamples: int = 2000) -> dict[str, Any]:
     """Summarise a sweep's store into ``out`` (see the module docstring); returns the summary."""
     from jaxretina import viz
 
@@ -85,7 +92,7 @@ def report(store_path: str | os.PathLike, out: str | os.PathLike | None = None, 
     os.makedirs(out, exist_ok=True)
     status = store.status()
     done = np.flatnonzero(status == DONE)
-    volume = _input_kind(store.meta["model"]) == "volume"
+    volume = input_kind(store.meta["model"]) == "volume"
 
     map_stats = {}
     for name in store.map_names:
@@ -115,17 +122,26 @@ def report(store_path: str | os.PathLike, out: str | os.PathLike | None = None, 
         "scalars": {k: _stats(v) for k, v in scalars.items()},
         "slowest": [{"index": i, "name": store.names[i], "seconds": float(seconds[i])} for i in order],
         "failed": [{"index": i, "name": n, "reason": r} for i, n, r in store.failed()],
+        "metrics": metric_table(scalars, resamples=resamples),
         "files": {},
     }
+    if summary["metrics"]:
+        summary["files"]["metrics"] = os.path.join(out, "metrics.md")
+        with open(summary["files"]["metrics"], "w") as fh:
+            fh.write(markdown(summary["metrics"]))
     shown = [int(i) for i in done[:rows]]
     names = _columns(store.map_names, cols)
     if shown and names:
-        grid = [[_panel(store.example(i, [n])[n], volume) for n in names] for i in shown]
+        grid = [[map_panel(store.example(i, [n])[n], volume) for n in names] for i in shown]
         fig = viz.image_grid(grid, row_titles=[store.names[i][-24:] for i in shown],
                              col_titles=[n[-22:] for n in names],
                              title=f"{store.meta['model']['name']} — {os.path.basename(path)} "
                                    f"({summary['counts']['done']} done, {summary['counts']['failed']} failed)")
         summary["files"]["contact_sheet"] = viz.save_figure(fig, os.path.join(out, "contact_sheet.png"), dpi=80)
+    if html:
+        from jaxretina.sweep.html import write_html
+
+        summary["files"]["html"] = write_html(store, summary, os.path.join(out, "report.html"), volume=volume)
     summary["files"]["report"] = os.path.join(out, "report.json")
     with open(summary["files"]["report"], "w") as fh:
         json.dump(summary, fh, indent=1)

@@ -42,6 +42,7 @@ from jaxretina.sweep.inputs import BadInput, Inputs, open_inputs
 from jaxretina.sweep.lease import Lease
 from jaxretina.sweep.methods import Computation, build_computation
 from jaxretina.sweep.plan import Batch, Plan, make_plan
+from jaxretina.sweep.regions import RegionFiles
 
 __all__ = ["run", "dry_run", "load_model", "join_processes", "cluster_environment"]
 
@@ -183,20 +184,25 @@ class _Local:
     fn: Any
     dtype: Any
 
-    def __call__(self, variables, raw, index):
+    def __call__(self, variables, raw, index, regions):
         fn, dtype = self.fn, self.dtype
-        maps, scalars = jax.vmap(fn, in_axes=(None, 0, 0))(variables, raw, index)
+        maps, scalars = jax.vmap(fn, in_axes=(None, 0, 0, 0))(variables, raw, index, regions)
         return ({k: v.astype(dtype) for k, v in maps.items()},
                 {k: v.astype(jnp.float32) for k, v in scalars.items()})
 
 
-def _shapes(comp: Computation, variables, inputs: Inputs, shapes) -> tuple[dict, dict]:
+def _region_structs(names, shape) -> dict:
+    return {n: jax.ShapeDtypeStruct(tuple(shape[:-1]), jnp.bool_) for n in names}
+
+
+def _shapes(comp: Computation, variables, inputs: Inputs, shapes, regions=()) -> tuple[dict, dict]:
     """``({input shape: (map shapes, scalar names)}, {rejected input shape: reason})``."""
     ok, rejected = {}, {}
     for shape in shapes:
         raw = jax.ShapeDtypeStruct(shape, _raw_dtype(inputs))
         try:
-            maps, scalars = jax.eval_shape(comp.fn, variables, raw, jax.ShapeDtypeStruct((), jnp.int32))
+            maps, scalars = jax.eval_shape(comp.fn, variables, raw, jax.ShapeDtypeStruct((), jnp.int32),
+                                           _region_structs(regions, shape))
         except (ValueError, TypeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             rejected[shape] = f"wrong size: the model cannot take input shape {shape}: {first}"
@@ -216,8 +222,10 @@ class Runner:
         self.pid, self.processes = join_processes(cfg)
         self.model, variables, self.weights = load_model(cfg)
         self.model_spec = registry.get(cfg.model)
+        self.regions = {what: RegionFiles(where, what=what) for what, where in (("mask", cfg.masks), ("fov", cfg.fov))
+                        if where is not None}
         self.comp = build_computation(self.model_spec, self.model, cfg.methods, cfg.targets, prep=cfg.preprocess,
-                                      seed=cfg.seed)
+                                      seed=cfg.seed, metrics=cfg.metrics, regions=tuple(self.regions))
         devices = jax.local_devices()
         # One program call computes ``micro_batch`` examples on each local device; a batch (the
         # unit of loading, writing, resuming and of the processes' shares) is several calls.
@@ -234,7 +242,7 @@ class Runner:
         self.inputs = open_inputs(cfg.data, volumes=self.model_spec.input == "volume", size=cfg.size,
                                   split=cfg.split, tfds_dir=cfg.tfds_dir)
         shapes = sorted({it.shape for it in self.inputs.items if it.shape is not None})
-        self.outputs, rejected = _shapes(self.comp, self.variables, self.inputs, shapes)
+        self.outputs, rejected = _shapes(self.comp, self.variables, self.inputs, shapes, tuple(self.regions))
         self.plan: Plan = make_plan(self.inputs.items, cfg.batch, rejected)
         self.dtype = np.dtype(cfg.dtype)
         self._compiled: dict[tuple[int, ...], Any] = {}
@@ -266,7 +274,8 @@ class Runner:
                       "input": self.model_spec.input, "options": _json(self.model_spec.config_of(self.model))},
             "weights": self.weights,
             "computation": _json(self.comp.description),
-            "maps": list(self.map_specs()),
+            "maps": [n for n in self.map_specs() if ":" not in n],
+            "curves": [n for n in self.map_specs() if ":" in n],
             "scalars": self.scalar_names(),
             "dtype": self.cfg.dtype,
             "groups": {stores.shape_key(s): n for s, n in self.plan.groups.items()},
@@ -280,12 +289,14 @@ class Runner:
         """The compiled program for a batch of ``shape`` inputs (compiled once, ahead of time)."""
         if shape not in self._compiled:
             local = _Local(self.comp.fn, self.dtype)
-            program = jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P("data"), P("data")),
+            program = jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P("data"), P("data"), P("data")),
                                             out_specs=P("data")))
             raw = jax.ShapeDtypeStruct((self.step, *shape), _raw_dtype(self.inputs), sharding=self.split)
             index = jax.ShapeDtypeStruct((self.step,), jnp.int32, sharding=self.split)
+            regions = {n: jax.ShapeDtypeStruct((self.step, *shape[:-1]), jnp.bool_, sharding=self.split)
+                       for n in self.regions}
             t0 = time.perf_counter()
-            self._compiled[shape] = program.lower(self.variables, raw, index).compile()
+            self._compiled[shape] = program.lower(self.variables, raw, index, regions).compile()
             took = time.perf_counter() - t0
             self.compile_seconds += took
             log.info("compiled the program for %d x %s (%d per device on %d) in %.1f s (%d of %d shape group(s))",
@@ -293,11 +304,13 @@ class Runner:
                      len(self.plan.groups))
         return self._compiled[shape]
 
-    def load_batch(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[str | None, str | None]]]:
-        """``(raw (B, *shape), index (B,), {member: (sha256, reason)})``: bad members and padding
-        slots hold zeros (their results are dropped)."""
+    def load_batch(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[str | None, str | None]],
+                                                dict[str, np.ndarray]]:
+        """``(raw (B, *shape), index (B,), {member: (sha256, reason)}, {region: (B, *spatial)})``:
+        bad members and padding slots hold zeros (their results are dropped)."""
         raw = np.zeros((self.cfg.batch, *batch.shape), _raw_dtype(self.inputs))
         index = np.full((self.cfg.batch,), -1, np.int32)
+        regions = {n: np.zeros((self.cfg.batch, *batch.shape[:-1]), bool) for n in self.regions}
         loaded = {}
         for slot, i in enumerate(batch.members):
             index[slot] = i
@@ -308,9 +321,12 @@ class Runner:
                     array, sha = self.inputs.load(i)   # NaN/inf volumes fail there (read_nifti)
                 raw[slot] = array
                 loaded[i] = (sha, None)
+                for name, files in self.regions.items():
+                    regions[name][slot] = files.load(self.inputs.items[i].name, batch.shape[:-1],
+                                                     resize=self.cfg.size is not None)
             except BadInput as e:
-                loaded[i] = (getattr(e, "sha256", None), str(e))
-        return raw, index, loaded
+                loaded[i] = (getattr(e, "sha256", None) or loaded.get(i, (None,))[0], str(e))
+        return raw, index, loaded, regions
 
     def _probe(self, i: int) -> None:
         """Example ``i`` stopped an earlier run while it was decoded: decode it in a child
@@ -325,7 +341,8 @@ class Runner:
             log.warning("example %d (%s): %s", i, item.name, reason)
             raise BadInput(reason)
 
-    def compute(self, batch: Batch, raw: np.ndarray, index: np.ndarray, wanted: np.ndarray | None = None):
+    def compute(self, batch: Batch, raw: np.ndarray, index: np.ndarray, wanted: np.ndarray | None = None,
+                regions: dict[str, np.ndarray] | None = None):
         """Dispatch the batch's program calls (asynchronously): ``[(first slot, outputs)]``.
 
         Calls whose slots are all padding — or, with ``wanted`` (B,) bool, hold no wanted
@@ -336,8 +353,9 @@ class Runner:
             part = slice(start, start + self.step)
             if not (index[part] >= 0).any() or (wanted is not None and not wanted[part].any()):
                 continue
+            parts = {n: jax.device_put(r[part], self.split) for n, r in (regions or {}).items()}
             calls.append((start, program(self.variables, jax.device_put(raw[part], self.split),
-                                         jax.device_put(index[part], self.split))))
+                                         jax.device_put(index[part], self.split), parts)))
         return calls
 
 
@@ -504,12 +522,12 @@ def _loop(runner: Runner, writer: stores.StoreWriter, todo: list[Batch], status:
         for k, batch in enumerate(todo):
             if lease is not None:
                 lease.renew()
-            raw, index, loaded = loads.popleft().result()
+            raw, index, loaded, regions = loads.popleft().result()
             if k + 2 < len(todo):
                 loads.append(loader.submit(runner.load_batch, todo[k + 2]))
             wanted = np.zeros(runner.cfg.batch, bool)
             wanted[: len(batch.members)] = status[list(batch.members)] == stores.PENDING
-            inflight.append((batch, loaded, runner.compute(batch, raw, index, wanted)))
+            inflight.append((batch, loaded, runner.compute(batch, raw, index, wanted, regions)))
             final = k == len(todo) - 1
             while inflight and (len(inflight) > 1 or final):   # batch k runs while k − 1 is fetched
                 b, ld, out = inflight.popleft()
@@ -559,9 +577,9 @@ def dry_run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
     compiled = runner.program(shape)
     compile_s = time.perf_counter() - t0
     memory = compiled_bytes(compiled)
-    raw, index, loaded = runner.load_batch(batch)
+    raw, index, loaded, regions = runner.load_batch(batch)
     t1 = time.perf_counter()
-    calls = runner.compute(batch, raw, index)
+    calls = runner.compute(batch, raw, index, regions=regions)
     jax.block_until_ready(calls)
     step = time.perf_counter() - t1
     return {

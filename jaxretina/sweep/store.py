@@ -167,7 +167,8 @@ class StoreWriter:
     def __init__(self, path: str):
         zarr = _zarr()
         self.root = zarr.open_group(path, mode="r+")
-        self.maps = {name: self.root[f"maps/{name}"] for name in self.root.attrs[ATTR]["maps"]}
+        meta = self.root.attrs[ATTR]
+        self.maps = {name: self.root[f"maps/{name}"] for name in [*meta["maps"], *meta.get("curves", [])]}
         self.scalar_names = list(self.root["scalars"].attrs["names"])
 
     def done(self, i: int, maps: dict[str, np.ndarray], scalars: dict[str, float], info: dict) -> None:
@@ -207,6 +208,7 @@ class SweepStore:
         self.meta: dict = dict(self.root.attrs[ATTR])
         self.names: list[str] = [str(s) for s in self.root["names"][:]]
         self.map_names: list[str] = list(self.meta["maps"])
+        self.curve_names: list[str] = list(self.meta.get("curves", []))   # metric curves, <map>:<metric>
         self.scalar_names: list[str] = list(self.root["scalars"].attrs["names"])
 
     def __len__(self) -> int:
@@ -232,7 +234,8 @@ class SweepStore:
             raise KeyError(f"{name!r} is not an example of {self.path}") from None
 
     def example(self, i: int | str, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """The maps of example ``i`` (index or name), cropped to its own shape."""
+        """The maps of example ``i`` (index or name), cropped to its own shape; ``names`` may
+        also name its metric curves (:attr:`curve_names`)."""
         i = self.index(i) if isinstance(i, str) else int(i)
         status = int(np.asarray(self.root["status"][i]))
         if status != DONE:
@@ -242,8 +245,8 @@ class SweepStore:
         key = shape_key(self.info(i)["shape"])
         out = {}
         for name in names or self.map_names:
-            if name not in self.map_names:
-                raise KeyError(f"no map {name!r} in {self.path}; it has {self.map_names}")
+            if name not in self.map_names and name not in self.curve_names:
+                raise KeyError(f"no map {name!r} in {self.path}; it has {self.map_names + self.curve_names}")
             arr = self.root[f"maps/{name}"]
             shape = arr.attrs["shapes"][key]
             out[name] = np.asarray(arr[(i, *(slice(0, s) for s in shape))])
