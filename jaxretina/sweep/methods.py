@@ -312,7 +312,8 @@ class _Example:
                 _run(kind, dict(opts), self, variables, raw, x, f, target, index, f"{prefix}{name}", maps, scalars)
             if self.metrics:
                 curves = {}
-                key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), index), _METRIC_STREAM)
+                key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), index),
+                                         sweep_metrics.METRIC_STREAM)
                 mine = {k: v for k, v in maps.items() if k not in made}
                 gray = 0.5 if self.prep == "none" else PREPROCESSING[self.prep](jnp.full_like(raw, 128))
                 sweep_metrics.score_maps(self.metrics, mine, x, f, key=key, black=_baseline("black", self, raw, x),
@@ -320,8 +321,6 @@ class _Example:
                 maps.update(curves)
         return maps, scalars
 
-
-_METRIC_STREAM = 0x6D6574   # the metrics' draws: fold_in(fold_in(key(seed), index), this)
 
 
 def _baseline(value, ex: _Example, raw, x):

@@ -17,9 +17,11 @@ preprocessed 128 gray], ``blur`` [the input blurred with σ = ``sigma`` pixels, 
   [20], ``order`` [morf; lerf], ``baseline`` [black], ``chunk`` [16].  Scalars ``…:deletion``
   (the curve's area) and ``…:deletion_aopc`` (deletion only); curve ``…:deletion``.
 * ``road`` — :func:`~jaxretina.evaluate.road_combined`: ``fractions`` [0.1+…+0.9], ``noise``
-  [0.01], ``chunk`` [9]; noise from ``fold_in(key(seed), example index)``.
+  [0.01], ``chunk`` [9].
 * ``faithfulness_correlation`` — ``runs`` [20], ``subset`` [224, at most a quarter of the
-  positions], ``baseline`` [black], ``chunk`` [16]; draws as ``road``.
+  positions], ``baseline`` [black], ``chunk`` [16].
+* Their draws come from ``fold_in(fold_in(fold_in(key(seed), example index), METRIC_STREAM),
+  the metric's place in the list)``: any batching gives the same numbers.
 * ``sparseness``, ``entropy``, ``effective_complexity`` (``eps`` [1e-5]) — complexity.
 * with ``masks`` given (:mod:`jaxretina.sweep.regions`), inside ``fov`` if given:
   ``pointing_game``, ``energy_pointing_game``, ``relevance_mass``, ``relevance_rank``, ``auroc``,
@@ -40,7 +42,9 @@ import jax.numpy as jnp
 from jaxretina import evaluate, preprocess
 from jaxretina.sweep.config import Spec
 
-__all__ = ["METRIC_KINDS", "BETTER", "metric_options", "needs_masks", "score_maps", "spatial_view"]
+__all__ = ["METRIC_KINDS", "BETTER", "METRIC_STREAM", "metric_options", "needs_masks", "score_maps", "spatial_view"]
+
+METRIC_STREAM = 0x6D6574   # the metrics' random stream, apart from the methods' fold_in(key(seed), index)
 
 _FAITHFUL = {"steps": 20, "order": "morf", "baseline": "black", "chunk": 16, "sigma": 5.0}
 _OPTIONS: dict[str, dict[str, Any]] = {
