@@ -22,9 +22,14 @@ $(VENV)/.stamp-core: pyproject.toml | $(PY)
 # and Quantus 0.6.0 (the evaluation metrics' anchor): it declares opencv-python, which would
 # overwrite pytorch-grad-cam's opencv-python-headless in the same cv2 folder; its other needs
 # (pandas, matplotlib, scikit-image, scikit-learn) are in the test extra.
+# Debian's chromium renders the sweep's HTML report in its test (apt when it is missing and we
+# may: root, or passwordless sudo; otherwise that one test skips, saying why).
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
 	$(PIP) -e '.[test]'
 	$(PIP) --no-deps deepdraw==1.5.0 torchray==1.0.0.2 quantus==0.6.0
+	command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	  --no-install-recommends chromium >/dev/null; } || echo "chromium not installed: the HTML report test will skip"
 	touch $@ $(VENV)/.stamp-core
 
 demo: $(VENV)/.stamp-core

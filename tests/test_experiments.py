@@ -109,3 +109,16 @@ def test_seed004_feature_visualization_smoke(tmp_path):
         assert v["deconvnet"]["max_abs"] > 0 and len(v["deconvnet"]["channels"]) == 2
         assert (tmp_path / f"seed004_{name}.png").stat().st_size > 1000
         assert (tmp_path / f"seed004_{name}_activations_block3_conv3.png").stat().st_size > 1000
+
+
+def test_method_ranking_smoke(tmp_path):
+    _run("method_ranking.py", tmp_path)
+    r = json.loads((tmp_path / "ranking.json").read_text())
+    assert r["data"]["kind"] == "generated fake lesion dataset" and r["sweep"]["counts"]["done"] == 5
+    assert set(r["tables"]) == {"deletion", "deletion_aopc", "road", "sparseness", "pointing_game", "auroc"}
+    for t in r["tables"].values():
+        assert sorted(row["map"] for row in t["rows"]) == ["gradcam/norm5", "saliency"]
+        assert sum(row["p_best"] for row in t["rows"]) == pytest.approx(1.0)
+    assert (tmp_path / "ranking.png").stat().st_size > 1000
+    assert "p_best" in (tmp_path / "ranking.md").read_text()
+    assert 'data-ready="0"' in (tmp_path / "report" / "report.html").read_text()   # set to 1 by its script
