@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["confusion_matrix", "accuracy", "sensitivity", "specificity", "quadratic_weighted_kappa",
-           "roc_auc", "average_ranks", "binarize", "report", "erode_mask", "SegmentationCounts", "segmentation_counts", "masked_miou",
+           "roc_auc", "average_ranks", "histogram", "binarize", "report", "erode_mask", "SegmentationCounts", "segmentation_counts", "masked_miou",
            "segmentation_scores", "segmentation_report"]
 
 
@@ -128,6 +128,22 @@ def average_ranks(values: jax.Array, valid: jax.Array | None = None) -> jax.Arra
     below = jnp.searchsorted(ordered, values, side="left").astype(values.dtype)
     upto = jnp.searchsorted(ordered, values, side="right").astype(values.dtype)
     return below + (upto - below + 1) / 2
+
+
+def histogram(values: jax.Array, valid: jax.Array, bins: int) -> tuple[jax.Array, jax.Array]:
+    """``(counts (bins,), edges (bins + 1,))`` of the flat ``values`` where ``valid``: ``bins``
+    equal bins over ``[min, max]`` of the valid values, the last one closed — ``numpy.histogram``'s
+    bins and its assignment of values on an edge (the index scaled, then corrected against the
+    edges).  All values equal: everything in the middle bin of ``[v − 0.5, v + 0.5]``, as NumPy."""
+    lo, hi = jnp.where(valid, values, jnp.inf).min(), jnp.where(valid, values, -jnp.inf).max()
+    flat = hi <= lo
+    lo, hi = jnp.where(flat, lo - 0.5, lo), jnp.where(flat, hi + 0.5, hi)
+    edges = jnp.linspace(lo, hi, bins + 1)
+    index = jnp.clip(((values - lo) * (bins / (hi - lo))).astype(jnp.int32), 0, bins - 1)
+    index = index - (values < edges[index]).astype(jnp.int32)
+    index = index + ((values >= edges[jnp.minimum(index + 1, bins)]) & (index != bins - 1)).astype(jnp.int32)
+    counts = jnp.zeros(bins, values.dtype).at[jnp.clip(index, 0, bins - 1)].add(valid.astype(values.dtype))
+    return counts, edges
 
 
 def _number(v) -> float | None:

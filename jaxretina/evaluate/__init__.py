@@ -11,7 +11,7 @@ leaves the positions outside it out of every count.
   IoU/Dice after Otsu or top-q thresholding; :func:`chance_level` is what an uninformative map
   scores;
 * complexity (:mod:`~jaxretina.evaluate.complexity`): sparseness (Gini), entropy, effective
-  complexity;
+  complexity, discrete (histogram) entropy;
 * faithfulness (:mod:`~jaxretina.evaluate.faithfulness`): deletion and insertion curves (MoRF or
   LeRF order, any reference: a number, a half-gray or blurred image) with their areas, AOPC,
   faithfulness correlation, infidelity, the confidence change of the map-weighted input; ROAD
@@ -21,8 +21,8 @@ leaves the positions outside it out of every count.
 * agreement between two maps (:mod:`~jaxretina.evaluate.agreement`): Pearson and Spearman rank
   correlation, SSIM (scikit-image's), top-k overlap;
 * randomisation (:mod:`~jaxretina.evaluate.randomisation`): cascading and independent model
-  parameter randomisation, every re-initialised model built inside one compiled program; the
-  random-logit test (the map of another class);
+  parameter randomisation (and the smooth and efficient MPRT), every re-initialised model built
+  inside one compiled program; the random-logit test (the map of another class);
 * robustness (:mod:`~jaxretina.evaluate.robustness`): max- and average-sensitivity, the local
   Lipschitz estimate — the explainer on noisy copies, batched the same way.
 
@@ -35,7 +35,9 @@ Example::
 """
 
 from jaxretina.evaluate.agreement import SSIM_K1, SSIM_K2, pearson, spearman, ssim, top_k_overlap
-from jaxretina.evaluate.complexity import QUANTUS_SPARSENESS_EPS, effective_complexity, entropy, sparseness
+from jaxretina.evaluate.complexity import (
+    QUANTUS_SPARSENESS_EPS, discrete_entropy, effective_complexity, entropy, sparseness,
+)
 from jaxretina.evaluate.faithfulness import (
     Curve, aopc, confidence_change, draw_subset, faithfulness_correlation, infidelity, perturbation_curve,
 )
@@ -45,7 +47,8 @@ from jaxretina.evaluate.localisation import (
     relevance_mass, relevance_rank, threshold_overlap, top_k_intersection,
 )
 from jaxretina.evaluate.randomisation import (
-    RANDOMISATION_MODES, draw_other_class, parameter_layers, parameter_randomisation, random_logit, reinitialised,
+    NOISE_STREAM, RANDOMISATION_MODES, draw_other_class, efficient_randomisation, parameter_layers,
+    parameter_randomisation, random_logit, reinitialised,
 )
 from jaxretina.evaluate.regions import chance_level
 from jaxretina.evaluate.road import ROAD_FRACTIONS, Road, road, road_combined, road_mask
@@ -58,4 +61,4 @@ __all__ = ["chance_level", "pointing_game", "energy_pointing_game", "relevance_m
            "spearman", "ssim", "top_k_overlap", "SSIM_K1", "SSIM_K2", "parameter_layers", "reinitialised",
            "parameter_randomisation", "RANDOMISATION_MODES", "linear_imputation", "neighbour_weights", "Road", "road",
            "road_combined", "road_mask", "ROAD_FRACTIONS", "pearson", "faithfulness_correlation", "draw_subset",
-           "random_logit", "draw_other_class"]
+           "random_logit", "draw_other_class", "discrete_entropy", "efficient_randomisation", "NOISE_STREAM"]

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxretina.evaluate.regions import check_map, check_region
-from jaxretina.metrics import roc_auc
+from jaxretina.metrics import histogram, roc_auc
 
 __all__ = ["pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank", "top_k_intersection",
            "localisation_auroc", "localisation_auprc", "threshold_overlap", "otsu_threshold", "Overlap"]
@@ -158,12 +158,7 @@ def otsu_threshold(a: Any, *, fov: Any = None, bins: int = 256) -> jax.Array:
 def _otsu(a, v, bins):
     """:func:`otsu_threshold` of the checked flat values ``a`` inside the flat view ``v``."""
     lo, hi = jnp.where(v, a, jnp.inf).min(), jnp.where(v, a, -jnp.inf).max()
-    edges = jnp.linspace(lo, hi, bins + 1)
-    # NumPy's uniform-bin index: scaled, then corrected against the edges, the maximum in the last bin
-    index = jnp.clip(((a - lo) * (bins / jnp.where(hi > lo, hi - lo, 1))).astype(jnp.int32), 0, bins - 1)
-    index = index - (a < edges[index]).astype(jnp.int32)
-    index = index + ((a >= edges[jnp.minimum(index + 1, bins)]) & (index != bins - 1)).astype(jnp.int32)
-    hist = jnp.zeros(bins, a.dtype).at[jnp.clip(index, 0, bins - 1)].add(v.astype(a.dtype))
+    hist, edges = histogram(a, v, bins)     # NumPy's bins (scikit-image's threshold_otsu uses them)
     centres = (edges[:-1] + edges[1:]) / 2
     w1, w2 = jnp.cumsum(hist), jnp.cumsum(hist[::-1])[::-1]
     m1 = jnp.cumsum(hist * centres) / jnp.where(w1 > 0, w1, 1)

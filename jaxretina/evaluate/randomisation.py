@@ -14,7 +14,16 @@ batched (``jax.vmap``) per call.
   norms' scale 1, offset 0, running mean 0 and variance 1.
 * :func:`parameter_randomisation` — ``similarity(Φ(θ), Φ(θ_l))`` for each step ``l``:
   ``"cascading"`` re-initialises the top ``l + 1`` layers (from the output down), ``"independent"``
-  only layer ``l`` (top-down order); ``Φ`` is ``explainer(variables, x)``.
+  only layer ``l`` (top-down order); ``Φ`` is ``explainer(variables, x)``.  A step may be a
+  group of layers (a tuple of paths: a DenseNet's block), re-initialised together.  With
+  ``smooth=N`` it is Hedström et al.'s smooth MPRT: ``Φ`` is the mean map over ``N`` noisy copies
+  ``x + ε_s``, ``ε_s ~ N(0, (noise · (max x − min x))²)`` drawn from
+  ``fold_in(fold_in(key, NOISE_STREAM), s)`` — the same draws for every model, so the noise the
+  explainer carries is averaged out of both sides alike.
+* :func:`efficient_randomisation` — Hedström et al.'s efficient MPRT: the relative rise of the
+  map's complexity (:func:`~jaxretina.evaluate.discrete_entropy`) from the model to the model
+  with every given layer re-initialised, ``(H(Φ(θ_all)) − H(Φ(θ))) / H(Φ(θ))``: large when
+  randomising the model scrambles the map (Quantus' ``EfficientMPRT``).
 * :func:`random_logit` (Sixt et al. 2020; Quantus' ``RandomLogit``) — ``similarity(Φ(x, c),
   Φ(x, c'))`` with ``c'`` drawn uniformly from the other classes (:func:`draw_other_class`): a
   map that does not change with the class explained does not explain the class.
@@ -47,13 +56,15 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxretina.evaluate.agreement import spearman, ssim
+from jaxretina.evaluate.complexity import discrete_entropy
 from jaxretina.explain.core import check_input, chunked_map, split_fn
 from jaxretina.explain.memory import pick_chunk
 
 __all__ = ["parameter_layers", "reinitialised", "parameter_randomisation", "RANDOMISATION_MODES", "random_logit",
-           "draw_other_class"]
+           "draw_other_class", "efficient_randomisation", "NOISE_STREAM"]
 
 RANDOMISATION_MODES = ("cascading", "independent")
+NOISE_STREAM = 0x6E6F6973   # smooth MPRT's draws: fold_in(fold_in(key, NOISE_STREAM), s); layers use fold_in(key, i)
 
 
 def parameter_layers(model: Any, variables: Any, x: Any) -> list[str]:
@@ -146,43 +157,85 @@ def reinitialised(variables: Any, layers: Sequence[str], key: jax.Array, chosen:
 
 class _Randomised(NamedTuple):
     explainer: Callable
-    layers: tuple
+    layers: tuple      # every path, top-down
+    group: tuple       # each path's step (its group's place, top-down)
     cascading: bool
+    smooth: int
+    noise: float
 
     def __call__(self, consts, step):
-        """``Φ(θ_step)``; step −1 is the original model."""
+        """``Φ(θ_step)`` (smoothed over noisy copies when ``smooth``); step −1 is the original model."""
         variables, x, key = consts
-        order = jnp.arange(len(self.layers))
+        order = jnp.asarray(self.group)
         chosen = (order <= step) if self.cascading else (order == step)
-        return jnp.asarray(self.explainer(reinitialised(variables, self.layers, key, chosen), x))
+        v = reinitialised(variables, self.layers, key, chosen)
+        if not self.smooth:
+            return jnp.asarray(self.explainer(v, x))
+        sigma = self.noise * (x.max() - x.min())
+        noise_key = jax.random.fold_in(key, NOISE_STREAM)
+
+        def add(s, total):
+            eps = sigma * jax.random.normal(jax.random.fold_in(noise_key, s), x.shape, x.dtype)
+            return total + jnp.asarray(self.explainer(v, x + eps))
+
+        first = jnp.asarray(self.explainer(v, x + sigma * jax.random.normal(jax.random.fold_in(noise_key, 0), x.shape,
+                                                                             x.dtype)))
+        return jax.lax.fori_loop(1, self.smooth, add, first) / self.smooth
 
 
-def parameter_randomisation(explainer: Callable, variables: Any, x: Any, *, layers: Sequence[str], key: jax.Array,
-                            mode: str = "cascading", similarity: Callable = spearman,
-                            chunk: int | str | None = None, budget: float | None = None) -> jax.Array:
+def _steps(variables, layers, who):
+    """``(top-down paths, each path's step)`` from ``layers`` (bottom-up paths or groups)."""
+    params = variables.get("params", {}) if isinstance(variables, dict) else {}
+    groups = [tuple(g) if isinstance(g, (list, tuple)) else (g,) for g in (layers or ())]
+    unknown = []
+    for path in (p for g in groups for p in g):
+        try:
+            _get(params, path)
+        except (KeyError, TypeError):
+            unknown.append(path)
+    if not groups or unknown or any(not g for g in groups):
+        raise ValueError(f"{who}: layers must be a non-empty list of parameter_layers(model, variables, x) paths "
+                         f"(or tuples of them); unknown: {unknown[:5]}")
+    top_down = list(reversed(groups))
+    return tuple(p for g in top_down for p in g), tuple(k for k, g in enumerate(top_down) for _ in g), len(groups)
+
+
+def parameter_randomisation(explainer: Callable, variables: Any, x: Any, *, layers: Sequence[Any], key: jax.Array,
+                            mode: str = "cascading", similarity: Callable = spearman, smooth: int = 0,
+                            noise: float = 0.1, chunk: int | str | None = None,
+                            budget: float | None = None) -> jax.Array:
     """``(len(layers),)``: ``similarity(Φ(θ), Φ(θ_l))`` per step, ``layers`` given bottom-up (as
-    :func:`parameter_layers` lists them, e.g. its last few) and randomised top-down (module docstring).
+    :func:`parameter_layers` lists them, e.g. its last few; an entry may be a tuple of paths
+    randomised together) and randomised top-down (module docstring); ``smooth`` > 0: smooth MPRT.
     ``explainer(variables, x)`` returns one map; it must be hashable and the same object from
     call to call (a module-level function), or every call compiles anew."""
     who = "parameter_randomisation"
     x = check_input(x, who=who)
     if mode not in RANDOMISATION_MODES:
         raise ValueError(f"{who}: mode must be one of {RANDOMISATION_MODES}; found {mode!r}")
-    params = variables.get("params", {}) if isinstance(variables, dict) else {}
-    unknown = []
-    for path in layers:
-        try:
-            _get(params, path)
-        except (KeyError, TypeError):
-            unknown.append(path)
-    if not layers or unknown:
-        raise ValueError(f"{who}: layers must be a non-empty list of parameter_layers(model, variables, x) paths; "
-                         f"unknown: {unknown[:5]}")
-    top_down = tuple(reversed(tuple(layers)))
-    term, consts, xs = _Randomised(explainer, top_down, mode == "cascading"), (variables, x, key), \
-        jnp.arange(-1, len(top_down))
+    if isinstance(smooth, bool) or not isinstance(smooth, (int, np.integer)) or smooth < 0:
+        raise ValueError(f"{who}: smooth must be an integer ≥ 0 (noisy copies per map); found {smooth!r}")
+    if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise > 0):
+        raise ValueError(f"{who}: noise must be a positive share of the input's range; found {noise!r}")
+    paths, group, steps = _steps(variables, layers, who)
+    term = _Randomised(explainer, paths, group, mode == "cascading", int(smooth), float(noise))
+    consts, xs = (variables, x, key), jnp.arange(-1, steps)
     maps = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
     return jax.vmap(similarity, in_axes=(None, 0))(maps[0], maps[1:])
+
+
+def efficient_randomisation(explainer: Callable, variables: Any, x: Any, *, layers: Sequence[Any], key: jax.Array,
+                            bins: int = 100) -> jax.Array:
+    """Efficient MPRT (module docstring): ``(H(Φ(θ_all)) − H(Φ(θ))) / H(Φ(θ))`` with every layer of
+    ``layers`` re-initialised in ``θ_all`` and ``H`` the ``bins``-bin discrete entropy.  Two
+    explainer calls in one program."""
+    who = "efficient_randomisation"
+    x = check_input(x, who=who)
+    paths, _, _ = _steps(variables, layers, who)
+    term = _Randomised(explainer, paths, (0,) * len(paths), True, 0, 1.0)
+    maps = chunked_map(term, (variables, x, key), jnp.arange(-1, 1), chunk=2)
+    before, after = discrete_entropy(maps[0], bins=bins), discrete_entropy(maps[1], bins=bins)
+    return (after - before) / before
 
 
 def draw_other_class(key: jax.Array, c: Any, classes: int) -> jax.Array:
