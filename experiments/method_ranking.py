@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import finish, start  # noqa: E402
 
 METHODS = ["saliency", "gradient_x_input", "ig:steps=16,chunk=8", "smoothgrad:samples=8,chunk=8",
-           "guided_backprop", "lrp", "gradcam:layers=norm5", "occlusion:window=24,strides=12,chunk=16"]
+           "guided_backprop", "lrp", "gradcam:layers=norm5"]
 METRICS = ["deletion:steps=16", "insertion:steps=16,baseline=blur", "road", "faithfulness_correlation",
            "sparseness", "pointing_game", "relevance_mass", "auroc", "auprc", "iou"]
 QUICK_METHODS = ["saliency", "gradcam:layers=norm5"]

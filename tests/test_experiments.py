@@ -122,3 +122,19 @@ def test_method_ranking_smoke(tmp_path):
     assert (tmp_path / "ranking.png").stat().st_size > 1000
     assert "p_best" in (tmp_path / "ranking.md").read_text()
     assert 'data-ready="0"' in (tmp_path / "report" / "report.html").read_text()   # set to 1 by its script
+
+
+def test_randomisation_study_smoke(tmp_path):
+    _run("randomisation_study.py", tmp_path)
+    r = json.loads((tmp_path / "randomisation.json").read_text())["results"]
+    dense, driu = r["densenet121"], r["driu"]
+    assert dense["steps"][0] == "classifier" and dense["steps"][-1] == "stem" and len(dense["steps"]) == 6
+    assert set(dense["methods"]) == {"saliency", "grad_cam"} and set(driu["methods"]) == {"saliency"}
+    for rec in (dense, driu):
+        for m in rec["methods"].values():
+            assert len(m["spearman_abs"]["mean"]) == len(m["ssim"]["mean"]) == len(rec["steps"])
+            assert all(-1 <= v <= 1 for v in m["spearman_abs"]["mean"] + m["ssim"]["mean"])
+            assert np.isfinite(m["efficient_mprt"]["mean"])
+    assert len(driu["steps"]) == 3
+    for fig in ("randomisation_curves", "randomisation_maps_densenet121", "randomisation_maps_driu"):
+        assert (tmp_path / f"{fig}.png").stat().st_size > 1000
