@@ -10,6 +10,14 @@
 * ``localisation`` — pointing game, relevance mass, relevance rank, top-k and AUROC over
   ``--maps`` random 224² maps with rectangular masks: jaxretina's jit(vmap) of all five against
   the five Quantus metrics.
+* ``mprt`` — cascading model parameter randomisation of DenseNet121 over all its 242 parameter
+  layers (every convolution, batch norm and the classifier, top down), ``--mprt-images`` images
+  at ``--mprt-size``², |gradient| maps, Spearman similarity: 243 explanations an image on both
+  sides — :func:`jaxretina.evaluate.parameter_randomisation` (every randomised model built in
+  the program from the variables and a key, ``MPRT_CHUNK`` at a time) against Quantus' ``MPRT``
+  (a deep copy of the PyTorch model, one more layer's ``reset_parameters`` per step, Captum-free
+  autograd saliency as its ``explain_func``).  Different random draws: the numbers are not
+  compared, the work is the same.
 
 Each side in its own process: first call (compile included), best of ``--repeats``, peak
 resident memory above the process's start, FLOPs of the model calls (XLA's count for one
@@ -31,6 +39,7 @@ from benchmarks._process import run_case, write_results
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, STEP_VALUES, CHUNK = 96, 1568, 25
+MPRT_CHUNK = 11   # 243 = 11 × 22 + 1: explanations per call of the chunk program
 
 
 def _images(n):
@@ -133,22 +142,88 @@ def _localisation(side, n, repeats, result):
     return {"case": "localisation", "side": side, **first_and_best(run, repeats, base, result), "maps": n}
 
 
+def _abs_saliency(model, target, variables, x):
+    from jaxretina import explain
+
+    return explain.saliency(explain.model_fn(model, variables, target), x)
+
+
+def _mprt(side, n, repeats, result, size=64):
+    from benchmarks._memory import rss_mb
+    from benchmarks.anchor_models import CLASS, build
+    from benchmarks.anchors import first_and_best
+
+    pair = build("densenet121")
+    xs = np.random.default_rng(2).normal(0, 1, (n, size, size, 3)).astype(np.float32)
+    base = rss_mb()
+    if side == "quantus":
+        import torch
+        import quantus
+
+        net = pair.torch_model
+
+        def saliency(model, inputs, targets, **kwargs):
+            z = torch.tensor(np.asarray(inputs), dtype=torch.float32, requires_grad=True)
+            out = model(z)
+            out[torch.arange(len(z)), torch.as_tensor(np.asarray(targets))].sum().backward()
+            return z.grad.abs().numpy()
+
+        metric = quantus.MPRT(layer_order="top_down", abs=True, normalise=False, disable_warnings=True,
+                              display_progressbar=False)
+        x_nchw = np.ascontiguousarray(xs.transpose(0, 3, 1, 2))
+
+        def run():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scores = metric(model=net, x_batch=x_nchw, y_batch=np.full(n, CLASS), a_batch=None,
+                                explain_func=saliency, channel_first=True, softmax=False, device="cpu")
+            return np.asarray([list(v) for v in scores.values()], np.float64)
+    else:
+        import functools
+
+        import jax
+
+        from jaxretina import evaluate, taps
+
+        variables = taps.params_only(pair.variables)
+        explainer = functools.partial(_abs_saliency, pair.jax_model, pair.target)
+        layers = evaluate.parameter_layers(pair.jax_model, variables, xs[0])
+        key = jax.random.key(0)
+
+        def run():
+            return np.stack([np.asarray(evaluate.parameter_randomisation(
+                explainer, variables, jax.numpy.asarray(x), layers=layers, key=key, chunk=MPRT_CHUNK)) for x in xs])
+    timing = first_and_best(run, repeats, base, result)
+    return {"case": "mprt", "side": side, **timing, "images": n, "size": size, "explanations": n * 243}
+
+
 def case(kind: str, side: str, n: int, repeats: int, result: str) -> dict:
     """One case in this process."""
-    return (_deletion if kind == "deletion" else _localisation)(side, n, repeats, result)
+    return {"deletion": _deletion, "localisation": _localisation, "mprt": _mprt}[kind](side, n, repeats, result)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--maps", type=int, default=256)
+    p.add_argument("--mprt-images", type=int, default=4)
+    p.add_argument("--cases", default="deletion,localisation,mprt", help="comma-separated; rows of the others kept")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "evaluation.json"))
     args = p.parse_args(argv)
+    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
     rows = []
+    if os.path.exists(args.out):   # keep the rows of the cases not run now
+        import json
+
+        with open(args.out) as fh:
+            rows = [r for r in json.load(fh).get("rows", []) if r.get("case") not in wanted]
     with tempfile.TemporaryDirectory() as folder:
         for kind, sides, n in (("deletion", ("jaxretina", "floor", "quantus"), args.images),
-                               ("localisation", ("jaxretina", "quantus"), args.maps)):
+                               ("localisation", ("jaxretina", "quantus"), args.maps),
+                               ("mprt", ("jaxretina", "quantus"), args.mprt_images)):
+            if kind not in wanted:
+                continue
             results = {}
             for side in sides:
                 path = os.path.join(folder, f"{kind}-{side}.npy")
@@ -161,7 +236,8 @@ def main(argv=None) -> int:
             ours, theirs = results["jaxretina"], results["quantus"]
             ours["speedup_vs_quantus"] = theirs["best_s"] / ours["best_s"]
             a, b = np.load(ours["result"]), np.load(theirs["result"])
-            ours["max_abs_diff"] = float(np.nanmax(np.abs(a - b))) if a.shape == b.shape else None
+            same_draws = kind != "mprt"
+            ours["max_abs_diff"] = float(np.nanmax(np.abs(a - b))) if same_draws and a.shape == b.shape else None
             if "floor" in results:
                 ours["ratio_to_forward_passes"] = ours["best_s"] / results["floor"]["best_s"]
             print(f"{kind:12s} jaxretina {ours['speedup_vs_quantus']:.2f}× Quantus"

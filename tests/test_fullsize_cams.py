@@ -1,10 +1,11 @@
-"""The CAM family at full size: torchvision's DenseNet121 and ResNet50 (random weights and
-BatchNorm statistics) against pytorch-grad-cam 1.5.7 at three layers each, float32 on both
-sides (the small pairs of test_cam_family.py check the same maps in float64).
+"""The CAM family at full size: torchvision's ResNet50 (random weights and BatchNorm statistics)
+against pytorch-grad-cam 1.5.7 at three layers, float32 on both sides (the small pairs of
+test_cam_family.py check the same maps in float64, the small DenseNet among them).  DenseNet121
+at full size passed the same test (≤ 2e-5; XGradCAM at norm5 1.3e-4 to 3.2e-4, its channel sums
+nearly cancelling) and was left out for CI time (42 s of two busy workers).
 
-All six methods and FullGrad come out of one compiled program per model: the public functions called inside
-one ``jax.jit`` share the forward and backward pass (XLA merges the repeats), so the test
-compiles two programs, not twelve."""
+All six methods and FullGrad come out of one compiled program: the public functions called
+inside one ``jax.jit`` share the forward and backward pass (XLA merges the repeats)."""
 
 import numpy as np
 import pytest
@@ -21,19 +22,6 @@ CLASS = 2
 METHODS = {"hires_cam": "HiResCAM", "grad_cam_elementwise": "GradCAMElementWise", "xgrad_cam": "XGradCAM",
            "layer_cam": "LayerCAM"}
 EIGEN = ("eigen_cam", "eigen_grad_cam")
-
-
-def _densenet():
-    from converters.densenet import from_state_dict
-    from tests.reference.densenet_torch import DenseNetModules, randomize
-
-    tv = randomize(torchvision.models.densenet121(num_classes=5), seed=3)
-    model, variables, _ = from_state_dict({k: v.numpy() for k, v in tv.state_dict().items()}, "fullsize")
-    ref = DenseNetModules(tv).eval()
-    modules = dict(ref.named_modules())
-    layers = {"denseblock2": modules["features.denseblock2"], "transition3.conv": modules["features.transition3.conv"],
-              "norm5": modules["features.norm5"]}
-    return model, variables, ref, layers
 
 
 def _resnet():
@@ -74,20 +62,18 @@ def _hooked(ref, module, x):
 
 # Anchor: pytorch-grad-cam 1.5.7, one call per method and layer as its users call it (float32,
 # ReLU, min–max, OpenCV resize, min–max); tolerance 1e-3 on maps in [0, 1] (float32 through
-# 121 / 50 layers on both sides: measured ≤ 2e-5, and 1.3e-4 to 3.2e-4 for XGradCAM at DenseNet's norm5,
-# whose channel sums Σ_p A_pk nearly cancel).  EigenCAM/EigenGradCAM: pytorch-grad-cam's
+# 50 layers on both sides: measured ≤ 2e-5).  EigenCAM/EigenGradCAM: pytorch-grad-cam's
 # get_2d_projection on the hooked float32 activations (and gradients), tolerance 1e-4 of the
 # largest value up to the sign its SVD leaves free (jaxretina turns the largest magnitude
 # positive; their ReLU after an arbitrary sign makes whole maps differ, so the bare projections
 # are compared).  FullGrad (every Conv2d and BatchNorm2d bias; ε 1e-7): tolerance 1e-3 on [0, 1]
 # (measured 4e-6).
 @pytest.mark.fullsize
-@pytest.mark.parametrize("build", [_densenet, _resnet], ids=["densenet121", "resnet50"])
-def test_cam_family_matches_pytorch_grad_cam_at_full_size(build):
+def test_cam_family_matches_pytorch_grad_cam_at_full_size():
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
-    model, variables, ref, layers = build()
+    model, variables, ref, layers = _resnet()
     x = np.random.default_rng(7).normal(size=(64, 64, 3)).astype(np.float32)
     want = {}   # PyTorch first: right after XLA has run, its CPU threads slow PyTorch 5×
     for method, cls in METHODS.items():

@@ -13,7 +13,8 @@ Example::
     >>> _ = sweep.run(model="driu", data="images/", out="page.zarr", methods=["saliency"], batch=2, size=32,
     ...               progress=False, metrics=["sparseness"])
     >>> summary = sweep.report("page.zarr", html=True)
-    >>> open(summary["files"]["html"]).read().count('class="cell"')
+    >>> from pathlib import Path
+    >>> Path(summary["files"]["html"]).read_text().count('class="cell"')
     2
 """
 
