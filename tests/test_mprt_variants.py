@@ -43,13 +43,15 @@ def test_groups_smooth_and_efficient_mprt_are_their_definitions():
     x = jnp.asarray(np.random.default_rng(14).random((32, 32, 3)) * 255, jnp.float32)
     layers = evaluate.parameter_layers(grader, variables, x)
     key = jax.random.key(3)
+    saliency = jax.jit(_grader_saliency)                                 # the by-hand side, compiled once
+    reinit = jax.jit(evaluate.reinitialised, static_argnums=1)
     groups = [tuple(layers[-6:-2]), tuple(layers[-2:])]               # bottom-up: block 2's layers, then the top
     top_down = layers[-2:] + layers[-6:-2]            # groups top-down, each in its given order
     got = np.asarray(evaluate.parameter_randomisation(_grader_saliency, variables, x, layers=groups, key=key))
-    original = np.asarray(_grader_saliency(variables, x)).ravel()
+    original = np.asarray(saliency(variables, x)).ravel()
     for step, count in enumerate((2, 6)):
         pick = jnp.asarray([j < count for j in range(len(top_down))])
-        by_hand = np.asarray(_grader_saliency(evaluate.reinitialised(variables, top_down, key, pick), x)).ravel()
+        by_hand = np.asarray(saliency(reinit(variables, tuple(top_down), key, pick), x)).ravel()
         assert got[step] == pytest.approx(spearmanr(original, by_hand)[0], abs=1e-5), step
 
     smooth, noise = 3, 0.05
@@ -58,17 +60,17 @@ def test_groups_smooth_and_efficient_mprt_are_their_definitions():
     sigma = noise * float(x.max() - x.min())
     draws = [sigma * jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, evaluate.NOISE_STREAM), s),
                                        x.shape, x.dtype) for s in range(smooth)]
-    smoothed = lambda v: np.mean([np.asarray(_grader_saliency(v, x + d)) for d in draws], axis=0).ravel()  # noqa
+    smoothed = lambda v: np.mean([np.asarray(saliency(v, x + d)) for d in draws], axis=0).ravel()  # noqa
     base = smoothed(variables)
     for step in range(2):
         pick = jnp.asarray([j <= step for j in range(2)])
-        want = spearmanr(base, smoothed(evaluate.reinitialised(variables, layers[-2:][::-1], key, pick)))[0]
+        want = spearmanr(base, smoothed(reinit(variables, tuple(layers[-2:][::-1]), key, pick)))[0]
         assert got[step] == pytest.approx(want, abs=1e-5), step
 
     got = float(evaluate.efficient_randomisation(_grader_saliency, variables, x, layers=layers[-3:], key=key))
-    every = evaluate.reinitialised(variables, layers[-3:][::-1], key, jnp.ones(3, bool))
-    h0 = float(evaluate.discrete_entropy(_grader_saliency(variables, x)))
-    h1 = float(evaluate.discrete_entropy(_grader_saliency(every, x)))
+    every = reinit(variables, tuple(layers[-3:][::-1]), key, jnp.ones(3, bool))
+    entropy = jax.jit(evaluate.discrete_entropy)
+    h0, h1 = float(entropy(saliency(variables, x))), float(entropy(saliency(every, x)))
     assert got == pytest.approx((h1 - h0) / h0, abs=1e-5) and h1 != h0
     with pytest.raises(ValueError, match="smooth must be an integer"):
         evaluate.parameter_randomisation(_grader_saliency, variables, x, layers=layers[-2:], key=key, smooth=-1)
