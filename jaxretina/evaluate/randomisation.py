@@ -1,10 +1,11 @@
 """Model parameter randomisation (Adebayo et al. 2018's sanity check): a map that stays the same
 when the model's layers are re-initialised explains the architecture, not what the model learnt.
 
-The variables are data: every randomised model is built inside one compiled program from the
-original variables and a key — re-initialised layers drawn from ``fold_in(key, i)`` for layer
-``i`` — so no stack of ``L`` parameter copies is ever stored, and ``chunk`` randomised models run
-batched (``jax.vmap``) per call.
+The variables are data: every layer's re-initialisation is drawn once (layer ``i`` from
+``fold_in(key, i)``), and each randomised model is selected from the original and that one fresh
+copy inside the compiled program — two parameter sets are held, never a stack of ``L`` — and
+``chunk`` randomised models run batched (``jax.vmap``) per call (on a CPU, ``chunk=1`` is
+fastest: batching models batches their weights).
 
 * :func:`parameter_layers` — the model's layers that hold parameters (every innermost dictionary
   of ``variables["params"]`` with arrays), in the order a forward pass calls them.
@@ -138,21 +139,45 @@ def _fresh(layer_params: dict, layer_stats: dict | None, key: jax.Array) -> tupl
 def reinitialised(variables: Any, layers: Sequence[str], key: jax.Array, chosen: jax.Array) -> Any:
     """``variables`` with layer ``layers[i]`` re-initialised (from ``fold_in(key, i)``) where
     ``chosen[i]``; traceable (``chosen`` may be traced)."""
+    return _select(variables, _every_fresh(variables, tuple(layers), key), layers, chosen)
+
+
+def _stats_of(variables, path):
+    if "batch_stats" not in variables:
+        return None
+    try:
+        return _get(variables["batch_stats"], path)
+    except KeyError:
+        return None
+
+
+def _every_fresh(variables: Any, layers: tuple, key: jax.Array) -> Any:
+    """``variables`` with every layer of ``layers`` re-initialised (layer ``i`` from ``fold_in(key, i)``)."""
     out = dict(variables)
     for i, path in enumerate(layers):
-        params = _get(variables["params"], path)
-        stats = None
-        if "batch_stats" in variables:
-            try:
-                stats = _get(variables["batch_stats"], path)
-            except KeyError:
-                stats = None
-        new_params, new_stats = _fresh(params, stats, jax.random.fold_in(key, i))
-        pick = lambda new, old: jnp.where(chosen[i], new, old)  # noqa: E731
-        out["params"] = _replace(out["params"], path, jax.tree.map(pick, new_params, params))
+        stats = _stats_of(variables, path)
+        new_params, new_stats = _fresh(_get(variables["params"], path), stats, jax.random.fold_in(key, i))
+        out["params"] = _replace(out["params"], path, new_params)
         if stats is not None:
-            out["batch_stats"] = _replace(out["batch_stats"], path, jax.tree.map(pick, new_stats, stats))
+            out["batch_stats"] = _replace(out["batch_stats"], path, new_stats)
     return out
+
+
+def _select(variables: Any, fresh: Any, layers: Sequence[str], chosen: jax.Array) -> Any:
+    """``variables`` with layer ``layers[i]`` taken from ``fresh`` where ``chosen[i]``."""
+    out = dict(variables)
+    for i, path in enumerate(layers):
+        pick = lambda new, old: jnp.where(chosen[i], new, old)  # noqa: E731
+        out["params"] = _replace(out["params"], path, jax.tree.map(pick, _get(fresh["params"], path),
+                                                                   _get(variables["params"], path)))
+        stats = _stats_of(variables, path)
+        if stats is not None:
+            out["batch_stats"] = _replace(out["batch_stats"], path,
+                                          jax.tree.map(pick, _get(fresh["batch_stats"], path), stats))
+    return out
+
+
+_fresh_variables = jax.jit(_every_fresh, static_argnums=1)
 
 
 class _Randomised(NamedTuple):
@@ -164,11 +189,12 @@ class _Randomised(NamedTuple):
     noise: float
 
     def __call__(self, consts, step):
-        """``Φ(θ_step)`` (smoothed over noisy copies when ``smooth``); step −1 is the original model."""
-        variables, x, key = consts
+        """``Φ(θ_step)`` (smoothed over noisy copies when ``smooth``); step −1 is the original model.
+        The re-initialised layers are drawn once, outside (``fresh``): a step only selects."""
+        variables, fresh, x, key = consts
         order = jnp.asarray(self.group)
         chosen = (order <= step) if self.cascading else (order == step)
-        v = reinitialised(variables, self.layers, key, chosen)
+        v = _select(variables, fresh, self.layers, chosen)
         if not self.smooth:
             return jnp.asarray(self.explainer(v, x))
         sigma = self.noise * (x.max() - x.min())
@@ -219,7 +245,8 @@ def parameter_randomisation(explainer: Callable, variables: Any, x: Any, *, laye
         raise ValueError(f"{who}: noise must be a positive share of the input's range; found {noise!r}")
     paths, group, steps = _steps(variables, layers, who)
     term = _Randomised(explainer, paths, group, mode == "cascading", int(smooth), float(noise))
-    consts, xs = (variables, x, key), jnp.arange(-1, steps)
+    consts, xs = (variables, _fresh_variables(variables, paths, key), x, key), jnp.arange(-1, steps)
+    chunk = 1 if chunk is None and budget is None else chunk   # one model per call unless asked
     maps = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
     return jax.vmap(similarity, in_axes=(None, 0))(maps[0], maps[1:])
 
@@ -233,7 +260,7 @@ def efficient_randomisation(explainer: Callable, variables: Any, x: Any, *, laye
     x = check_input(x, who=who)
     paths, _, _ = _steps(variables, layers, who)
     term = _Randomised(explainer, paths, (0,) * len(paths), True, 0, 1.0)
-    maps = chunked_map(term, (variables, x, key), jnp.arange(-1, 1), chunk=2)
+    maps = chunked_map(term, (variables, _fresh_variables(variables, paths, key), x, key), jnp.arange(-1, 1), chunk=2)
     before, after = discrete_entropy(maps[0], bins=bins), discrete_entropy(maps[1], bins=bins)
     return (after - before) / before
 
