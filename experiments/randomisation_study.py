@@ -118,16 +118,16 @@ def _inputs(kind, n, size, seed):
     rng = np.random.default_rng(seed)
     if kind == "densenet":
         raws = [data.fake_fundus(4 - g % 5, rng, size, size) for g in range(n)]
-        return [np.asarray(preprocess.imagenet_normalize(r)) for r in raws], raws
+        return [np.asarray(preprocess.imagenet_normalize(r)) for r in raws]
     retina = skdata.retina()
     raws = []
     for _ in range(n):
         y, x = rng.integers(300, 1000, 2)
         raws.append(np.asarray(Image.fromarray(retina[y:y + 3 * size, x:x + 3 * size]).resize((size, size))))
-    return [np.asarray(preprocess.driu_caffe_input(r)) for r in raws], raws
+    return [np.asarray(preprocess.driu_caffe_input(r)) for r in raws]
 
 
-def study(name, model, variables, target, xs, raws, groups, step_names, out, timer, seed, methods=METHODS):
+def study(name, model, variables, target, xs, groups, step_names, out, timer, seed, methods=METHODS):
     import jax
     import jax.numpy as jnp
 
@@ -211,10 +211,10 @@ def main(argv=None) -> Path:
         grader, g_vars = jaxretina.load("densenet121", args.densenet_weights)
     else:
         g_vars = models.random_variables(grader, (1, args.size, args.size, 3), seed=args.seed)
-    xs, raws = _inputs("densenet", args.images, args.size, args.seed)
+    xs = _inputs("densenet", args.images, args.size, args.seed)
     layers = evaluate.parameter_layers(grader, g_vars, xs[0])
     names, groups = densenet_groups(layers)
-    results["densenet121"] = study("densenet121", grader, g_vars, targets.top_class(), xs, raws, groups,
+    results["densenet121"] = study("densenet121", grader, g_vars, targets.top_class(), xs, groups,
                                    names[::-1], out, timer, args.seed, args.methods)
     results["densenet121"]["weights"] = args.densenet_weights or "random initialisation"
 
@@ -223,9 +223,9 @@ def main(argv=None) -> Path:
         driu, d_vars = jaxretina.load("driu", args.driu_weights)
     else:
         d_vars = models.random_variables(driu, (1, args.driu_size, args.driu_size, 3), seed=args.seed)
-    xs, raws = _inputs("driu", args.images, args.driu_size, args.seed)
+    xs = _inputs("driu", args.images, args.driu_size, args.seed)
     layers = evaluate.parameter_layers(driu, d_vars, xs[0])[-3 if args.quick else 0:]
-    results["driu"] = study("driu", driu, d_vars, targets.segmentation_sum(), xs, raws, layers, layers[::-1], out,
+    results["driu"] = study("driu", driu, d_vars, targets.segmentation_sum(), xs, layers, layers[::-1], out,
                             timer, args.seed, args.driu_methods)
     results["driu"]["weights"] = args.driu_weights or "random initialisation"
     record["results"] = results

@@ -200,13 +200,12 @@ class _Randomised(NamedTuple):
         sigma = self.noise * (x.max() - x.min())
         noise_key = jax.random.fold_in(key, NOISE_STREAM)
 
-        def add(s, total):
+        def noisy(s):
             eps = sigma * jax.random.normal(jax.random.fold_in(noise_key, s), x.shape, x.dtype)
-            return total + jnp.asarray(self.explainer(v, x + eps))
+            return jnp.asarray(self.explainer(v, x + eps))
 
-        first = jnp.asarray(self.explainer(v, x + sigma * jax.random.normal(jax.random.fold_in(noise_key, 0), x.shape,
-                                                                             x.dtype)))
-        return jax.lax.fori_loop(1, self.smooth, add, first) / self.smooth
+        # the first draw starts the sum (its shape and mesh variance are the map's)
+        return jax.lax.fori_loop(1, self.smooth, lambda s, total: total + noisy(s), noisy(0)) / self.smooth
 
 
 def _steps(variables, layers, who):

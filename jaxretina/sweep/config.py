@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Mapping
 
-__all__ = ["Spec", "SweepConfig", "parse_spec", "parse_value", "sweep_config", "read_config_file", "DTYPES"]
+__all__ = ["Spec", "SweepConfig", "parse_spec", "parse_value", "sweep_config", "read_config_file", "DTYPES",
+           "positive_int", "finite_number"]
 
 DTYPES = ("float16", "float32")
 # Keys that say where and how fast, not what: a resumed run may change them.
@@ -226,6 +228,16 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 _ALIASES = {"method": "methods", "target": "targets", "metric": "metrics"}
+
+
+def positive_int(v) -> bool:
+    """A method's or metric's option value that is an integer ≥ 1 (not a bool)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def finite_number(v) -> bool:
+    """A method's or metric's option value that is a finite int or float (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(math.isfinite(v))
 
 
 def _of(*types):

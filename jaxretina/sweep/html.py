@@ -140,7 +140,7 @@ def write_html(store: SweepStore, summary: dict[str, Any], path: str, *, volume:
     done = [int(i) for i in np.flatnonzero(store.status() == DONE)][:examples]
     methods = sorted({n.split("/")[0] for n in store.map_names})
     load = _inputs(store, volume)
-    sections = []
+    sections, curves_seen = [], {c: [] for c in store.curve_names}
     for i in done:
         image = load(i) if load is not None else None
         cells = []
@@ -148,6 +148,8 @@ def write_html(store: SweepStore, summary: dict[str, Any], path: str, *, volume:
             cells.append(f'<div class="cell input" data-method="input"><img alt="input" src="{_png(image)}">'
                          '<div class="label">input</div></div>')
         maps = store.example(i, store.map_names + store.curve_names)
+        for c in store.curve_names:
+            curves_seen[c].append(maps[c])
         for name in store.map_names:
             panel = map_panel(maps[name], volume)
             curves = "".join(_svg_curve(maps[c], title=c) + f'<div class="label">{html.escape(c.rpartition(":")[2])}</div>'
@@ -157,13 +159,10 @@ def write_html(store: SweepStore, summary: dict[str, Any], path: str, *, volume:
                          f'<div class="label">{html.escape(name)}</div>{curves}</div>')
         sections.append(f'<section class="example" data-example="{i}"><h2>{html.escape(store.names[i])}</h2>'
                         f'<div class="grid">{"".join(cells)}</div></section>')
-    mean_curves = []
-    for c in store.curve_names:
-        stack = np.stack([store.example(i, [c])[c] for i in done]) if done else np.zeros((0, 2))
-        if len(stack):
-            mean_curves.append(f'<div class="cell" data-method="{html.escape(c.split("/")[0])}">'
-                               f'{_svg_curve(stack.astype(np.float64).mean(0), title=c)}'
-                               f'<div class="label">{html.escape(c)} (mean of {len(stack)})</div></div>')
+    mean_curves = [f'<div class="cell" data-method="{html.escape(c.split("/")[0])}">'
+                   f'{_svg_curve(np.stack(seen).astype(np.float64).mean(0), title=c)}'
+                   f'<div class="label">{html.escape(c)} (mean of {len(seen)})</div></div>'
+                   for c, seen in curves_seen.items() if seen]
     counts = summary["counts"]
     model = summary["model"].get("name", "?")
     options = "".join(f'<option value="{i}">{html.escape(store.names[i])}</option>' for i in done)

@@ -91,7 +91,7 @@ from jaxretina.explain.extremal import VARIANTS
 from jaxretina.explain.quadrature import RULES
 from jaxretina.models import registry
 from jaxretina.sweep import metrics as sweep_metrics
-from jaxretina.sweep.config import Spec
+from jaxretina.sweep.config import Spec, finite_number, positive_int
 
 __all__ = ["Computation", "build_computation", "PREPROCESSING", "METHODS", "TARGETS", "default_preprocess",
            "default_targets"]
@@ -187,14 +187,6 @@ for _kind in ("hirescam", "gradcam_elementwise", "layercam", "eigencam", "eigeng
     _OPTIONS[_kind] = dict(_OPTIONS["gradcam"])
 
 
-def _positive_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
-
-
 def _layers(v) -> bool:
     return isinstance(v, str) or (isinstance(v, tuple) and bool(v) and all(isinstance(x, str) for x in v))
 
@@ -202,40 +194,40 @@ def _layers(v) -> bool:
 # Each option's check and what it expects: a wrong value is an error naming the option, before
 # anything is traced (not a "cannot take input shape" from deep inside the model).
 _OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "steps": (lambda v: _positive_int(v) or v == "auto", "a positive integer or 'auto'"),
+    "steps": (lambda v: positive_int(v) or v == "auto", "a positive integer or 'auto'"),
     "rule": (lambda v: v in RULES, f"one of {list(RULES)}"),
-    "chunk": (lambda v: _positive_int(v) or v == "all", "a positive integer or 'all'"),
+    "chunk": (lambda v: positive_int(v) or v == "all", "a positive integer or 'all'"),
     "stem": (lambda v: isinstance(v, bool), "true or false"),
-    "baseline": (lambda v: v in ("black", "zero") or _number(v), "'black', 'zero' or a number"),
+    "baseline": (lambda v: v in ("black", "zero") or finite_number(v), "'black', 'zero' or a number"),
     "layers": (_layers, "'all', a layer name or names joined with '+'"),
     "relu": (lambda v: isinstance(v, bool), "true or false"),
     "resize": (lambda v: isinstance(v, bool), "true or false"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
     "abs": (lambda v: isinstance(v, bool), "true or false"),
-    "samples": (_positive_int, "a positive integer"),
-    "sigma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
-    "eps": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "samples": (positive_int, "a positive integer"),
+    "sigma": (lambda v: finite_number(v) and v >= 0, "a non-negative number"),
+    "eps": (lambda v: finite_number(v) and v >= 0, "a non-negative number"),
     "composite": (lambda v: v in _LRP, f"one of {list(_LRP)}"),
     "variant": (lambda v: isinstance(v, str), "a variant name"),
     "baselines": (lambda v: v in ("black", ("black", "white")), "'black' or 'black+white'"),
-    "epsilon": (lambda v: _number(v) and v >= 0, "a non-negative number"),
-    "gamma": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "epsilon": (lambda v: finite_number(v) and v >= 0, "a non-negative number"),
+    "gamma": (lambda v: finite_number(v) and v >= 0, "a non-negative number"),
     "interpolate": (lambda v: v in ("nearest", "linear"), "'nearest' or 'linear'"),
     "sum_channels": (lambda v: isinstance(v, bool), "true or false"),
     "layer": (lambda v: isinstance(v, str) and bool(v), "a layer name or 'last'"),
-    "window": (_positive_int, "a positive integer (pixels per spatial axis)"),
-    "strides": (_positive_int, "a positive integer (pixels per spatial axis)"),
-    "cells": (_positive_int, "a positive integer (grid cells per spatial axis)"),
-    "permutations": (_positive_int, "a positive integer"),
-    "masks": (_positive_int, "a positive integer"),
-    "p": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
-    "alpha": (lambda v: _number(v) and v >= 0, "a non-negative number"),
-    "kernel_width": (lambda v: _number(v) and v > 0, "a positive number"),
-    "area": (lambda v: _number(v) and 0 < v < 1, "a fraction between 0 and 1"),
-    "max_iter": (_positive_int, "a positive integer"),
-    "mask_size": (_positive_int, "a positive integer (voxels per spatial axis)"),
-    "overlap": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "mode": (lambda v: v in explain.MONAI_MODES or _number(v), f"a number or one of {list(explain.MONAI_MODES)}"),
+    "window": (positive_int, "a positive integer (pixels per spatial axis)"),
+    "strides": (positive_int, "a positive integer (pixels per spatial axis)"),
+    "cells": (positive_int, "a positive integer (grid cells per spatial axis)"),
+    "permutations": (positive_int, "a positive integer"),
+    "masks": (positive_int, "a positive integer"),
+    "p": (lambda v: finite_number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "alpha": (lambda v: finite_number(v) and v >= 0, "a non-negative number"),
+    "kernel_width": (lambda v: finite_number(v) and v > 0, "a positive number"),
+    "area": (lambda v: finite_number(v) and 0 < v < 1, "a fraction between 0 and 1"),
+    "max_iter": (positive_int, "a positive integer"),
+    "mask_size": (positive_int, "a positive integer (voxels per spatial axis)"),
+    "overlap": (lambda v: finite_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "mode": (lambda v: v in explain.MONAI_MODES or finite_number(v), f"a number or one of {list(explain.MONAI_MODES)}"),
     "neuron": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                "a flat index (a non-negative integer) into the layer's activation"),
 }
@@ -303,6 +295,10 @@ class _Example:
         x = PREPROCESSING[self.prep](raw)
         maps, scalars = {}, {}
         out = taps.tap_functions(self.model).forward(variables, x[None])[0]
+        if self.metrics:   # the metrics' references and draws, the same for every target
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), index), sweep_metrics.METRIC_STREAM)
+            black = _baseline("black", self, raw, x)
+            gray = 0.5 if self.prep == "none" else PREPROCESSING[self.prep](jnp.full_like(raw, 128))
         for tname, target in self.targets:
             prefix = f"{tname}/" if len(self.targets) > 1 else ""
             scalars[f"{prefix}score"] = target(out)
@@ -312,12 +308,9 @@ class _Example:
                 _run(kind, dict(opts), self, variables, raw, x, f, target, index, f"{prefix}{name}", maps, scalars)
             if self.metrics:
                 curves = {}
-                key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), index),
-                                         sweep_metrics.METRIC_STREAM)
                 mine = {k: v for k, v in maps.items() if k not in made}
-                gray = 0.5 if self.prep == "none" else PREPROCESSING[self.prep](jnp.full_like(raw, 128))
-                sweep_metrics.score_maps(self.metrics, mine, x, f, key=key, black=_baseline("black", self, raw, x),
-                                         gray=gray, regions=dict(regions or {}), scalars=scalars, curves=curves)
+                sweep_metrics.score_maps(self.metrics, mine, x, f, key=key, black=black, gray=gray,
+                                         regions=dict(regions or {}), scalars=scalars, curves=curves)
                 maps.update(curves)
         return maps, scalars
 

@@ -35,12 +35,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import jax
 import jax.numpy as jnp
 
 from jaxretina import evaluate, preprocess
-from jaxretina.sweep.config import Spec
+from jaxretina.sweep.config import Spec, finite_number, positive_int
 
 __all__ = ["METRIC_KINDS", "BETTER", "METRIC_STREAM", "metric_options", "needs_masks", "score_maps", "spatial_view"]
 
@@ -64,34 +63,26 @@ BETTER = {**{k: "higher" for k in METRIC_KINDS}, "deletion": "lower", "entropy":
 BETTER["deletion_aopc"] = "higher"
 
 
-def _positive_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
-
-
 def _fractions(v) -> bool:
     v = v if isinstance(v, tuple) else (v,)
-    return all(_number(f) and 0 < f < 1 for f in v)
+    return all(finite_number(f) and 0 < f < 1 for f in v)
 
 
 _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "steps": (_positive_int, "a positive integer"),
+    "steps": (positive_int, "a positive integer"),
     "order": (lambda v: v in evaluate.faithfulness.ORDERS, f"one of {list(evaluate.faithfulness.ORDERS)}"),
-    "baseline": (lambda v: v in ("black", "gray", "blur", "zero") or _number(v),
+    "baseline": (lambda v: v in ("black", "gray", "blur", "zero") or finite_number(v),
                  "'black', 'gray', 'blur', 'zero' or a number"),
-    "sigma": (lambda v: _number(v) and v > 0, "a positive number (pixels)"),
-    "chunk": (lambda v: _positive_int(v) or v == "all", "a positive integer or 'all'"),
+    "sigma": (lambda v: finite_number(v) and v > 0, "a positive number (pixels)"),
+    "chunk": (lambda v: positive_int(v) or v == "all", "a positive integer or 'all'"),
     "fractions": (_fractions, "shares in (0, 1) joined with '+'"),
-    "noise": (lambda v: _number(v) and v >= 0, "a non-negative number"),
-    "runs": (lambda v: _positive_int(v) and v >= 2, "an integer ≥ 2"),
-    "subset": (_positive_int, "a positive integer"),
-    "eps": (lambda v: _number(v) and v >= 0, "a non-negative number"),
-    "k": (_positive_int, "a positive integer"),
+    "noise": (lambda v: finite_number(v) and v >= 0, "a non-negative number"),
+    "runs": (lambda v: positive_int(v) and v >= 2, "an integer ≥ 2"),
+    "subset": (positive_int, "a positive integer"),
+    "eps": (lambda v: finite_number(v) and v >= 0, "a non-negative number"),
+    "k": (positive_int, "a positive integer"),
     "threshold": (lambda v: v in ("otsu", "top"), "'otsu' or 'top'"),
-    "top": (lambda v: _number(v) and 0 < v < 1, "a share in (0, 1)"),
+    "top": (lambda v: finite_number(v) and 0 < v < 1, "a share in (0, 1)"),
     "maps": (lambda v: isinstance(v, str) or (isinstance(v, tuple) and all(isinstance(x, str) for x in v)),
              "'all', a map or method name, or names joined with '+'"),
 }

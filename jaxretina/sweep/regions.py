@@ -41,7 +41,7 @@ _FIELDS = ("stem", "prefix", "name")
 
 def _stem(name: str) -> str:
     base = os.path.basename(name)
-    for suffix in (".nii.gz", *SUFFIXES):
+    for suffix in SUFFIXES:   # ".nii.gz" before ".nii"
         if base.lower().endswith(suffix):
             return base[: -len(suffix)]
     return os.path.splitext(base)[0]
