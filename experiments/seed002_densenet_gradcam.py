@@ -159,13 +159,13 @@ def run_network(name, args, out, timer, data_desc, train_src, test_src) -> dict:
     xs = jnp.asarray(np.stack([data.square_resize(ex.image, args.size) for ex in examples]), jnp.float32)
     preds = ev["predictions"][pick]
 
-    def cam_of(x, c):
+    def cam_of(v, x, c):
         target = targets.Target(lambda out: out[c], "predicted grade logit")
-        return explain.grad_cam(model, variables, x, target, layers=layer, resize=False, relu=False,
+        return explain.grad_cam(model, v, x, target, layers=layer, resize=False, relu=False,
                                 normalize=False)[layer]
 
-    with timer(f"{name} grad_cam"):
-        raw = jax.jit(jax.vmap(cam_of))(xs, jnp.asarray(preds))                  # (B, h, w) signed
+    with timer(f"{name} grad_cam"):   # the variables are an argument: data, not constants in the program
+        raw = jax.jit(jax.vmap(cam_of, in_axes=(None, 0, 0)))(variables, xs, jnp.asarray(preds))  # (B, h, w)
     up = jax.image.resize(jax.nn.relu(raw), (raw.shape[0], args.size, args.size), method="linear")
     per_image, panels = [], []
     for ex, x, cam, cam_up, p in zip(examples, np.asarray(xs), np.asarray(raw), np.asarray(up), preds):
