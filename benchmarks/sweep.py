@@ -49,7 +49,7 @@ def case(data: str, out: str, steps: int, batch: int) -> dict:
     loaded = [runner.load_batch(b) for b in runner.plan.batches]
     jax.block_until_ready(runner.compute(runner.plan.batches[0], *loaded[0][:2]))   # warm
     t0 = time.perf_counter()
-    for b, (raw, index, _) in zip(runner.plan.batches, loaded):
+    for b, (raw, index, *_) in zip(runner.plan.batches, loaded):
         jax.block_until_ready(runner.compute(b, raw, index))
     bare = time.perf_counter() - t0
     n = sum(len(b.members) for b in runner.plan.batches)

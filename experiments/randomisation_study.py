@@ -14,7 +14,8 @@ the top.  Methods: saliency, gradient × input, guided backprop, integrated grad
 and Grad-CAM of the last spatial layer, each map summed over its channels.  Similarities at each
 step (:func:`jaxretina.evaluate.parameter_randomisation`, every randomised model built inside
 one compiled program per method): Spearman's rank correlation of the absolute maps (Adebayo's
-"ABS" curves) and SSIM of the maps scaled to [0, 1]; the efficient-MPRT score
+"ABS" curves), SSIM of the maps scaled to [0, 1] and the HOG similarity (the Pearson correlation
+of their histograms of oriented gradients, :func:`jaxretina.evaluate.hog_similarity`); the efficient-MPRT score
 (:func:`jaxretina.evaluate.efficient_randomisation`) of each method.  Writes
 ``randomisation.json`` (per model and method: the mean and spread of each similarity at each
 step), ``randomisation_curves.png`` (Adebayo's figure: similarity against the cascade) and
@@ -84,7 +85,7 @@ def explainer(model, target, layer, method, sigma, variables, x):
 
 
 def similarity(a, b):
-    """(Spearman of |a| and |b|, SSIM of a and b each scaled to [0, 1])."""
+    """(Spearman of |a| and |b|, SSIM and HOG similarity of a and b each scaled to [0, 1])."""
     import jax.numpy as jnp
 
     from jaxretina import evaluate
@@ -92,7 +93,8 @@ def similarity(a, b):
     def unit(m):
         return (m - m.min()) / jnp.maximum(m.max() - m.min(), 1e-12)
 
-    return evaluate.spearman(jnp.abs(a), jnp.abs(b)), evaluate.ssim(unit(a), unit(b), data_range=1.0)
+    return (evaluate.spearman(jnp.abs(a), jnp.abs(b)), evaluate.ssim(unit(a), unit(b), data_range=1.0),
+            evaluate.hog_similarity(unit(a), unit(b)))
 
 
 def densenet_groups(layers):
@@ -145,13 +147,13 @@ def study(name, model, variables, target, xs, groups, step_names, out, timer, se
             sims = [jax.block_until_ready(evaluate.parameter_randomisation(phi, variables, jnp.asarray(x), layers=groups,
                                                                            key=key, similarity=similarity, chunk=1))
                     for x in xs]
-            rho = np.stack([np.asarray(s[0]) for s in sims])
-            ssim = np.stack([np.asarray(s[1]) for s in sims])
+            rho, ssim, hog = (np.stack([np.asarray(s[i]) for s in sims]) for i in range(3))
             empr = [float(evaluate.efficient_randomisation(phi, variables, jnp.asarray(x), layers=groups, key=key))
                     for x in xs]
         record["methods"][method] = {
             "spearman_abs": {"mean": rho.mean(0).tolist(), "std": rho.std(0).tolist()},
             "ssim": {"mean": ssim.mean(0).tolist(), "std": ssim.std(0).tolist()},
+            "hog": {"mean": hog.mean(0).tolist(), "std": hog.std(0).tolist()},
             "efficient_mprt": {"mean": float(np.mean(empr)), "per_image": empr},
         }
         # one image's maps along the cascade: the original, then after each of up to 4 steps
@@ -179,9 +181,10 @@ def _figure(results, path):
 
     from jaxretina import viz
 
-    fig, axes = plt.subplots(len(results), 2, figsize=(11, 3.6 * len(results)), squeeze=False)
+    titles = {"spearman_abs": "Spearman of |maps|", "ssim": "SSIM", "hog": "HOG similarity"}
+    fig, axes = plt.subplots(len(results), len(titles), figsize=(16, 3.6 * len(results)), squeeze=False)
     for row, (name, rec) in zip(axes, results.items()):
-        for ax, what in zip(row, ("spearman_abs", "ssim")):
+        for ax, what in zip(row, titles):
             for method, r in rec["methods"].items():   # the original model first: similarity 1
                 mean = np.concatenate([[1.0], r[what]["mean"]])
                 std = np.concatenate([[0.0], r[what]["std"]])
@@ -191,8 +194,7 @@ def _figure(results, path):
                           fontsize=7)
             ax.set_ylim(-1.02, 1.05)
             ax.axhline(0, color="gray", lw=0.5)
-            ax.set_title(f"{name}: {'Spearman of |maps|' if what == 'spearman_abs' else 'SSIM'} vs the original",
-                         fontsize=9)
+            ax.set_title(f"{name}: {titles[what]} vs the original", fontsize=9)
         row[0].legend(fontsize=7)
     fig.tight_layout()
     viz.save_figure(fig, path, dpi=90)

@@ -111,6 +111,9 @@ def _add_sweep(sub, models: tuple[str, ...]) -> None:
     sw.add_argument("--micro-batch", type=_positive_int,
                     help="examples per device per program call (default: 1; batch is a multiple of it x the "
                          "local devices)")
+    sw.add_argument("--programs", choices=["method", "one"],
+                    help="compile one program per method (default: compile time linear in the methods, a method "
+                         "added later compiles alone) or one for them all")
     sw.add_argument("--size", help="resize images to N or HxW (default: keep, one compile per shape)")
     sw.add_argument("--preprocess", help="driu_caffe | imagenet | unit | pixels | none (default: the model's)")
     sw.add_argument("--dtype", choices=["float16", "float32"], help="map dtype in the store (default: float32)")
@@ -150,7 +153,8 @@ def _sweep(args) -> None:
     cfg = sweep.sweep_config(args.config, model=args.model, data=args.data, out=args.out or (
         "dry-run" if args.dry_run else None), methods=args.method, targets=args.target, metrics=args.metric,
         masks=args.masks, fov=args.fov, weights=args.weights,
-        model_options=_model_options(args.model_option), batch=args.batch, micro_batch=args.micro_batch, size=args.size,
+        model_options=_model_options(args.model_option), batch=args.batch, micro_batch=args.micro_batch,
+        programs=args.programs, size=args.size,
         preprocess=args.preprocess, dtype=args.dtype, split=args.split, tfds_dir=args.tfds_dir, seed=args.seed,
         progress=False if args.no_progress else None, coordinator=args.coordinator,
         num_processes=args.num_processes, process_id=args.process_id)

@@ -132,8 +132,9 @@ def test_randomisation_study_smoke(tmp_path):
     assert set(dense["methods"]) == {"saliency", "grad_cam"} and set(driu["methods"]) == {"saliency"}
     for rec in (dense, driu):
         for m in rec["methods"].values():
-            assert len(m["spearman_abs"]["mean"]) == len(m["ssim"]["mean"]) == len(rec["steps"])
+            assert len(m["spearman_abs"]["mean"]) == len(m["ssim"]["mean"]) == len(m["hog"]["mean"]) == len(rec["steps"])
             assert all(-1 <= v <= 1 for v in m["spearman_abs"]["mean"] + m["ssim"]["mean"])
+            assert all(-1 - 1e-6 <= v <= 1 + 1e-6 or np.isnan(v) for v in m["hog"]["mean"])
             assert np.isfinite(m["efficient_mprt"]["mean"])
     assert len(driu["steps"]) == 3
     for fig in ("randomisation_curves", "randomisation_maps_densenet121", "randomisation_maps_driu"):

@@ -85,6 +85,31 @@ def test_stored_metrics_equal_the_direct_calls(scored, lesions):
     assert checked == 2 * 2 * 11
 
 
+# Property: the sweep's default compiles one program per method (the target's score in the first);
+# programs="one" compiles them together.  The stores agree: maps, scores and metric scalars,
+# float32, 1e-5 relative (XLA fuses the two programs differently); the run counts its programs.
+def test_one_program_equals_one_per_method(scored, lesions, tmp_path):
+    path, summary = scored
+    assert summary["this_run"]["compiles"] == 2
+    out = str(tmp_path / "one.zarr")
+    one = sweep.run(model="densenet121", model_options=SMALL, data=str(lesions / "folder" / "images"), out=out,
+                    size=32, batch=2, progress=False, seed=1, methods=["saliency", "gradcam:layers=norm5"],
+                    metrics=["deletion:steps=4", "sparseness", "pointing_game"], masks=str(lesions / "masks"),
+                    programs="one")
+    assert one["this_run"]["compiles"] == 1 and one["counts"] == summary["counts"]
+    a, b = sweep.open_store(path), sweep.open_store(out)
+    sa, sb = a.scalars(), b.scalars()
+    assert set(sb) <= set(sa) and "score" in sb
+    done = np.flatnonzero(b.status() == sweep.DONE)
+    for name in sb:
+        if name != "seconds":
+            np.testing.assert_allclose(sb[name][done], sa[name][done], rtol=1e-5, atol=1e-6, err_msg=name)
+    for i in done[:2]:
+        for name in b.map_names + b.curve_names:
+            np.testing.assert_allclose(b.example(int(i))[name], a.example(int(i))[name], rtol=1e-5, atol=1e-6,
+                                       err_msg=name)
+
+
 def test_metric_and_region_errors_are_named(lesions, tmp_path):
     base = dict(model="densenet121", model_options=SMALL, data=str(lesions / "folder" / "images"),
                 out=str(tmp_path / "x.zarr"), methods=["saliency"], size=32, progress=False)

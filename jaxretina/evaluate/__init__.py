@@ -19,7 +19,8 @@ leaves the positions outside it out of every count.
   (:mod:`~jaxretina.evaluate.imputation`) — every perturbed input built on the device and
   batched through one compiled program;
 * agreement between two maps (:mod:`~jaxretina.evaluate.agreement`): Pearson and Spearman rank
-  correlation, SSIM (scikit-image's), top-k overlap;
+  correlation, SSIM (scikit-image's), top-k overlap; HOG features and the HOG similarity of
+  Adebayo et al. (:mod:`~jaxretina.evaluate.hog`, scikit-image's ``hog``);
 * randomisation (:mod:`~jaxretina.evaluate.randomisation`): cascading and independent model
   parameter randomisation (and the smooth and efficient MPRT), every re-initialised model built
   inside one compiled program; the random-logit test (the map of another class);
@@ -41,6 +42,7 @@ from jaxretina.evaluate.complexity import (
 from jaxretina.evaluate.faithfulness import (
     Curve, aopc, confidence_change, draw_subset, faithfulness_correlation, infidelity, perturbation_curve,
 )
+from jaxretina.evaluate.hog import HOG_BLOCK_NORMS, hog, hog_similarity
 from jaxretina.evaluate.imputation import linear_imputation, neighbour_weights
 from jaxretina.evaluate.localisation import (
     Overlap, energy_pointing_game, localisation_auprc, localisation_auroc, otsu_threshold, pointing_game,
@@ -61,4 +63,5 @@ __all__ = ["chance_level", "pointing_game", "energy_pointing_game", "relevance_m
            "spearman", "ssim", "top_k_overlap", "SSIM_K1", "SSIM_K2", "parameter_layers", "reinitialised",
            "parameter_randomisation", "RANDOMISATION_MODES", "linear_imputation", "neighbour_weights", "Road", "road",
            "road_combined", "road_mask", "ROAD_FRACTIONS", "pearson", "faithfulness_correlation", "draw_subset",
-           "random_logit", "draw_other_class", "discrete_entropy", "efficient_randomisation", "NOISE_STREAM"]
+           "random_logit", "draw_other_class", "discrete_entropy", "efficient_randomisation", "NOISE_STREAM",
+           "hog", "hog_similarity", "HOG_BLOCK_NORMS"]

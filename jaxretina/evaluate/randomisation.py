@@ -48,6 +48,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -247,7 +248,20 @@ def parameter_randomisation(explainer: Callable, variables: Any, x: Any, *, laye
     consts, xs = (variables, _fresh_variables(variables, paths, key), x, key), jnp.arange(-1, steps)
     chunk = 1 if chunk is None and budget is None else chunk   # one model per call unless asked
     maps = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
+    return _compare_to_first(similarity, maps)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _compare_to_first(similarity: Callable, maps: jax.Array) -> jax.Array:
+    """``similarity(maps[0], maps[i])`` for ``i ≥ 1``: one compiled program per (similarity,
+    shape) instead of its operations one by one."""
     return jax.vmap(similarity, in_axes=(None, 0))(maps[0], maps[1:])
+
+
+@functools.partial(jax.jit, static_argnames="bins")
+def _entropy_rise(maps: jax.Array, *, bins: int) -> jax.Array:
+    before, after = discrete_entropy(maps[0], bins=bins), discrete_entropy(maps[1], bins=bins)
+    return (after - before) / before
 
 
 def efficient_randomisation(explainer: Callable, variables: Any, x: Any, *, layers: Sequence[Any], key: jax.Array,
@@ -260,8 +274,7 @@ def efficient_randomisation(explainer: Callable, variables: Any, x: Any, *, laye
     paths, _, _ = _steps(variables, layers, who)
     term = _Randomised(explainer, paths, (0,) * len(paths), True, 0, 1.0)
     maps = chunked_map(term, (variables, _fresh_variables(variables, paths, key), x, key), jnp.arange(-1, 1), chunk=2)
-    before, after = discrete_entropy(maps[0], bins=bins), discrete_entropy(maps[1], bins=bins)
-    return (after - before) / before
+    return _entropy_rise(maps, bins=bins)
 
 
 def draw_other_class(key: jax.Array, c: Any, classes: int) -> jax.Array:
@@ -296,4 +309,4 @@ def random_logit(explainer: Callable, x: Any, c: Any, *, classes: int, key: jax.
     c = jnp.asarray(c, jnp.int32)
     pair = jnp.stack([c, draw_other_class(key, c, classes).astype(jnp.int32)])
     maps = chunked_map(_ForClass(fn), (data, x), pair, chunk=2)
-    return similarity(maps[0], maps[1])
+    return _compare_to_first(similarity, maps)[0]

@@ -29,12 +29,16 @@ import math
 import os
 from typing import Any, Mapping
 
-__all__ = ["Spec", "SweepConfig", "parse_spec", "parse_value", "sweep_config", "read_config_file", "DTYPES",
+__all__ = ["Spec", "SweepConfig", "parse_spec", "parse_value", "sweep_config", "read_config_file", "DTYPES", "PROGRAMS",
            "positive_int", "finite_number"]
 
 DTYPES = ("float16", "float32")
 # Keys that say where and how fast, not what: a resumed run may change them.
-_RUNTIME_KEYS = ("out", "progress", "coordinator", "num_processes", "process_id", "dry_run")
+_RUNTIME_KEYS = ("out", "progress", "coordinator", "num_processes", "process_id", "dry_run", "programs")
+# How the per-example work is compiled: one program per method (the default: compile time grows
+# with the number of methods, not faster, and a method added later compiles alone) or one
+# program for them all (XLA may share the methods' common forward passes).
+PROGRAMS = ("method", "one")
 # Keys added after the first stores were written: left out of the identity while unset.
 _OPTIONAL_KEYS = ("metrics", "masks", "fov")
 
@@ -147,6 +151,7 @@ class SweepConfig:
     model_options: tuple[tuple[str, Any], ...] = ()
     batch: int = 8
     micro_batch: int = 1
+    programs: str = "method"
     size: tuple[int, ...] | None = None
     preprocess: str | None = None
     dtype: str = "float32"
@@ -264,6 +269,7 @@ _KEY_TYPES = {
              "an image size: 256, \"256x320\" or [256, 320]"),
     "preprocess": (_of(str), "a preprocessing name (text)"),
     "dtype": (_of(str), f"one of {DTYPES}"),
+    "programs": (lambda v: v in PROGRAMS, f"one of {PROGRAMS}"),
     "split": (_of(str), "a split name (text)"),
     "tfds_dir": (_of(str), "a folder path (text)"),
     "seed": (_count(0), "a non-negative integer"),

@@ -268,6 +268,14 @@ class Computation(NamedTuple):
     fn: Callable
     description: dict
 
+    def parts(self, programs: str = "method") -> tuple[Callable, ...]:
+        """``fn`` split for compiling: one per method (each target's score computed by the
+        first), or ``(fn,)`` for ``programs="one"``.  The parts' maps and scalars together are
+        ``fn``'s."""
+        if programs == "one" or len(self.fn.methods) == 1:
+            return (self.fn,)
+        return tuple(dataclasses.replace(self.fn, methods=(m,), score=k == 0) for k, m in enumerate(self.fn.methods))
+
 
 @dataclasses.dataclass(frozen=True)
 class _Example:
@@ -283,6 +291,7 @@ class _Example:
     low: float | tuple[float, ...]    # its lowest and highest values per channel (LRP's z^B rule)
     high: float | tuple[float, ...]
     metrics: tuple[tuple[str, tuple], ...] = ()   # (kind, sorted options)
+    score: bool = True   # compute each target's score (one part of a split computation does)
 
     @property
     def bounds(self) -> dict[str, Any]:
@@ -294,14 +303,15 @@ class _Example:
         curves are among the maps, named ``<map>:<metric>``."""
         x = PREPROCESSING[self.prep](raw)
         maps, scalars = {}, {}
-        out = taps.tap_functions(self.model).forward(variables, x[None])[0]
+        out = taps.tap_functions(self.model).forward(variables, x[None])[0] if self.score else None
         if self.metrics:   # the metrics' references and draws, the same for every target
             key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), index), sweep_metrics.METRIC_STREAM)
             black = _baseline("black", self, raw, x)
             gray = 0.5 if self.prep == "none" else PREPROCESSING[self.prep](jnp.full_like(raw, 128))
         for tname, target in self.targets:
             prefix = f"{tname}/" if len(self.targets) > 1 else ""
-            scalars[f"{prefix}score"] = target(out)
+            if self.score:
+                scalars[f"{prefix}score"] = target(out)
             f = explain.model_fn(self.model, variables, target)
             made = set(maps)
             for name, kind, opts in self.methods:

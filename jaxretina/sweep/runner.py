@@ -285,23 +285,28 @@ class Runner:
         }
 
     # programs
-    def program(self, shape: tuple[int, ...]):
-        """The compiled program for a batch of ``shape`` inputs (compiled once, ahead of time)."""
+    def program(self, shape: tuple[int, ...]) -> "_Programs":
+        """The compiled program(s) for a batch of ``shape`` inputs — one per method unless
+        ``programs="one"`` — compiled once, ahead of time."""
         if shape not in self._compiled:
-            local = _Local(self.comp.fn, self.dtype)
-            program = jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P("data"), P("data"), P("data")),
-                                            out_specs=P("data")))
             raw = jax.ShapeDtypeStruct((self.step, *shape), _raw_dtype(self.inputs), sharding=self.split)
             index = jax.ShapeDtypeStruct((self.step,), jnp.int32, sharding=self.split)
             regions = {n: jax.ShapeDtypeStruct((self.step, *shape[:-1]), jnp.bool_, sharding=self.split)
                        for n in self.regions}
             t0 = time.perf_counter()
-            self._compiled[shape] = program.lower(self.variables, raw, index, regions).compile()
+            lowered = [jax.jit(jax.shard_map(_Local(fn, self.dtype), mesh=self.mesh,
+                                             in_specs=(P(), P("data"), P("data"), P("data")), out_specs=P("data")))
+                       .lower(self.variables, raw, index, regions) for fn in self.comp.parts(self.cfg.programs)]
+            # XLA compiles outside Python's lock: the parts compile side by side, one per core
+            with ThreadPoolExecutor(max_workers=max(1, min(len(lowered), os.cpu_count() or 1)),
+                                    thread_name_prefix="sweep-compile") as pool:
+                parts = list(pool.map(lambda low: low.compile(), lowered))
+            self._compiled[shape] = _Programs(tuple(parts))
             took = time.perf_counter() - t0
             self.compile_seconds += took
-            log.info("compiled the program for %d x %s (%d per device on %d) in %.1f s (%d of %d shape group(s))",
-                     self.step, shape, self.cfg.micro_batch, len(self.mesh.devices), took, len(self._compiled),
-                     len(self.plan.groups))
+            log.info("compiled %d program(s) for %d x %s (%d per device on %d) in %.1f s (%d of %d shape group(s))",
+                     len(parts), self.step, shape, self.cfg.micro_batch, len(self.mesh.devices), took,
+                     len(self._compiled), len(self.plan.groups))
         return self._compiled[shape]
 
     def load_batch(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[str | None, str | None]],
@@ -357,6 +362,30 @@ class Runner:
             calls.append((start, program(self.variables, jax.device_put(raw[part], self.split),
                                          jax.device_put(index[part], self.split), parts)))
         return calls
+
+
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+    """A batch shape's compiled parts, called as one: their maps and scalars merged."""
+
+    parts: tuple
+
+    def __call__(self, *args):
+        maps, scalars = {}, {}
+        for part in self.parts:    # dispatched one after another, without waiting for results
+            m, s = part(*args)
+            maps.update(m)
+            scalars.update(s)
+        return maps, scalars
+
+    def memory_bytes(self) -> int | None:
+        """XLA's device bytes of the parts' arguments, temporaries and outputs, the outputs of
+        every part held together (an upper bound: the parts run one after another)."""
+        sizes = [compiled_bytes(p) for p in self.parts]
+        if any(s is None for s in sizes):
+            return None
+        outputs = [p.memory_analysis().output_size_in_bytes for p in self.parts]
+        return max(sizes) + sum(outputs) - outputs[sizes.index(max(sizes))]
 
 
 def _gather_calls(calls) -> dict[int, tuple[dict, dict]]:
@@ -448,7 +477,8 @@ def run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
         model's), ``weights`` (default: the deterministic initialisation, which the store's
         metadata says), ``model_options``, ``batch`` [8] (examples loaded, written and given
         to a process together) and ``micro_batch`` [1] (examples per device per program call;
-        ``batch`` is a multiple of it times the local devices),
+        ``batch`` is a multiple of it times the local devices), ``programs`` [method | one]
+        (compile one program per method, or one for them all; a resumed run may change it),
         ``size`` (resize images, e.g. 256 or "256x320"), ``preprocess``, ``dtype``
         [float32 | float16], ``split`` / ``tfds_dir`` (TFDS), ``seed``, ``progress``,
         ``coordinator`` / ``num_processes`` / ``process_id`` (several processes), or
@@ -493,7 +523,8 @@ def _run(runner: Runner, lease: Lease | None) -> dict:
     t_start = time.perf_counter()
     done = _loop(runner, writer, todo, status, n_todo, lease)
     wall = time.perf_counter() - t_start
-    stats = _gather(np.asarray([done, wall, runner.compile_seconds, len(runner._compiled)], np.float64),
+    programs = sum(len(p.parts) for p in runner._compiled.values())
+    stats = _gather(np.asarray([done, wall, runner.compile_seconds, programs], np.float64),
                     runner.processes)
     _barrier("jaxretina-sweep-end", runner.processes)
     summary = {
@@ -576,7 +607,7 @@ def dry_run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
     t0 = time.perf_counter()
     compiled = runner.program(shape)
     compile_s = time.perf_counter() - t0
-    memory = compiled_bytes(compiled)
+    memory = compiled.memory_bytes()
     raw, index, loaded, regions = runner.load_batch(batch)
     t1 = time.perf_counter()
     calls = runner.compute(batch, raw, index, regions=regions)
@@ -585,7 +616,7 @@ def dry_run(config: SweepConfig | None = None, /, **keys: Any) -> dict:
     return {
         "examples": len(runner.inputs), "problems": len(runner.plan.problems),
         "groups": {stores.shape_key(s): n for s, n in runner.plan.groups.items()},
-        "compiles_needed": len(runner.plan.groups), "batches": len(runner.plan.batches),
+        "compiles_needed": len(runner.plan.groups) * len(compiled.parts), "batches": len(runner.plan.batches),
         "batch": cfg.batch, "devices": len(runner.mesh.devices), "processes": runner.processes,
         "shape": list(shape), "compile_s": compile_s, "step_s": step,
         "seconds_per_example": step / (len(calls) * runner.step), "micro_batch": cfg.micro_batch,
