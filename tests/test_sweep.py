@@ -55,7 +55,10 @@ def images(tmp_path_factory):
 @pytest.fixture(scope="module")
 def store(images, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("sweep_store") / "driu.zarr")
-    summary = sweep.run(model="driu", data=images, out=out, methods=METHODS, batch=2, progress=False, seed=3)
+    # one program for the 26 methods (21 s of compilation here; one per method, the default: 28 s —
+    # the default's parts are tested equal to one program in test_sweep_metrics.py)
+    summary = sweep.run(model="driu", data=images, out=out, methods=METHODS, batch=2, progress=False, seed=3,
+                        programs="one")
     return out, summary
 
 
@@ -166,7 +169,7 @@ def test_store_holds_what_the_explainers_give(store, images):
     path, summary = store
     s = sweep.open_store(path)
     assert summary["counts"] == {"done": 5, "failed": 2, "pending": 0}
-    assert summary["this_run"]["compiles"] == len(METHODS) and summary["groups"] == {"32x32x3": 6}
+    assert summary["this_run"]["compiles"] == 1 and summary["groups"] == {"32x32x3": 6}
     model, variables, record = sweep.load_model(sweep.sweep_config(model="driu", data=images, out=path,
                                                                    methods=METHODS, seed=3))
     variables = taps.params_only(variables)
@@ -234,6 +237,8 @@ def test_store_holds_what_the_explainers_give(store, images):
             # two programs round them ~1e-3 apart
             differences = ("ablationcam", "occlusion", "feature_ablation", "shapley", "kernel_shap", "lime")
             rtol, atol = (5e-3, 5e-3) if name.startswith(differences) else (2e-4, 2e-5)
+            if name == "smoothgrad":   # a noisy copy sits on a ReLU kink: one program's rounding flips it
+                atol = 2e-3            # (measured 8.2e-4 of the map's max on one image of five; 2e-6 on the rest)
             np.testing.assert_allclose(got[name], w, rtol=rtol, atol=atol * np.abs(w).max(), err_msg=name)
         np.testing.assert_allclose(scal["ig.delta"][i], float(ig.delta), rtol=1e-4, atol=1e-3)
         np.testing.assert_allclose(scal["score"][i], float(jax.jit(f)(x)), rtol=1e-5)
@@ -374,9 +379,10 @@ def test_tfds_split_in_float16_and_the_report_command(tmp_path, capsys):
 
 def test_dry_run_reports_memory_and_time_and_writes_nothing(images, tmp_path):
     out = tmp_path / "never.zarr"
-    r = sweep.dry_run(model="driu", data=images, out=str(out), methods=METHODS, batch=2, seed=3, progress=False)
+    r = sweep.dry_run(model="driu", data=images, out=str(out), methods=METHODS, batch=2, seed=3, progress=False,
+                      programs="one")   # the store fixture's program: read from the run's compile cache
     assert r["examples"] == 7 and r["problems"] == 1          # the grayscale one; the truncated shows on loading
-    assert r["compiles_needed"] == len(METHODS) and r["batches"] == 3 and r["devices"] == 1 and r["shape"] == [32, 32, 3]
+    assert r["compiles_needed"] == 1 and r["batches"] == 3 and r["devices"] == 1 and r["shape"] == [32, 32, 3]
     assert r["memory_per_device_bytes"] > 0 and r["seconds_per_example"] > 0
     # ig, guided, smoothgrad, lrp, deeplift, gradient_shap, guided Grad-CAM, neuron conductance; 2 cams,
     # excitation backprop, layer gradient×activation and conductance summed over channels, internal

@@ -97,6 +97,10 @@ def test_one_program_equals_one_per_method(scored, lesions, tmp_path):
                     metrics=["deletion:steps=4", "sparseness", "pointing_game"], masks=str(lesions / "masks"),
                     programs="one")
     assert one["this_run"]["compiles"] == 1 and one["counts"] == summary["counts"]
+    dry = sweep.dry_run(model="densenet121", model_options=SMALL, data=str(lesions / "folder" / "images"), out=out,
+                        size=32, batch=2, progress=False, seed=1, methods=["saliency", "gradcam:layers=norm5"],
+                        metrics=METRICS, masks=str(lesions / "masks"))     # the fixture's two programs again
+    assert dry["compiles_needed"] == 2 and dry["memory_per_device_bytes"] > 0
     a, b = sweep.open_store(path), sweep.open_store(out)
     sa, sb = a.scalars(), b.scalars()
     assert set(sb) <= set(sa) and "score" in sb
@@ -104,10 +108,11 @@ def test_one_program_equals_one_per_method(scored, lesions, tmp_path):
     for name in sb:
         if name != "seconds":
             np.testing.assert_allclose(sb[name][done], sa[name][done], rtol=1e-5, atol=1e-6, err_msg=name)
+    names = b.map_names + b.curve_names
     for i in done[:2]:
-        for name in b.map_names + b.curve_names:
-            np.testing.assert_allclose(b.example(int(i))[name], a.example(int(i))[name], rtol=1e-5, atol=1e-6,
-                                       err_msg=name)
+        mine, theirs = b.example(int(i), names), a.example(int(i), names)
+        for name in names:
+            np.testing.assert_allclose(mine[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_metric_and_region_errors_are_named(lesions, tmp_path):

@@ -48,16 +48,24 @@ def random_variables(model: Any, example_shape: Sequence[int] | None = None, *, 
     # Host arrays of the final dtype, then one transfer: no per-shape device program (a
     # jnp.ones or a float64 -> float32 conversion on the device compiles once per shape: ~150
     # small compiles for Inception V3).
+    # Draws in the parameter's own precision (float32: 4x faster than float64 and a cast; VGG16's
+    # 138 M values in 1 s instead of 4 s).
+    def normal(shape, std, dtype):
+        draw_dtype = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        values = rng.standard_normal(shape, dtype=draw_dtype)
+        values *= draw_dtype.type(std)
+        return values.astype(dtype, copy=False)
+
     def fill(path, s):
         name = jax.tree_util.keystr(path)
         dtype = np.dtype(s.dtype)
         if "kernel" in name:
-            return rng.normal(0, 1 / np.sqrt(np.prod(s.shape[:-1])), s.shape).astype(dtype)
+            return normal(s.shape, 1 / np.sqrt(np.prod(s.shape[:-1])), dtype)
         if "var" in name or "scale" in name:
             return np.ones(s.shape, dtype)
         if "mean" in name:
             return np.zeros(s.shape, dtype)
-        return rng.normal(0, bias_std, s.shape).astype(dtype)
+        return normal(s.shape, bias_std, dtype)
 
     variables = jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
     return spec.fixed_parameters(model, variables)   # parameters a model's init sets, not draws
