@@ -9,7 +9,7 @@ Run (the generated fake lesion dataset unless --images/--masks are given; --quic
         [--fov fov/] --weights densenet121.pth] [--size 224]
 
 One sweep (:mod:`jaxretina.sweep`) computes every method's map and scores it with every metric
-in the same compiled program; the report (:func:`jaxretina.sweep.report`) gives the tables.
+in one compiled program per method; the report (:func:`jaxretina.sweep.report`) gives the tables.
 Writes ``ranking.json`` (the tables), ``ranking.md``, ``ranking.png`` (each metric's means and
 intervals per method), the store, ``report/report.html`` (the browsable page) and, when
 Debian's ``chromium`` is installed, ``report/report.png`` (its screenshot).
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import finish, start  # noqa: E402
 
 METHODS = ["saliency", "gradient_x_input", "ig:steps=16,chunk=8", "smoothgrad:samples=8,chunk=8",
-           "guided_backprop", "lrp", "gradcam:layers=norm5"]
+           "guided_backprop", "lrp", "gradcam:layers=norm5", "occlusion:window=24,strides=12,chunk=16"]
 METRICS = ["deletion:steps=16", "insertion:steps=16,baseline=blur", "road", "faithfulness_correlation",
            "sparseness", "pointing_game", "relevance_mass", "auroc", "auprc", "iou"]
 QUICK_METHODS = ["saliency", "gradcam:layers=norm5"]
