@@ -24,12 +24,18 @@ METHODS = {"hires_cam": "HiResCAM", "grad_cam_elementwise": "GradCAMElementWise"
 
 
 
-def _ours(method, model, variables, x, target, layers, **options):
-    if method == "xgrad_cam":
-        options["eps"] = explain.PYTORCH_GRAD_CAM_XGRAD_EPS
+def _ours(model, variables, x, target, layers, methods=tuple(METHODS), **options):
+    """``{method: {layer: map}}`` of ``methods`` from one compiled program (the public functions
+    inside one ``jax.jit`` share their forward and backward pass); float64."""
+    @jax.jit
+    def every_method(v, z):
+        return {method: getattr(explain, method)(model, v, z, target, layers=list(layers), **options,
+                                                 **({"eps": explain.PYTORCH_GRAD_CAM_XGRAD_EPS}
+                                                    if method == "xgrad_cam" else {}))
+                for method in methods}
+
     with jax.enable_x64(True):
-        maps = getattr(explain, method)(model, *f64(variables, x), target, layers=list(layers), **options)
-        return {k: np.asarray(v) for k, v in maps.items()}
+        return jax.tree.map(np.asarray, every_method(*f64(variables, x)))
 
 
 def _theirs(method, ref, module, x, target):
@@ -39,30 +45,34 @@ def _theirs(method, ref, module, x, target):
 
 # Anchor: pytorch-grad-cam 1.5.7, one layer per call as its users call it (ReLU, min–max, OpenCV
 # bilinear resize, min–max; float32 output); tolerance 1e-5 on maps in [0, 1], as for Grad-CAM.
-@pytest.mark.parametrize("method", list(METHODS))
-def test_gradient_cams_match_pytorch_grad_cam(method, torch_dense, torch_driu, torch_resnet):
+# HiResCAM, GradCAMElementWise, XGradCAM and LayerCAM, each of the three models' four in one
+# program.
+def test_gradient_cams_match_pytorch_grad_cam(torch_dense, torch_driu, torch_resnet):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model, variables, ref, x, target = torch_dense
     ref = ref.double()
     modules = dict(ref.named_modules())
-    ours = _ours(method, model, variables, x, target, DENSE_LAYERS, normalize=True)
-    for name, path in DENSE_LAYERS.items():
-        want = _theirs(method, ref, modules[path], x, ClassifierOutputTarget(CLASS))
-        np.testing.assert_allclose(ours[name], want, atol=1e-5, err_msg=f"densenet {name}")
+    ours = _ours(model, variables, x, target, DENSE_LAYERS, normalize=True)
+    for method in METHODS:
+        for name, path in DENSE_LAYERS.items():
+            want = _theirs(method, ref, modules[path], x, ClassifierOutputTarget(CLASS))
+            np.testing.assert_allclose(ours[method][name], want, atol=1e-5, err_msg=f"{method} densenet {name}")
     model, variables, ref, x, target = torch_driu
     ref = ref.double()
-    ours = _ours(method, model, variables, x, target, DRIU_LAYERS, normalize=True)
-    for name in DRIU_LAYERS:
-        want = _theirs(method, ref, ref.tap_module(name), x, lambda out: torch.sigmoid(out).sum())
-        np.testing.assert_allclose(ours[name], want, atol=1e-5, err_msg=f"driu {name}")
+    ours = _ours(model, variables, x, target, DRIU_LAYERS, normalize=True)
+    for method in METHODS:
+        for name in DRIU_LAYERS:
+            want = _theirs(method, ref, ref.tap_module(name), x, lambda out: torch.sigmoid(out).sum())
+            np.testing.assert_allclose(ours[method][name], want, atol=1e-5, err_msg=f"{method} driu {name}")
     model, variables, ref, x, target = torch_resnet
     ref = ref.double()
     modules = dict(ref.named_modules())
-    ours = _ours(method, model, variables, x, target, RESNET_LAYERS, normalize=True)
-    for name in RESNET_LAYERS:
-        want = _theirs(method, ref, modules[name], x, ClassifierOutputTarget(CLASS))
-        np.testing.assert_allclose(ours[name], want, atol=1e-5, err_msg=f"resnet {name}")
+    ours = _ours(model, variables, x, target, RESNET_LAYERS, normalize=True)
+    for method in METHODS:
+        for name in RESNET_LAYERS:
+            want = _theirs(method, ref, modules[name], x, ClassifierOutputTarget(CLASS))
+            np.testing.assert_allclose(ours[method][name], want, atol=1e-5, err_msg=f"{method} resnet {name}")
 
 
 def _activations_and_gradients(ref, module, x, score):
@@ -80,21 +90,22 @@ def _activations_and_gradients(ref, module, x, score):
 # torch layer's activations (and gradients), float64 steps with a float32 output; tolerance
 # 1e-6 of the largest value, up to the sign its SVD leaves free (jaxretina turns the largest
 # magnitude positive).
-@pytest.mark.parametrize("method", ["eigen_cam", "eigen_grad_cam"])
-def test_eigen_cams_match_pytorch_grad_cams_projection(method, torch_dense, torch_resnet):
+def test_eigen_cams_match_pytorch_grad_cams_projection(torch_dense, torch_resnet):
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
+    methods = ("eigen_cam", "eigen_grad_cam")
     for pair, layers in ((torch_dense, DENSE_LAYERS), (torch_resnet, {n: n for n in RESNET_LAYERS})):
         model, variables, ref, x, target = pair
         ref = ref.double()
         modules = dict(ref.named_modules())
-        ours = _ours(method, model, variables, x, target, layers, relu=False, resize=False)
+        ours = _ours(model, variables, x, target, layers, methods, relu=False, resize=False)
         for name, path in layers.items():
             a, g = _activations_and_gradients(ref, modules[path], x, lambda out: out[0, CLASS])
-            src = a if method == "eigen_cam" else a * g
-            want = get_2d_projection(src)[0]   # float64 steps, float32 output
-            want = want * np.sign(want.ravel()[np.argmax(np.abs(want))])
-            assert np.abs(ours[name] - want).max() <= 1e-6 * np.abs(want).max(), name
+            for method in methods:
+                src = a if method == "eigen_cam" else a * g
+                want = get_2d_projection(src)[0]   # float64 steps, float32 output
+                want = want * np.sign(want.ravel()[np.argmax(np.abs(want))])
+                assert np.abs(ours[method][name] - want).max() <= 1e-6 * np.abs(want).max(), (method, name)
 
 
 def test_principal_projection_of_a_rank_one_activation_is_its_centred_spatial_factor():
@@ -175,18 +186,15 @@ def test_gradient_cams_on_volumes_match_a_float64_reference():
                                        * a).sum(1),
             "layer_cam": lambda a, g: (torch.relu(g) * a).sum(1)}
     checked = 0
-    with jax.enable_x64(True):
-        v64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
-        for method, cam in maps.items():
-            options = {"eps": explain.PYTORCH_GRAD_CAM_XGRAD_EPS} if method == "xgrad_cam" else {}
-            ours = getattr(explain, method)(spec.for_explaining(model), v64, jnp.asarray(x), targets.segmentation_sum(),
-                                            layers=list(layers), normalize=True, **options)
-            for name in layers:
-                a, g = seen[name].detach(), seen[name].grad
-                m = torch.nn.functional.interpolate(torch.relu(cam(a, g))[:, None], size=(16, 16, 16),
-                                                    mode="trilinear", align_corners=False)[0, 0]
-                span = m.max() - m.min()
-                want = ((m - m.min()) / span if span > 0 else torch.zeros_like(m)).numpy()   # constant → 0
-                checked += span > 0
-                np.testing.assert_allclose(np.asarray(ours[name]), want, atol=1e-9, err_msg=f"{method} {name}")
+    every = _ours(spec.for_explaining(model), variables, x, targets.segmentation_sum(), layers, tuple(maps),
+                  normalize=True)
+    for method, cam in maps.items():
+        for name in layers:
+            a, g = seen[name].detach(), seen[name].grad
+            m = torch.nn.functional.interpolate(torch.relu(cam(a, g))[:, None], size=(16, 16, 16),
+                                                mode="trilinear", align_corners=False)[0, 0]
+            span = m.max() - m.min()
+            want = ((m - m.min()) / span if span > 0 else torch.zeros_like(m)).numpy()   # constant → 0
+            checked += span > 0
+            np.testing.assert_allclose(every[method][name], want, atol=1e-9, err_msg=f"{method} {name}")
     assert checked >= 10   # of the 12 maps, at most two are all zero after the ReLU

@@ -181,7 +181,7 @@ def test_store_holds_what_the_explainers_give(store, images):
     grad = functools.partial(explain.saliency, f, abs=False)   # one object: smoothgrad compiles once
     black, white = (np.asarray(preprocess.driu_caffe_input(np.full((1, 1, 3), v, np.uint8)))[0, 0] for v in (0, 255))
     last = taps.spatial_layer_names(model, (1, 32, 32, 3))[-1]
-    for i in range(5):
+    for i in (0, 3):   # the first of the first batch, the second of another (batch 2)
         raw = np.asarray(Image.open(os.path.join(images, s.names[i])).convert("RGB"))
         x = preprocess.driu_caffe_input(raw)
         got = s.example(i)

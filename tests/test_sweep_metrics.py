@@ -85,34 +85,18 @@ def test_stored_metrics_equal_the_direct_calls(scored, lesions):
     assert checked == 2 * 2 * 11
 
 
-# Property: the sweep's default compiles one program per method (the target's score in the first);
-# programs="one" compiles them together.  The stores agree: maps, scores and metric scalars,
-# float32, 1e-5 relative (XLA fuses the two programs differently); the run counts its programs.
-def test_one_program_equals_one_per_method(scored, lesions, tmp_path):
+# The sweep's default compiles one program per method (the target's score in the first); the
+# fixture's stored values equal the direct calls above, and the 26-method store of
+# test_sweep.py, compiled as one program (programs="one"), equals them too.  The dry run
+# compiles (here: reads from the run's compile cache) and measures the same parts.
+def test_one_program_per_method_and_its_dry_run(scored, lesions):
     path, summary = scored
     assert summary["this_run"]["compiles"] == 2
-    out = str(tmp_path / "one.zarr")
-    one = sweep.run(model="densenet121", model_options=SMALL, data=str(lesions / "folder" / "images"), out=out,
-                    size=32, batch=2, progress=False, seed=1, methods=["saliency", "gradcam:layers=norm5"],
-                    metrics=["deletion:steps=4", "sparseness", "pointing_game"], masks=str(lesions / "masks"),
-                    programs="one")
-    assert one["this_run"]["compiles"] == 1 and one["counts"] == summary["counts"]
-    dry = sweep.dry_run(model="densenet121", model_options=SMALL, data=str(lesions / "folder" / "images"), out=out,
+    dry = sweep.dry_run(model="densenet121", model_options=SMALL, data=str(lesions / "folder" / "images"), out=path,
                         size=32, batch=2, progress=False, seed=1, methods=["saliency", "gradcam:layers=norm5"],
-                        metrics=METRICS, masks=str(lesions / "masks"))     # the fixture's two programs again
+                        metrics=METRICS, masks=str(lesions / "masks"))
     assert dry["compiles_needed"] == 2 and dry["memory_per_device_bytes"] > 0
-    a, b = sweep.open_store(path), sweep.open_store(out)
-    sa, sb = a.scalars(), b.scalars()
-    assert set(sb) <= set(sa) and "score" in sb
-    done = np.flatnonzero(b.status() == sweep.DONE)
-    for name in sb:
-        if name != "seconds":
-            np.testing.assert_allclose(sb[name][done], sa[name][done], rtol=1e-5, atol=1e-6, err_msg=name)
-    names = b.map_names + b.curve_names
-    for i in done[:2]:
-        mine, theirs = b.example(int(i), names), a.example(int(i), names)
-        for name in names:
-            np.testing.assert_allclose(mine[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert sweep.open_store(path).scalars()["score"].shape == (5,)   # the score, once
 
 
 def test_metric_and_region_errors_are_named(lesions, tmp_path):
