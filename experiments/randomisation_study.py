@@ -144,12 +144,12 @@ def study(name, model, variables, target, xs, groups, step_names, out, timer, se
     for method in methods:
         phi = functools.partial(explainer, model, target, layer, method, sigma)   # one object: one compile
         with timer(f"{name} {method}"):
-            sims = [jax.block_until_ready(evaluate.parameter_randomisation(phi, variables, jnp.asarray(x), layers=groups,
-                                                                           key=key, similarity=similarity, chunk=1))
-                    for x in xs]
-            rho, ssim, hog = (np.stack([np.asarray(s[i]) for s in sims]) for i in range(3))
-            empr = [float(evaluate.efficient_randomisation(phi, variables, jnp.asarray(x), layers=groups, key=key))
-                    for x in xs]
+            batch = jnp.asarray(np.stack(xs))   # every randomised model explains all the images in one call
+            sims = evaluate.parameter_randomisation(phi, variables, batch, layers=groups, key=key,
+                                                    similarity=similarity, chunk=1, batch=True)
+            rho, ssim, hog = (np.asarray(s) for s in sims)   # each (images, steps)
+            empr = np.asarray(evaluate.efficient_randomisation(phi, variables, batch, layers=groups, key=key,
+                                                               batch=True)).tolist()
         record["methods"][method] = {
             "spearman_abs": {"mean": rho.mean(0).tolist(), "std": rho.std(0).tolist()},
             "ssim": {"mean": ssim.mean(0).tolist(), "std": ssim.std(0).tolist()},

@@ -2,6 +2,8 @@
 each against its definition computed by hand from evaluate.reinitialised, and the entropy
 against Quantus 0.6.0's discrete_entropy."""
 
+import functools
+
 import numpy as np
 import pytest
 import jax
@@ -55,8 +57,9 @@ def test_groups_smooth_and_efficient_mprt_are_their_definitions():
         assert got[step] == pytest.approx(spearmanr(original, by_hand)[0], abs=1e-5), step
 
     smooth, noise = 3, 0.05
-    got = np.asarray(evaluate.parameter_randomisation(_grader_saliency, variables, x, layers=layers[-2:], key=key,
-                                                      smooth=smooth, noise=noise))
+    smooth_mprt = functools.partial(evaluate.parameter_randomisation, _grader_saliency, variables, layers=layers[-2:],
+                                    key=key, smooth=smooth, noise=noise)
+    got = np.asarray(smooth_mprt(x))
     sigma = noise * float(x.max() - x.min())
     draws = [sigma * jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, evaluate.NOISE_STREAM), s),
                                        x.shape, x.dtype) for s in range(smooth)]
@@ -67,10 +70,27 @@ def test_groups_smooth_and_efficient_mprt_are_their_definitions():
         want = spearmanr(base, smoothed(reinit(variables, tuple(layers[-2:][::-1]), key, pick)))[0]
         assert got[step] == pytest.approx(want, abs=1e-5), step
 
-    got = float(evaluate.efficient_randomisation(_grader_saliency, variables, x, layers=layers[-3:], key=key))
+    efficient = functools.partial(evaluate.efficient_randomisation, _grader_saliency, variables, layers=layers[-3:],
+                                  key=key)
+    got = float(efficient(x))
     every = reinit(variables, tuple(layers[-3:][::-1]), key, jnp.ones(3, bool))
     entropy = jax.jit(evaluate.discrete_entropy)
     h0, h1 = float(entropy(saliency(variables, x))), float(entropy(saliency(every, x)))
     assert got == pytest.approx((h1 - h0) / h0, abs=1e-5) and h1 != h0
     with pytest.raises(ValueError, match="smooth must be an integer"):
         evaluate.parameter_randomisation(_grader_saliency, variables, x, layers=layers[-2:], key=key, smooth=-1)
+
+    # batch=True: every randomised model explains the stacked examples in one call; each row is
+    # the per-example call (its own noise scale in smooth MPRT), float32, 1e-5
+    other = x[::-1, :, ::-1] * 0.5 + 20
+    both = jnp.stack([x, other])
+    rows = np.asarray(smooth_mprt(both, batch=True))
+    assert rows.shape == (2, 2)
+    np.testing.assert_allclose(rows[0], np.asarray(smooth_mprt(x)), atol=1e-5)
+    np.testing.assert_allclose(rows[1], np.asarray(smooth_mprt(other)), atol=1e-5)
+    rises = np.asarray(efficient(both, batch=True))
+    np.testing.assert_allclose(rises, [float(efficient(x)), float(efficient(other))], atol=1e-5)
+    with pytest.raises(ValueError, match="batch must be True or False"):
+        efficient(x, batch=1)
+    with pytest.raises(ValueError, match=r"non-empty batch \(N, …\)"):
+        smooth_mprt(x[0, 0], batch=True)

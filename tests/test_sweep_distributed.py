@@ -64,8 +64,7 @@ def _info(store, i, drop=("process",)):
 
 def assert_same_store(a_path, b_path, *, exact):
     """Same examples, status, reasons, hashes, maps and scalars (``seconds`` aside: wall time);
-    ``exact``: bit for bit, else to float32 reassociation (other per-device batch sizes: 1e-4 of
-    a map's largest magnitude)."""
+    ``exact``: bit for bit, else to float32 reassociation (:func:`_assert_close_maps`)."""
     a, b = sweep.open_store(a_path), sweep.open_store(b_path)
     assert a.names == b.names and a.map_names == b.map_names
     np.testing.assert_array_equal(a.status(), b.status())
@@ -90,8 +89,19 @@ def assert_same_store(a_path, b_path, *, exact):
             if exact:
                 np.testing.assert_array_equal(ea[name], eb[name], err_msg=f"{i} {name}")
             else:
-                top = float(np.abs(ea[name]).max())
-                np.testing.assert_allclose(ea[name], eb[name], rtol=1e-4, atol=1e-4 * top, err_msg=f"{i} {name}")
+                _assert_close_maps(ea[name], eb[name], f"{i} {name}")
+
+
+def _assert_close_maps(a, b, what):
+    """Float32 reassociation (other per-device batch sizes): within 1e-4 of the map's largest
+    magnitude, but for a kink crossed the other way — a ReLU or max-pool near a tie at one IG
+    path point moves a small patch, at most 1 % of the values by at most 1e-3 of the top
+    (measured on an AMD EPYC, DRIU's IG: 25 of 3072 values, 3.3e-4 of the top)."""
+    top = float(np.abs(a).max())
+    diff = np.abs(np.asarray(a, np.float64) - b)
+    off = diff > 1e-4 * top + 1e-4 * np.abs(b)
+    assert off.mean() <= 0.01 and diff.max() <= 1e-3 * top, (
+        f"{what}: {int(off.sum())} of {off.size} values off by up to {diff.max() / top:.2e} of the top {top:.3g}")
 
 
 def test_four_devices_give_the_one_device_store(dataset, reference, tmp_path):

@@ -188,14 +188,22 @@ class _Randomised(NamedTuple):
     cascading: bool
     smooth: int
     noise: float
+    batch: bool = False
 
     def __call__(self, consts, step):
         """``Φ(θ_step)`` (smoothed over noisy copies when ``smooth``); step −1 is the original model.
-        The re-initialised layers are drawn once, outside (``fresh``): a step only selects."""
+        The re-initialised layers are drawn once, outside (``fresh``): a step only selects; with
+        ``batch`` every example of ``x`` is explained by the same selected model."""
         variables, fresh, x, key = consts
         order = jnp.asarray(self.group)
         chosen = (order <= step) if self.cascading else (order == step)
         v = _select(variables, fresh, self.layers, chosen)
+        if self.batch:   # the weights shared, the examples batched
+            return jax.vmap(self.explain, in_axes=(None, 0, None))(v, x, key)
+        return self.explain(v, x, key)
+
+    def explain(self, v, x, key):
+        """``Φ`` of one example under the variables ``v``."""
         if not self.smooth:
             return jnp.asarray(self.explainer(v, x))
         sigma = self.noise * (x.max() - x.min())
@@ -226,17 +234,33 @@ def _steps(variables, layers, who):
     return tuple(p for g in top_down for p in g), tuple(k for k, g in enumerate(top_down) for _ in g), len(groups)
 
 
+def _checked(x, batch, who):
+    """``x`` as an array: one example, or with ``batch`` a non-empty batch of examples."""
+    if not isinstance(batch, bool):
+        raise ValueError(f"{who}: batch must be True or False; found {batch!r}")
+    x = check_input(x, who=who)
+    if batch and (x.ndim < 2 or x.shape[0] == 0):
+        raise ValueError(f"{who}: with batch=True x must be a non-empty batch (N, …) of examples; found shape "
+                         f"{x.shape}")
+    return x
+
+
 def parameter_randomisation(explainer: Callable, variables: Any, x: Any, *, layers: Sequence[Any], key: jax.Array,
                             mode: str = "cascading", similarity: Callable = spearman, smooth: int = 0,
                             noise: float = 0.1, chunk: int | str | None = None,
-                            budget: float | None = None) -> jax.Array:
+                            budget: float | None = None, batch: bool = False) -> jax.Array:
     """``(len(layers),)``: ``similarity(Φ(θ), Φ(θ_l))`` per step, ``layers`` given bottom-up (as
     :func:`parameter_layers` lists them, e.g. its last few; an entry may be a tuple of paths
     randomised together) and randomised top-down (module docstring); ``smooth`` > 0: smooth MPRT.
     ``explainer(variables, x)`` returns one map; it must be hashable and the same object from
-    call to call (a module-level function), or every call compiles anew."""
+    call to call (a module-level function), or every call compiles anew.
+
+    ``batch=True``: ``x`` is a batch ``(N, …)`` and the result ``(N, len(layers))``, row ``n``
+    equal to the call on ``x[n]`` alone; each randomised model explains the ``N`` examples in one
+    batched call (``jax.vmap`` over the examples, the weights shared), so the selection of the
+    model and the per-call cost are paid once a step, not once an example."""
     who = "parameter_randomisation"
-    x = check_input(x, who=who)
+    x = _checked(x, batch, who)
     if mode not in RANDOMISATION_MODES:
         raise ValueError(f"{who}: mode must be one of {RANDOMISATION_MODES}; found {mode!r}")
     if isinstance(smooth, bool) or not isinstance(smooth, (int, np.integer)) or smooth < 0:
@@ -244,36 +268,45 @@ def parameter_randomisation(explainer: Callable, variables: Any, x: Any, *, laye
     if not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise > 0):
         raise ValueError(f"{who}: noise must be a positive share of the input's range; found {noise!r}")
     paths, group, steps = _steps(variables, layers, who)
-    term = _Randomised(explainer, paths, group, mode == "cascading", int(smooth), float(noise))
+    term = _Randomised(explainer, paths, group, mode == "cascading", int(smooth), float(noise), batch)
     consts, xs = (variables, _fresh_variables(variables, paths, key), x, key), jnp.arange(-1, steps)
     chunk = 1 if chunk is None and budget is None else chunk   # one model per call unless asked
     maps = chunked_map(term, consts, xs, chunk=pick_chunk(term, consts, xs, chunk, budget, who=who))
-    return _compare_to_first(similarity, maps)
+    return _compare_to_first(similarity, maps, batch)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _compare_to_first(similarity: Callable, maps: jax.Array) -> jax.Array:
-    """``similarity(maps[0], maps[i])`` for ``i ≥ 1``: one compiled program per (similarity,
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _compare_to_first(similarity: Callable, maps: jax.Array, batch: bool = False) -> jax.Array:
+    """``similarity(maps[0], maps[i])`` for ``i ≥ 1`` (``(steps,)``; with ``batch`` the maps are
+    ``(1 + steps, N, …)`` and the result ``(N, steps)``): one compiled program per (similarity,
     shape) instead of its operations one by one."""
-    return jax.vmap(similarity, in_axes=(None, 0))(maps[0], maps[1:])
+    def against_first(m):
+        return jax.vmap(similarity, in_axes=(None, 0))(m[0], m[1:])
+
+    return jax.vmap(against_first, in_axes=1)(maps) if batch else against_first(maps)
 
 
 @functools.partial(jax.jit, static_argnames="bins")
 def _entropy_rise(maps: jax.Array, *, bins: int) -> jax.Array:
-    before, after = discrete_entropy(maps[0], bins=bins), discrete_entropy(maps[1], bins=bins)
+    """``(N,)`` relative entropy rises from the maps ``(2, N, …)`` (before, after)."""
+    entropy = jax.vmap(functools.partial(discrete_entropy, bins=bins))
+    before, after = entropy(maps[0]), entropy(maps[1])
     return (after - before) / before
 
 
 def efficient_randomisation(explainer: Callable, variables: Any, x: Any, *, layers: Sequence[Any], key: jax.Array,
-                            bins: int = 100) -> jax.Array:
+                            bins: int = 100, batch: bool = False) -> jax.Array:
     """Efficient MPRT (module docstring): ``(H(Φ(θ_all)) − H(Φ(θ))) / H(Φ(θ))`` with every layer of
     ``layers`` re-initialised in ``θ_all`` and ``H`` the ``bins``-bin discrete entropy.  Two
-    explainer calls in one program."""
+    explainer calls in one program; ``batch=True``: ``x`` is a batch ``(N, …)`` and the result
+    ``(N,)``, each model explaining the ``N`` examples in one call."""
     who = "efficient_randomisation"
-    x = check_input(x, who=who)
+    x = _checked(x, batch, who)
     paths, _, _ = _steps(variables, layers, who)
-    term = _Randomised(explainer, paths, (0,) * len(paths), True, 0, 1.0)
+    term = _Randomised(explainer, paths, (0,) * len(paths), True, 0, 1.0, batch)
     maps = chunked_map(term, (variables, _fresh_variables(variables, paths, key), x, key), jnp.arange(-1, 1), chunk=2)
+    if not batch:
+        return _entropy_rise(maps[:, None], bins=bins)[0]
     return _entropy_rise(maps, bins=bins)
 
 
