@@ -20,6 +20,12 @@
   autograd saliency as its ``explain_func``).  Different random draws: the numbers are not
   compared, the work is the same.
 
+* ``sweep_deletion`` — deletion inside a sweep: ``jaxretina sweep``'s compute (DenseNet121,
+  random weights, ``--sweep-images`` fake fundus images at 128², batches of 4, saliency) with
+  ``--metric deletion:steps=32,chunk=11`` (``sweep``) and without it (``sweep_plain``); their
+  difference is the metric's cost, set against ``floor``: the same 33 forward passes per map in
+  the same (batch × chunk) shapes, inputs prebuilt.
+
 ``torch_floor`` rows: the anchor's model calls alone in PyTorch (deletion: the batch of images
 through the network once per step, no grad; MPRT: the 243 saliency maps of the unrandomised
 network, no copies) — what Quantus could not go below, so ``quantus / torch_floor`` bounds the
@@ -30,7 +36,8 @@ Each side in its own process: first call (compile included), best of ``--repeats
 resident memory above the process's start, FLOPs of the model calls (XLA's count for one
 forward pass times the passes).  Writes ``benchmarks/results/evaluation.json``.
 
-    .venv/bin/python -m benchmarks.evaluation [--images 8] [--maps 256] [--repeats 1]
+    .venv/bin/python -m benchmarks.evaluation [--images 8] [--maps 256] [--sweep-images 8] [--repeats 1]
+                                              [--cases deletion,localisation,mprt,sweep_deletion]
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from benchmarks._process import run_case, write_results
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, STEP_VALUES, CHUNK = 96, 1568, 25
+SWEEP_STEPS, SWEEP_CHUNK, SWEEP_SIZE, SWEEP_BATCH = 32, 11, 128, 4   # the sweep case: 33 passes = 3 chunks
 MPRT_CHUNK = 1    # one randomised model per call: batching models batches their weights (3: 0.86×, 11: 0.81×)
 
 
@@ -215,9 +223,61 @@ def _mprt(side, n, repeats, result, size=64):
     return {"case": "mprt", "side": side, **timing, "images": n, "size": size, "explanations": n * 243}
 
 
+def _sweep_deletion(side, n, repeats, result):
+    """Deletion inside a sweep: the sweep's compute with and without the metric, and the
+    metric's forward passes alone (the same batch × chunk shapes, inputs prebuilt)."""
+    import jax
+
+    from benchmarks._memory import rss_mb
+    from benchmarks.anchors import first_and_best
+    from benchmarks.costs import forward_flops
+    from jaxretina import data, explain, models, sweep, targets
+    from jaxretina.sweep.runner import Runner
+
+    model = models.DenseNet121(num_classes=5)
+    variables = models.random_variables(model, (1, SWEEP_SIZE, SWEEP_SIZE, 3))
+    sizes = [min(SWEEP_CHUNK, SWEEP_STEPS + 1 - s) for s in range(0, SWEEP_STEPS + 1, SWEEP_CHUNK)]
+    batches = -(-n // SWEEP_BATCH)
+    base = rss_mb()
+    if side == "floor":
+        f = explain.model_fn(model, variables, targets.class_logit(0))
+        passes = jax.jit(jax.vmap(jax.vmap(f)))     # (batch, chunk) perturbed inputs -> scores
+        noise = np.random.default_rng(3).normal(0, 1, (SWEEP_BATCH, 1, SWEEP_SIZE, SWEEP_SIZE, 3)).astype(np.float32)
+        blocks = {k: jax.numpy.asarray(np.broadcast_to(noise, (SWEEP_BATCH, k) + noise.shape[2:])) for k in set(sizes)}
+
+        def run():
+            out = [passes(blocks[k]) for _ in range(batches) for k in sizes]
+            return np.asarray(jax.block_until_ready(out[-1]))
+    else:
+        folder = tempfile.mkdtemp(prefix="jaxretina-bench-deletion-")
+        counts = tuple(n // 5 + (i < n % 5) for i in range(5))
+        root = data.make_fake_dataset(folder, per_class=counts, test_per_class=0, size=SWEEP_SIZE)
+        metrics = [f"deletion:steps={SWEEP_STEPS},chunk={SWEEP_CHUNK}"] if side == "sweep" else []
+        cfg = sweep.sweep_config(model="densenet121", model_options={"num_classes": 5}, data=str(root / "folder" / "images"),
+                                 out=os.path.join(folder, "store.zarr"), size=SWEEP_SIZE, batch=SWEEP_BATCH,
+                                 progress=False, methods=["saliency"], metrics=metrics)
+        runner = Runner(cfg)
+        for shape in runner.plan.groups:
+            runner.program(shape)                       # compiled ahead, as the sweep does
+        loaded = [runner.load_batch(b) for b in runner.plan.batches]
+
+        def run():   # every batch dispatched, then waited for: no host round-trip between them
+            calls = [runner.compute(b, raw, index) for b, (raw, index, *_) in zip(runner.plan.batches, loaded)]
+            jax.block_until_ready(calls)
+            return np.asarray([len(calls)])
+    timing = first_and_best(run, repeats, base, result)
+    out = {"case": "sweep_deletion", "side": side, **timing, "images": n, "size": SWEEP_SIZE, "steps": SWEEP_STEPS}
+    if side != "sweep_plain":
+        count = batches * SWEEP_BATCH * (SWEEP_STEPS + 1)
+        x = np.zeros((SWEEP_SIZE, SWEEP_SIZE, 3), np.float32)
+        out.update(passes=count, gflops=forward_flops(model, variables, targets.class_logit(0), x) * count / 1e9)
+    return out
+
+
 def case(kind: str, side: str, n: int, repeats: int, result: str) -> dict:
     """One case in this process."""
-    return {"deletion": _deletion, "localisation": _localisation, "mprt": _mprt}[kind](side, n, repeats, result)
+    cases = {"deletion": _deletion, "localisation": _localisation, "mprt": _mprt, "sweep_deletion": _sweep_deletion}
+    return cases[kind](side, n, repeats, result)
 
 
 def main(argv=None) -> int:
@@ -225,7 +285,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--maps", type=int, default=256)
     p.add_argument("--mprt-images", type=int, default=4)
-    p.add_argument("--cases", default="deletion,localisation,mprt", help="comma-separated; rows of the others kept")
+    p.add_argument("--sweep-images", type=int, default=8)
+    p.add_argument("--cases", default="deletion,localisation,mprt,sweep_deletion", help="comma-separated; rows of the others kept")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "evaluation.json"))
     args = p.parse_args(argv)
@@ -239,7 +300,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for kind, sides, n in (("deletion", ("jaxretina", "floor", "quantus", "torch_floor"), args.images),
                                ("localisation", ("jaxretina", "quantus"), args.maps),
-                               ("mprt", ("jaxretina", "quantus", "torch_floor"), args.mprt_images)):
+                               ("mprt", ("jaxretina", "quantus", "torch_floor"), args.mprt_images),
+                               ("sweep_deletion", ("sweep", "sweep_plain", "floor"), args.sweep_images)):
             if kind not in wanted:
                 continue
             results = {}
@@ -251,6 +313,13 @@ def main(argv=None) -> int:
                 print(f"{kind:12s} {side:10s} first {r['first_s']:8.2f} s  best {r['best_s']:8.2f} s  "
                       f"peak {r['peak_mb']:7.0f} MB" + (f"  {r['gflops']:8.0f} GFLOP" if "gflops" in r else ""),
                       flush=True)
+            if kind == "sweep_deletion":   # the metric's share of the sweep against its forward passes
+                metric_s = results["sweep"]["best_s"] - results["sweep_plain"]["best_s"]
+                results["sweep"].update(metric_s=metric_s, ratio_to_forward_passes=metric_s / results["floor"]["best_s"])
+                print(f"{kind:12s} the metric in the sweep {metric_s:.2f} s: "
+                      f"{results['sweep']['ratio_to_forward_passes']:.2f}× its forward passes", flush=True)
+                rows += [{k: v for k, v in r.items() if k != "result"} for r in results.values()]
+                continue
             ours, theirs = results["jaxretina"], results["quantus"]
             ours["speedup_vs_quantus"] = theirs["best_s"] / ours["best_s"]
             a, b = np.load(ours["result"]), np.load(theirs["result"])
