@@ -56,32 +56,38 @@ def test_stored_metrics_equal_the_direct_calls(scored, lesions):
     inputs = sweep.open_inputs(str(lesions / "folder" / "images"), volumes=False, size=(32, 32))
     scal = store.scalars()
     regions = sweep.regions.RegionFiles(str(lesions / "masks"))
+    black = preprocess.imagenet_normalize(np.zeros((32, 32, 3), np.uint8))
+
+    @jax.jit
+    def direct(x, a, mask, key):
+        """Every metric called directly on one map: one compiled program."""
+        dele = evaluate.perturbation_curve(f, x, a, steps=4, baseline=black)
+        ins = evaluate.perturbation_curve(f, x, a, steps=4, mode="insertion", baseline=preprocess.gaussian_blur(x, 2.0))
+        return dele.scores, ins.scores, {
+            "deletion": dele.auc, "deletion_aopc": evaluate.aopc(dele), "insertion": ins.auc,
+            "road": evaluate.road_combined(f, x, a, fractions=(0.3, 0.6), key=jax.random.fold_in(key, 2)),
+            "faithfulness_correlation": evaluate.faithfulness_correlation(
+                f, x, a, key=jax.random.fold_in(key, 3), runs=4, subset=20, baseline=black),
+            "sparseness": evaluate.sparseness(a), "entropy": evaluate.entropy(a),
+            "pointing_game": evaluate.pointing_game(a, mask), "relevance_mass": evaluate.relevance_mass(a, mask),
+            "auroc": evaluate.localisation_auroc(a, mask),
+            "iou": evaluate.threshold_overlap(a, mask, method="top", top=0.1).iou}
+
     checked = 0
     for i in np.flatnonzero(store.status() == sweep.DONE)[:2]:
         x = preprocess.imagenet_normalize(inputs.load(int(i))[0])
-        black = preprocess.imagenet_normalize(np.zeros((32, 32, 3), np.uint8))
         mask = regions.load(store.names[i], (32, 32), resize=True)
         stored = store.example(int(i), store.map_names + store.curve_names)
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(1), int(i)), sweep.metrics.METRIC_STREAM)
         for name in store.map_names:
             a = sweep.metrics.spatial_view(jnp.asarray(stored[name]), x, name=name)
-            dele = evaluate.perturbation_curve(f, x, a, steps=4, baseline=black)
-            ins = evaluate.perturbation_curve(f, x, a, steps=4, mode="insertion",
-                                              baseline=preprocess.gaussian_blur(x, 2.0))
-            want = {"deletion": dele.auc, "deletion_aopc": evaluate.aopc(dele), "insertion": ins.auc,
-                    "road": evaluate.road_combined(f, x, a, fractions=(0.3, 0.6), key=jax.random.fold_in(key, 2)),
-                    "faithfulness_correlation": evaluate.faithfulness_correlation(
-                        f, x, a, key=jax.random.fold_in(key, 3), runs=4, subset=20, baseline=black),
-                    "sparseness": evaluate.sparseness(a), "entropy": evaluate.entropy(a),
-                    "pointing_game": evaluate.pointing_game(a, mask), "relevance_mass": evaluate.relevance_mass(a, mask),
-                    "auroc": evaluate.localisation_auroc(a, mask),
-                    "iou": evaluate.threshold_overlap(a, mask, method="top", top=0.1).iou}
+            deletion, insertion, want = direct(x, a, mask, key)
             for metric, value in want.items():
                 np.testing.assert_allclose(scal[f"{name}:{metric}"][i], float(value), rtol=1e-4, atol=1e-5,
                                            err_msg=f"{name}:{metric}")
                 checked += 1
-            np.testing.assert_allclose(stored[f"{name}:deletion"], dele.scores, rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(stored[f"{name}:insertion"], ins.scores, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(stored[f"{name}:deletion"], deletion, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(stored[f"{name}:insertion"], insertion, rtol=1e-4, atol=1e-5)
     assert checked == 2 * 2 * 11
 
 
