@@ -220,7 +220,13 @@ def _mprt(side, n, repeats, result, size=64):
             return np.asarray(evaluate.parameter_randomisation(
                 explainer, variables, jax.numpy.asarray(xs), layers=layers, key=key, chunk=MPRT_CHUNK, batch=True))
     timing = first_and_best(run, repeats, base, result)
-    return {"case": "mprt", "side": side, **timing, "images": n, "size": size, "explanations": n * 243}
+    out = {"case": "mprt", "side": side, **timing, "images": n, "size": size, "explanations": n * 243}
+    if side == "jaxretina":   # the work: 243 saliency maps (a forward and a backward pass) an image
+        from benchmarks.costs import xla_flops
+
+        one = xla_flops(explainer, variables, jax.numpy.asarray(xs[0]))
+        out["gflops"] = one * n * 243 / 1e9
+    return out
 
 
 def _sweep_deletion(side, n, repeats, result):
