@@ -20,7 +20,8 @@ fastest: batching models batches their weights).
   ``smooth=N`` it is Hedström et al.'s smooth MPRT: ``Φ`` is the mean map over ``N`` noisy copies
   ``x + ε_s``, ``ε_s ~ N(0, (noise · (max x − min x))²)`` drawn from
   ``fold_in(fold_in(key, NOISE_STREAM), s)`` — the same draws for every model, so the noise the
-  explainer carries is averaged out of both sides alike.
+  explainer carries is averaged out of both sides alike.  With ``batch=True``, ``x`` is a batch
+  ``(N, …)``: each randomised model explains the ``N`` examples in one batched call.
 * :func:`efficient_randomisation` — Hedström et al.'s efficient MPRT: the relative rise of the
   map's complexity (:func:`~jaxretina.evaluate.discrete_entropy`) from the model to the model
   with every given layer re-initialised, ``(H(Φ(θ_all)) − H(Φ(θ))) / H(Φ(θ))``: large when
