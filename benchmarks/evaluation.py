@@ -245,6 +245,7 @@ def _sweep_deletion(side, n, repeats, result):
     sizes = [min(SWEEP_CHUNK, SWEEP_STEPS + 1 - s) for s in range(0, SWEEP_STEPS + 1, SWEEP_CHUNK)]
     batches = -(-n // SWEEP_BATCH)
     base = rss_mb()
+    work = None   # the sweep sides' fake dataset, removed at the end
     if side == "floor":
         f = explain.model_fn(model, variables, targets.class_logit(0))
         passes = jax.jit(jax.vmap(jax.vmap(f)))     # (batch, chunk) perturbed inputs -> scores
@@ -255,7 +256,8 @@ def _sweep_deletion(side, n, repeats, result):
             out = [passes(blocks[k]) for _ in range(batches) for k in sizes]
             return np.asarray(jax.block_until_ready(out[-1]))
     else:
-        folder = tempfile.mkdtemp(prefix="jaxretina-bench-deletion-")
+        work = tempfile.TemporaryDirectory(prefix="jaxretina-bench-deletion-")
+        folder = work.name
         counts = tuple(n // 5 + (i < n % 5) for i in range(5))
         root = data.make_fake_dataset(folder, per_class=counts, test_per_class=0, size=SWEEP_SIZE)
         metrics = [f"deletion:steps={SWEEP_STEPS},chunk={SWEEP_CHUNK}"] if side == "sweep" else []
@@ -272,6 +274,8 @@ def _sweep_deletion(side, n, repeats, result):
             jax.block_until_ready(calls)
             return np.asarray([len(calls)])
     timing = first_and_best(run, repeats, base, result)
+    if work is not None:
+        work.cleanup()
     out = {"case": "sweep_deletion", "side": side, **timing, "images": n, "size": SWEEP_SIZE, "steps": SWEEP_STEPS}
     if side != "sweep_plain":
         count = batches * SWEEP_BATCH * (SWEEP_STEPS + 1)
