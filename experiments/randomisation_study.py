@@ -141,10 +141,10 @@ def study(name, model, variables, target, xs, groups, step_names, out, timer, se
     record = {"steps": step_names, "grad_cam_layer": layer, "methods": {}}
     shown = {}
     sigma = 0.15 * float(np.ptp(xs[0]))
+    batch = jnp.asarray(np.stack(xs))   # every randomised model explains all the images in one call
     for method in methods:
         phi = functools.partial(explainer, model, target, layer, method, sigma)   # one object: one compile
         with timer(f"{name} {method}"):
-            batch = jnp.asarray(np.stack(xs))   # every randomised model explains all the images in one call
             sims = evaluate.parameter_randomisation(phi, variables, batch, layers=groups, key=key,
                                                     similarity=similarity, chunk=1, batch=True)
             rho, ssim, hog = (np.asarray(s) for s in sims)   # each (images, steps)
